@@ -1,0 +1,79 @@
+//! Command line, with virtiofsd-compatible names for the common flags.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::passthrough::CachePolicy;
+
+/// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
+/// over virtio-fs and serves the DAX window.
+///
+/// Start it on a socket, then point QEMU at the same socket:
+///   -chardev socket,id=fs0,path=SOCKET
+///   -device vhost-user-fs-pci,chardev=fs0,tag=TAG
+/// (guest RAM must be shared: -object memory-backend-memfd,id=mem,size=...,share=on
+///  -numa node,memdev=mem). In the guest: mount -t virtiofs TAG /mnt
+#[derive(Debug, Parser)]
+#[command(name = "daxfsd", version, about, long_about, verbatim_doc_comment)]
+pub struct Args {
+    /// vhost-user socket path to listen on (created; an old socket file is replaced).
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: PathBuf,
+
+    /// Host directory to share with the guest.
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: PathBuf,
+
+    /// Filesystem tag the guest mounts (at most 36 bytes).
+    #[arg(long, default_value = "daxfs", value_parser = parse_tag)]
+    pub tag: String,
+
+    /// Guest caching: never (no caching, direct I/O), auto (1 s timeouts,
+    /// revalidate on open), always (long timeouts, keep the page cache).
+    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    pub cache: CachePolicy,
+
+    /// Number of request queues offered to the guest; each is served by its
+    /// own worker thread so queues progress in parallel.
+    #[arg(long, alias = "thread-pool-size", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub num_request_queues: u16,
+
+    /// Size of each virtqueue (a power of two).
+    #[arg(long, default_value_t = 1024, value_parser = parse_queue_size)]
+    pub queue_size: u16,
+
+    /// Log level or tracing filter (error, warn, info, debug, trace, or a
+    /// directive such as "daxfsd=debug"). RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Refuse every modifying operation with EROFS.
+    #[arg(long)]
+    pub readonly: bool,
+
+    /// Serve extended attributes (getxattr, setxattr, listxattr, removexattr).
+    #[arg(long)]
+    pub xattr: bool,
+}
+
+fn parse_tag(tag: &str) -> Result<String, String> {
+    if tag.is_empty() {
+        return Err("the tag must not be empty".into());
+    }
+    if tag.len() > 36 {
+        return Err(format!("the tag is {} bytes; at most 36 fit the virtio-fs config", tag.len()));
+    }
+    if tag.contains('\0') {
+        return Err("the tag must not contain NUL".into());
+    }
+    Ok(tag.to_owned())
+}
+
+fn parse_queue_size(s: &str) -> Result<u16, String> {
+    let n: u16 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(2..=32768).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two between 2 and 32768"));
+    }
+    Ok(n)
+}
