@@ -190,6 +190,8 @@ else
 fi
 set -e
 end=$(date +%s.%N)
+# The serial console ends lines with CR LF.
+sed -i 's/\r$//' "$guest_log"
 elapsed=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
 echo "run-guest: guest ran ${elapsed}s (QEMU exit $qemu_rc)" >&2
 

@@ -27,7 +27,7 @@ have_pkg() {
 # QEMU from backports: anything older than 10 counts as missing.
 qemu_ok() {
   if [ -n "${DAXFSD_QEMU:-}" ]; then
-    [ -x "$DAXFSD_QEMU" ] || { log "DAXFSD_QEMU=$DAXFSD_QEMU is not executable"; exit 1; }
+    command -v "$DAXFSD_QEMU" >/dev/null || { log "DAXFSD_QEMU=$DAXFSD_QEMU is not executable"; exit 1; }
     return 0
   fi
   have_pkg qemu-system-x86 || return 1
