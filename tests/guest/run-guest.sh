@@ -180,15 +180,34 @@ qemu_cmd=(
 )
 echo "run-guest: qemu: ${qemu_cmd[*]}" >&2
 start=$(date +%s.%N)
-set +e
+timeout -k 10 "$timeout_s" "${qemu_cmd[@]}" </dev/null >"$guest_log" 2>&1 &
+qemu_pid=$!
+tail_pid=
 if [ "$console" = 1 ]; then
-  timeout -k 10 "$timeout_s" "${qemu_cmd[@]}" </dev/null 2>&1 | tee "$guest_log"
-  qemu_rc=${PIPESTATUS[0]}
-else
-  timeout -k 10 "$timeout_s" "${qemu_cmd[@]}" </dev/null >"$guest_log" 2>&1
-  qemu_rc=$?
+  tail -n +1 -f --pid="$qemu_pid" "$guest_log" &
+  tail_pid=$!
 fi
+# A daemon leaves once QEMU disconnects, i.e. when QEMU is already exiting.
+# One that goes while the guest still runs has crashed: the guest would wait
+# for its replies until the timeout, so stop QEMU after a short grace period.
+daemon_died=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  if ! kill -0 "$daemon_pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$qemu_pid" 2>/dev/null; then
+      daemon_died=1
+      kill -TERM "$qemu_pid" 2>/dev/null || true
+    fi
+    break
+  fi
+  sleep 0.2
+done
+set +e
+wait "$qemu_pid"
+qemu_rc=$?
 set -e
+qemu_pid=
+if [ -n "$tail_pid" ]; then wait "$tail_pid" || true; fi
 end=$(date +%s.%N)
 # The serial console ends lines with CR LF.
 sed -i 's/\r$//' "$guest_log"
@@ -212,13 +231,16 @@ daemon_pid=
 
 # 5. Verdict: the guest's own markers first, then the host's view.
 last_pass=$(sed -n 's/^.*DAXFSD-STEP PASS \([^ ]*\).*$/\1/p' "$guest_log" | tail -n 1)
+if [ "$daemon_died" = 1 ]; then
+  fail "daemon exited (status $daemon_rc) while the guest was running (last passed step: ${last_pass:-none})"
+fi
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
   fail "guest timed out after ${timeout_s}s (last passed step: ${last_pass:-none})"
 fi
 failed_step=$(sed -n 's/^.*DAXFSD-RESULT FAIL \([^ ]*\).*$/\1/p' "$guest_log" | head -n 1)
 [ -z "$failed_step" ] || fail "guest step '$failed_step' failed"
 grep -q 'DAXFSD-RESULT PASS' "$guest_log" ||
-  fail "guest gave no result (QEMU exit $qemu_rc; last passed step: ${last_pass:-none})"
+  fail "guest gave no result (QEMU exit $qemu_rc, daemon exit $daemon_rc; last passed step: ${last_pass:-none})"
 [ "$qemu_rc" = 0 ] || fail "QEMU exited with status $qemu_rc"
 if grep -q 'panicked at' "$daemon_log"; then fail "daemon panicked"; fi
 if [ "$stopped_by_us" = 0 ] && [ "$daemon_rc" != 0 ]; then
