@@ -1,1 +1,32 @@
-//! placeholder
+//! A vhost-user-fs frontend test harness: it plays the VMM and the guest driver against
+//! a real backend (daxfsd or upstream virtiofsd) over its socket.
+//!
+//! - [`BackendCommand`] / [`BackendProcess`]: start the backend on a temporary socket and
+//!   shared directory, capture its logs, kill it on drop.
+//! - [`Device`]: memfd guest memory shared with SET_MEM_TABLE, the vhost-user handshake,
+//!   split virtqueues driven from guest memory, bounded waits for used buffers, and raw
+//!   descriptor chains for malformed-input tests.
+//! - [`Window`] / [`BackendChannel`]: the DAX window as a VMM holds it, filled by the
+//!   backend's SHMEM_MAP / SHMEM_UNMAP (and legacy FS_MAP / FS_UNMAP) requests.
+//! - [`fuse`]: sending FUSE requests built with `daxfsd_protocol` and checking replies.
+
+pub mod backend_channel;
+pub mod device;
+pub mod error;
+pub mod fuse;
+pub mod guest_memory;
+pub mod handshake;
+pub mod process;
+pub mod virtqueue;
+pub mod window;
+
+pub use backend_channel::{
+    BackendChannel, BackendRequest, BackendRequestRecord, BackendRequestStats, LegacyEntry,
+};
+pub use device::{Device, DeviceConfig, FsConfig, Negotiated};
+pub use error::{error_chain, HarnessError, Result};
+pub use fuse::{FuseReply, Uniques};
+pub use guest_memory::{GuestAllocator, GuestBuf, GuestMemory};
+pub use process::{locate_daxfsd, locate_virtiofsd, BackendCommand, BackendProcess};
+pub use virtqueue::{Completion, Link, QueueStats, RawDesc, Token};
+pub use window::{MappingInfo, Window, WindowError};
