@@ -36,7 +36,7 @@ pub struct Args {
 
     /// Number of request queues offered to the guest; each is served by its
     /// own worker thread so queues progress in parallel.
-    #[arg(long, alias = "thread-pool-size", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, alias = "thread-pool-size", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=63))]
     pub num_request_queues: u16,
 
     /// Size of each virtqueue (a power of two).
@@ -55,6 +55,13 @@ pub struct Args {
     /// Serve extended attributes (getxattr, setxattr, listxattr, removexattr).
     #[arg(long)]
     pub xattr: bool,
+
+    /// Keep serving after the frontend disconnects (guest reset, VMM
+    /// restart): every inode, handle and mapping of the old session is
+    /// released and the next frontend starts fresh. Without it the daemon
+    /// exits when the frontend goes, as virtiofsd does.
+    #[arg(long)]
+    pub persist: bool,
 }
 
 fn parse_tag(tag: &str) -> Result<String, String> {
@@ -62,7 +69,10 @@ fn parse_tag(tag: &str) -> Result<String, String> {
         return Err("the tag must not be empty".into());
     }
     if tag.len() > 36 {
-        return Err(format!("the tag is {} bytes; at most 36 fit the virtio-fs config", tag.len()));
+        return Err(format!(
+            "the tag is {} bytes; at most 36 fit the virtio-fs config",
+            tag.len()
+        ));
     }
     if tag.contains('\0') {
         return Err("the tag must not contain NUL".into());

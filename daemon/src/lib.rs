@@ -5,5 +5,9 @@
 //! fuzz targets can drive the dispatcher and filesystem directly.
 
 pub mod cli;
+pub mod device;
+pub mod dispatch;
 pub mod errno;
 pub mod passthrough;
+pub mod ratelimit;
+pub mod server;

@@ -3,10 +3,38 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use daxfsd::cli;
+use daxfsd::{cli, server};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let _ = args;
-    ExitCode::SUCCESS
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(directives),
+        Err(_) => EnvFilter::try_new(&args.log_level),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("daxfsd: invalid --log-level / RUST_LOG filter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match server::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("daxfsd: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            tracing::error!("{msg}");
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
 }

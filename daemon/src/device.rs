@@ -1,0 +1,334 @@
+//! The vhost-user-fs device: features, configuration space and the queue
+//! workers, on rust-vmm `vhost-user-backend`.
+//!
+//! Queue 0 is the hiprio queue (FORGET, INTERRUPT); queues 1..=N carry
+//! requests. Each queue is served by its own worker thread
+//! ([`VhostUserBackend::queues_per_thread`] returns one bit per thread), so
+//! queues progress in parallel and a slow request on one queue never holds
+//! up another. A queue that the frontend enables but never configures simply
+//! never yields a descriptor chain; nothing waits for DRIVER_OK.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use daxfsd_protocol::abi::VirtioFsConfig;
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use zerocopy::IntoBytes;
+
+use crate::dispatch::{Dispatcher, Outcome, MAX_TRANSFER};
+use crate::ratelimit::RateLimit;
+
+/// Largest request the daemon reads from a chain: the largest WRITE plus
+/// headroom for the headers.
+const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
+
+/// Errors of the device's event handling, reported to vhost-user-backend.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// An event other than a kick arrived.
+    #[error("unexpected event set {0:?}")]
+    UnexpectedEvent(EventSet),
+    /// The event names a queue this device does not have.
+    #[error("event for queue {0}, which does not exist")]
+    NoSuchQueue(u16),
+    /// The used ring could not be updated.
+    #[error("updating the used ring of queue {queue}")]
+    UsedRing {
+        /// Queue index.
+        queue: u16,
+        /// Cause.
+        #[source]
+        source: virtio_queue::Error,
+    },
+    /// Notifying the guest failed.
+    #[error("signalling queue {queue}")]
+    Signal {
+        /// Queue index.
+        queue: u16,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<DeviceError> for io::Error {
+    fn from(e: DeviceError) -> Self {
+        io::Error::other(e)
+    }
+}
+
+/// Counters of chain handling, for the metrics.
+#[derive(Debug, Default)]
+pub struct ChainStats {
+    /// Chains returned to the guest.
+    pub chains: AtomicU64,
+    /// Chains whose descriptors could not be read or written (outside guest
+    /// memory, e.g. pointing into the DAX window).
+    pub bad_chains: AtomicU64,
+}
+
+/// Per-queue scratch buffers, reused for every request on that queue.
+#[derive(Debug, Default)]
+struct QueueBuffers {
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+/// Static configuration of the device.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Filesystem tag for the config space.
+    pub tag: String,
+    /// Request queues (the hiprio queue not counted).
+    pub num_request_queues: u16,
+    /// Largest queue size accepted.
+    pub queue_size: u16,
+}
+
+/// The vhost-user-fs device.
+#[derive(Debug)]
+pub struct FsDevice {
+    config: DeviceConfig,
+    dispatcher: Arc<Dispatcher>,
+    /// Guest memory; replaced by vhost-user-backend on SET_MEM_TABLE through
+    /// [`VhostUserBackend::update_memory`]. The atomic handle itself is
+    /// shared with the vrings, so a load always sees the current table.
+    mem: Mutex<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    event_idx: AtomicBool,
+    /// One buffer set per queue; each is only ever locked by that queue's
+    /// worker thread, so the lock is uncontended.
+    buffers: Vec<Mutex<QueueBuffers>>,
+    stats: ChainStats,
+    bad_chain_log: RateLimit,
+}
+
+impl FsDevice {
+    /// A device serving `dispatcher`.
+    pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Self {
+        let queues = usize::from(config.num_request_queues) + 1;
+        Self {
+            buffers: (0..queues)
+                .map(|_| Mutex::new(QueueBuffers::default()))
+                .collect(),
+            config,
+            dispatcher,
+            mem: Mutex::new(None),
+            event_idx: AtomicBool::new(false),
+            stats: ChainStats::default(),
+            bad_chain_log: RateLimit::per_second(10),
+        }
+    }
+
+    /// The dispatcher.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Chain counters.
+    pub fn chain_stats(&self) -> &ChainStats {
+        &self.stats
+    }
+
+    fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
+        let mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
+        mem.as_ref().map(|m| m.memory())
+    }
+
+    /// Pops and serves every available chain of `vring`, then notifies the
+    /// guest once for the batch.
+    fn process_queue(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let mut buffers = self.buffers[usize::from(queue)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                vring
+                    .disable_notification()
+                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            }
+            let mut used_any = false;
+            loop {
+                // Hold the vring lock only to pop, never across a request.
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let written = self.serve_chain(&mem, chain, &mut buffers);
+                vring
+                    .add_used(head, written)
+                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+                self.stats.chains.fetch_add(1, Ordering::Relaxed);
+                used_any = true;
+            }
+            if used_any {
+                let notify = vring
+                    .needs_notification()
+                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+                if notify {
+                    vring
+                        .signal_used_queue()
+                        .map_err(|source| DeviceError::Signal { queue, source })?;
+                }
+            }
+            if !event_idx {
+                return Ok(());
+            }
+            // Re-enable notifications; if chains arrived meanwhile, go again.
+            let more = vring
+                .enable_notification()
+                .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Serves one chain; returns the bytes written into it.
+    fn serve_chain(
+        &self,
+        mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+        buffers: &mut QueueBuffers,
+    ) -> u32 {
+        let mut writer = match Writer::new(&**mem, chain.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                self.bad_chain("writable descriptors unusable", &e);
+                return 0;
+            }
+        };
+        let capacity = writer.available_bytes();
+        let request = &mut buffers.request;
+        request.clear();
+        let read = Reader::new(&**mem, chain)
+            .map_err(io::Error::other)
+            .and_then(|mut reader| {
+                let len = reader.available_bytes();
+                if len > MAX_REQUEST {
+                    // Read just the header so the error reply can echo `unique`;
+                    // the parser then refuses the length mismatch.
+                    request.resize(40, 0);
+                    reader.read_exact(request)?;
+                } else {
+                    request.resize(len, 0);
+                    reader.read_exact(request)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = read {
+            self.bad_chain("readable descriptors unusable", &e);
+            // Reply EFAULT if the header made it, so the guest's request ends.
+            if request.len() < 16 {
+                return 0;
+            }
+        }
+        let outcome = self
+            .dispatcher
+            .dispatch(request, &mut buffers.reply, capacity);
+        let Outcome::Reply(len) = outcome else {
+            return 0;
+        };
+        match writer.write_all(&buffers.reply[..len]) {
+            Ok(()) => writer.bytes_written() as u32,
+            Err(e) => {
+                self.bad_chain("writing the reply", &e);
+                writer.bytes_written() as u32
+            }
+        }
+    }
+
+    fn bad_chain(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.stats.bad_chains.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.bad_chain_log.check() {
+            tracing::warn!(suppressed, %error, "bad descriptor chain: {what}");
+        }
+    }
+}
+
+impl VhostUserBackend for FsDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        usize::from(self.config.num_request_queues) + 1
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.config.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let mut config = VirtioFsConfig {
+            tag: [0; 36],
+            num_request_queues: u32::from(self.config.num_request_queues),
+            notify_buf_size: 0,
+        };
+        let tag = self.config.tag.as_bytes();
+        config.tag[..tag.len()].copy_from_slice(tag);
+        let bytes = config.as_bytes();
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        bytes[start..end].to_vec()
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+        *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem);
+        Ok(())
+    }
+
+    fn reset_device(&self) {
+        tracing::info!("device reset: ending the guest session");
+        self.dispatcher.reset();
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.num_queues()).map(|q| 1u64 << q).collect()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(DeviceError::UnexpectedEvent(evset).into());
+        }
+        let vring = vrings
+            .get(usize::from(device_event))
+            .ok_or(DeviceError::NoSuchQueue(device_event))?;
+        self.process_queue(device_event, vring)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! FUSE_INIT negotiation.
+
+use daxfsd_protocol::abi::{self, InitOut};
+
+use crate::passthrough::{CachePolicy, Negotiated};
+
+/// Largest WRITE payload, READ size and READDIR buffer the daemon accepts.
+pub const MAX_TRANSFER: u32 = 1 << 20;
+/// `MAX_TRANSFER` in 4 KiB pages, as INIT announces it.
+const MAX_PAGES: u16 = (MAX_TRANSFER / 4096) as u16;
+/// log2 of the DAX mapping alignment announced with MAP_ALIGNMENT (4 KiB pages).
+pub const MAP_ALIGNMENT_SHIFT: u16 = 12;
+
+/// What the daemon offers in INIT, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct InitPolicy {
+    /// The guest's cache policy (`--cache`).
+    pub cache: CachePolicy,
+    /// The DAX window exists: announce MAP_ALIGNMENT.
+    pub dax_window: bool,
+    /// Per-inode DAX policy is active: announce HAS_INODE_DAX.
+    pub inode_dax: bool,
+}
+
+/// Result of negotiating INIT with a guest.
+#[derive(Debug, Clone, Copy)]
+pub enum InitOutcome {
+    /// The session starts with this reply and these features.
+    Accepted(InitOut, Negotiated),
+    /// The guest speaks a newer major version: answer with ours only, so it
+    /// can retry (no session starts).
+    RetryWithMajor(InitOut),
+    /// The guest's protocol is too old to serve.
+    Unsupported,
+}
+
+/// Negotiates INIT: the reply carries the intersection of what the guest
+/// offers and what this daemon implements.
+pub fn negotiate(
+    policy: &InitPolicy,
+    major: u32,
+    minor: u32,
+    max_readahead: u32,
+    kernel_flags: u64,
+) -> InitOutcome {
+    if major > abi::KERNEL_VERSION {
+        let reply = InitOut {
+            major: abi::KERNEL_VERSION,
+            minor: abi::KERNEL_MINOR_VERSION,
+            ..InitOut::default()
+        };
+        return InitOutcome::RetryWithMajor(reply);
+    }
+    if major < abi::KERNEL_VERSION || minor < abi::MIN_KERNEL_MINOR_VERSION {
+        return InitOutcome::Unsupported;
+    }
+    let mut wanted = abi::ASYNC_READ
+        | abi::ATOMIC_O_TRUNC
+        | abi::BIG_WRITES
+        | abi::AUTO_INVAL_DATA
+        | abi::DO_READDIRPLUS
+        | abi::READDIRPLUS_AUTO
+        | abi::ASYNC_DIO
+        | abi::PARALLEL_DIROPS
+        | abi::HANDLE_KILLPRIV_V2
+        | abi::MAX_PAGES
+        | abi::INIT_EXT;
+    if policy.cache != CachePolicy::Never {
+        wanted |= abi::CACHE_SYMLINKS;
+    }
+    if policy.dax_window {
+        wanted |= abi::MAP_ALIGNMENT;
+    }
+    if policy.inode_dax {
+        wanted |= abi::HAS_INODE_DAX;
+    }
+    let agreed = kernel_flags & wanted;
+    let negotiated = Negotiated {
+        writeback: agreed & abi::WRITEBACK_CACHE != 0,
+        killpriv_v2: agreed & abi::HANDLE_KILLPRIV_V2 != 0,
+        inode_dax: agreed & abi::HAS_INODE_DAX != 0,
+    };
+    let reply = InitOut {
+        major: abi::KERNEL_VERSION,
+        minor: minor.min(abi::KERNEL_MINOR_VERSION),
+        max_readahead,
+        flags: agreed as u32,
+        max_background: 64,
+        congestion_threshold: 48,
+        max_write: MAX_TRANSFER,
+        time_gran: 1,
+        max_pages: MAX_PAGES,
+        map_alignment: if agreed & abi::MAP_ALIGNMENT != 0 {
+            MAP_ALIGNMENT_SHIFT
+        } else {
+            0
+        },
+        flags2: (agreed >> 32) as u32,
+        ..InitOut::default()
+    };
+    InitOutcome::Accepted(reply, negotiated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(dax: bool) -> InitPolicy {
+        InitPolicy {
+            cache: CachePolicy::Auto,
+            dax_window: dax,
+            inode_dax: false,
+        }
+    }
+
+    #[test]
+    fn reply_carries_only_flags_both_sides_have() {
+        let kernel = abi::ASYNC_READ
+            | abi::WRITEBACK_CACHE
+            | abi::POSIX_LOCKS
+            | abi::MAP_ALIGNMENT
+            | abi::INIT_EXT;
+        let InitOutcome::Accepted(out, neg) = negotiate(&policy(false), 7, 41, 65536, kernel)
+        else {
+            panic!("INIT 7.41 must be accepted");
+        };
+        let agreed = u64::from(out.flags) | (u64::from(out.flags2) << 32);
+        assert_eq!(agreed, abi::ASYNC_READ | abi::INIT_EXT);
+        assert_eq!((out.major, out.minor, out.max_readahead), (7, 41, 65536));
+        assert_eq!(out.map_alignment, 0);
+        assert!(!neg.writeback);
+    }
+
+    #[test]
+    fn dax_announces_page_alignment() {
+        let kernel = abi::MAP_ALIGNMENT | abi::INIT_EXT;
+        let InitOutcome::Accepted(out, _) = negotiate(&policy(true), 7, 41, 0, kernel) else {
+            panic!("accepted");
+        };
+        assert_ne!(out.flags as u64 & abi::MAP_ALIGNMENT, 0);
+        assert_eq!(out.map_alignment, 12);
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        assert!(
+            matches!(negotiate(&policy(false), 8, 0, 0, 0), InitOutcome::RetryWithMajor(o) if o.major == 7)
+        );
+        assert!(matches!(
+            negotiate(&policy(false), 6, 99, 0, 0),
+            InitOutcome::Unsupported
+        ));
+        assert!(matches!(
+            negotiate(&policy(false), 7, 20, 0, 0),
+            InitOutcome::Unsupported
+        ));
+        assert!(
+            matches!(negotiate(&policy(false), 7, 50, 0, 0), InitOutcome::Accepted(o, _) if o.minor == 41)
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Request dispatch: bytes of one descriptor chain in, reply bytes out.
+//!
+//! The dispatcher parses with the protocol crate, enforces the session
+//! state (nothing but INIT before INIT), calls the passthrough filesystem
+//! and encodes the reply into the worker's reusable buffer. It knows nothing
+//! about virtqueues; the queue worker hands it bytes and a reply capacity.
+
+mod init;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use daxfsd_protocol::abi::{
+    GetxattrOut, LseekOut, OutHeader, WriteOut, FSYNC_FDATASYNC, GETATTR_FH,
+};
+use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
+use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
+use zerocopy::FromBytes;
+
+use self::init::{negotiate, InitOutcome};
+pub use self::init::{InitPolicy, MAX_TRANSFER};
+use crate::errno::Errno;
+use crate::passthrough::{Context, PassthroughFs};
+use crate::ratelimit::RateLimit;
+
+/// Counters the dispatcher keeps; read them with [`Dispatcher::stats`].
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    /// Requests parsed successfully.
+    pub requests: AtomicU64,
+    /// Requests refused because they did not parse.
+    pub malformed: AtomicU64,
+    /// Requests answered ENOSYS because the operation is not implemented.
+    pub unsupported: AtomicU64,
+}
+
+/// What the queue worker should do with a chain after dispatch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Write these many bytes of the reply buffer into the chain.
+    Reply(usize),
+    /// The operation has no reply (FORGET, BATCH_FORGET, INTERRUPT) or the
+    /// chain has no room for even a header: return it with nothing written.
+    NoReply,
+}
+
+/// Serves FUSE requests for one vhost-user device.
+#[derive(Debug)]
+pub struct Dispatcher {
+    fs: Arc<PassthroughFs>,
+    policy: InitPolicy,
+    limits: Limits,
+    /// Set by a successful INIT, cleared by DESTROY and device reset. Only
+    /// ordering with respect to itself matters, so Relaxed would do; Acquire /
+    /// Release keep the INIT-time `fs.init` visible to other queues.
+    initialized: AtomicBool,
+    stats: DispatchStats,
+    malformed_log: RateLimit,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `fs`.
+    pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy) -> Self {
+        Self {
+            fs,
+            policy,
+            limits: Limits {
+                max_write: MAX_TRANSFER,
+                max_read: MAX_TRANSFER,
+            },
+            initialized: AtomicBool::new(false),
+            stats: DispatchStats::default(),
+            malformed_log: RateLimit::per_second(10),
+        }
+    }
+
+    /// The filesystem served.
+    pub fn fs(&self) -> &Arc<PassthroughFs> {
+        &self.fs
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DispatchStats {
+        &self.stats
+    }
+
+    /// Ends the session (device reset or disconnect): forget every inode and
+    /// handle; the next guest must INIT again.
+    pub fn reset(&self) {
+        self.initialized.store(false, Ordering::Release);
+        self.fs.destroy();
+    }
+
+    /// Handles one request. `capacity` is the writable space in the chain;
+    /// the reply never exceeds it.
+    pub fn dispatch(&self, request: &[u8], reply: &mut Vec<u8>, capacity: usize) -> Outcome {
+        if capacity < OUT_HEADER_LEN {
+            // Not even an error fits. Still run no-reply operations (FORGET
+            // must not leak references just because the chain is short).
+            if let Ok(req) = parse(request, &self.limits) {
+                if is_no_reply(&req.op) {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.handle(&req, reply, capacity);
+                }
+            }
+            return Outcome::NoReply;
+        }
+        let req = match parse(request, &self.limits) {
+            Ok(req) => req,
+            Err(e) => return self.refuse(request, &e, reply),
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let unique = req.header.unique;
+        match self.handle(&req, reply, capacity) {
+            Ok(Outcome::Reply(len)) if len <= capacity => Outcome::Reply(len),
+            Ok(Outcome::Reply(len)) => {
+                tracing::debug!(
+                    unique,
+                    len,
+                    capacity,
+                    "reply larger than the chain's writable space"
+                );
+                write_error(reply, unique, Errno::ERANGE)
+            }
+            Ok(Outcome::NoReply) => Outcome::NoReply,
+            Err(errno) => write_error(reply, unique, errno),
+        }
+    }
+
+    fn refuse(&self, request: &[u8], error: &ParseError, reply: &mut Vec<u8>) -> Outcome {
+        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        // The unique id sits at bytes 8..16 of the header; echo it when present.
+        let unique = request
+            .get(8..16)
+            .and_then(|b| u64::read_from_bytes(b).ok())
+            .unwrap_or(0);
+        if let Some(suppressed) = self.malformed_log.check() {
+            tracing::warn!(unique, suppressed, %error, "malformed request refused");
+        }
+        write_error(reply, unique, Errno(error.errno()))
+    }
+
+    fn handle(
+        &self,
+        req: &Request<'_>,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+    ) -> Result<Outcome, Errno> {
+        let h = &req.header;
+        let ctx = Context {
+            uid: h.uid,
+            gid: h.gid,
+            pid: h.pid,
+        };
+        let fs = &*self.fs;
+        let nodeid = h.nodeid;
+        if !matches!(req.op, Operation::Init { .. }) && !self.initialized.load(Ordering::Acquire) {
+            return Err(Errno::EIO);
+        }
+        let mut r = ReplyBuf::new(reply, h.unique);
+        match &req.op {
+            Operation::Init {
+                major,
+                minor,
+                max_readahead,
+                flags,
+            } => match negotiate(&self.policy, *major, *minor, *max_readahead, *flags) {
+                InitOutcome::Accepted(out, negotiated) => {
+                    fs.init(negotiated);
+                    self.initialized.store(true, Ordering::Release);
+                    tracing::info!(major, minor, "guest session initialised");
+                    r.push(&out);
+                }
+                InitOutcome::RetryWithMajor(out) => {
+                    r.push(&out);
+                }
+                InitOutcome::Unsupported => {
+                    tracing::warn!(major, minor, "guest FUSE protocol too old");
+                    return Err(Errno(libc::EPROTO));
+                }
+            },
+            Operation::Destroy => {
+                self.reset();
+            }
+            Operation::Lookup { name } => {
+                r.push(&fs.lookup(ctx, nodeid, name.as_cstr())?);
+            }
+            Operation::Forget { nlookup } => {
+                fs.forget(nodeid, *nlookup);
+                return Ok(Outcome::NoReply);
+            }
+            Operation::BatchForget { entries } => {
+                for e in *entries {
+                    fs.forget(e.nodeid, e.nlookup);
+                }
+                return Ok(Outcome::NoReply);
+            }
+            Operation::Interrupt { .. } => {
+                // Requests run to completion synchronously on their queue's
+                // worker; by the time an interrupt is read the request it
+                // names has either finished or will finish promptly.
+                return Ok(Outcome::NoReply);
+            }
+            Operation::Getattr(arg) => {
+                let fh = (arg.getattr_flags & GETATTR_FH != 0).then_some(arg.fh);
+                r.push(&fs.getattr(ctx, nodeid, fh)?);
+            }
+            Operation::Setattr(arg) => {
+                r.push(&fs.setattr(ctx, nodeid, arg)?);
+            }
+            Operation::Readlink => {
+                r.push_bytes(&fs.readlink(ctx, nodeid)?);
+            }
+            Operation::Symlink { name, target } => {
+                r.push(&fs.symlink(ctx, nodeid, name.as_cstr(), target)?);
+            }
+            Operation::Mknod { arg, name } => {
+                r.push(&fs.mknod(ctx, nodeid, name.as_cstr(), arg.mode, arg.rdev, arg.umask)?);
+            }
+            Operation::Mkdir { arg, name } => {
+                r.push(&fs.mkdir(ctx, nodeid, name.as_cstr(), arg.mode, arg.umask)?);
+            }
+            Operation::Unlink { name } => fs.unlink(ctx, nodeid, name.as_cstr())?,
+            Operation::Rmdir { name } => fs.rmdir(ctx, nodeid, name.as_cstr())?,
+            Operation::Rename {
+                newdir,
+                flags,
+                old,
+                new,
+            } => fs.rename(ctx, nodeid, old.as_cstr(), *newdir, new.as_cstr(), *flags)?,
+            Operation::Link { oldnodeid, name } => {
+                r.push(&fs.link(ctx, *oldnodeid, nodeid, name.as_cstr())?);
+            }
+            Operation::Open(arg) => {
+                r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
+            }
+            Operation::Create { arg, name } => {
+                let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
+                r.push(&entry).push(&open);
+            }
+            Operation::Read(arg) => {
+                let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
+                let n = fs.read(ctx, nodeid, arg.fh, arg.offset, r.extend_zeroed(size))?;
+                r.truncate_body(n.min(size));
+            }
+            Operation::Write { arg, data } => {
+                let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
+                r.push(&WriteOut {
+                    size: n as u32,
+                    padding: 0,
+                });
+            }
+            Operation::Statfs => {
+                r.push(&fs.statfs(ctx, nodeid)?);
+            }
+            Operation::Release(arg) => fs.release(nodeid, arg.fh)?,
+            Operation::Flush(arg) => fs.flush(nodeid, arg.fh)?,
+            Operation::Fsync(arg) => {
+                fs.fsync(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
+            }
+            Operation::Opendir(arg) => {
+                r.push(&fs.opendir(ctx, nodeid, arg.flags)?);
+            }
+            Operation::Readdir(arg) | Operation::Readdirplus(arg) => {
+                let plus = matches!(req.op, Operation::Readdirplus(_));
+                let budget = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
+                let mut out = DirentWriter::new(&mut r, budget);
+                fs.readdir(ctx, nodeid, arg.fh, arg.offset, plus, &mut out)?;
+            }
+            Operation::Releasedir(arg) => fs.releasedir(nodeid, arg.fh)?,
+            Operation::Fsyncdir(arg) => {
+                fs.fsyncdir(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
+            }
+            Operation::Access(arg) => fs.access(ctx, nodeid, arg.mask)?,
+            Operation::Setxattr { arg, name, value } => {
+                fs.setxattr(ctx, nodeid, name, value, arg.flags)?
+            }
+            Operation::Getxattr { size, name } => {
+                let value = fs.getxattr(ctx, nodeid, name)?;
+                push_sized(&mut r, &value, *size)?;
+            }
+            Operation::Listxattr { size } => {
+                let list = fs.listxattr(ctx, nodeid)?;
+                push_sized(&mut r, &list, *size)?;
+            }
+            Operation::Removexattr { name } => fs.removexattr(ctx, nodeid, name)?,
+            Operation::Fallocate(arg) => {
+                fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode)?
+            }
+            Operation::Lseek(arg) => {
+                let offset = fs.lseek(ctx, nodeid, arg.fh, arg.offset, arg.whence)?;
+                r.push(&LseekOut { offset });
+            }
+            Operation::CopyFileRange(arg) => {
+                let n = fs.copy_file_range(
+                    ctx,
+                    nodeid,
+                    arg.fh_in,
+                    arg.off_in,
+                    arg.nodeid_out,
+                    arg.fh_out,
+                    arg.off_out,
+                    arg.len,
+                    arg.flags,
+                )?;
+                r.push(&WriteOut {
+                    size: u32::try_from(n).unwrap_or(u32::MAX),
+                    padding: 0,
+                });
+            }
+            Operation::Syncfs => fs.syncfs(nodeid)?,
+            Operation::SetupMapping(_) | Operation::RemoveMapping { .. } => {
+                // No DAX window is configured on this device.
+                return Err(Errno::ENOSYS);
+            }
+            Operation::Unsupported(op) => {
+                self.stats.unsupported.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(?op, "unsupported operation");
+                return Err(Errno::ENOSYS);
+            }
+        }
+        Ok(Outcome::Reply(r.finish().len()))
+    }
+}
+
+/// FORGET, BATCH_FORGET and INTERRUPT are answered with silence.
+fn is_no_reply(op: &Operation<'_>) -> bool {
+    matches!(
+        op,
+        Operation::Forget { .. } | Operation::BatchForget { .. } | Operation::Interrupt { .. }
+    )
+}
+
+/// GETXATTR / LISTXATTR: size 0 asks how much room is needed; a buffer too
+/// small for the value is ERANGE.
+fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno> {
+    if size == 0 {
+        r.push(&GetxattrOut {
+            size: u32::try_from(value.len()).map_err(|_| Errno::E2BIG)?,
+            padding: 0,
+        });
+    } else if value.len() > size as usize {
+        return Err(Errno::ERANGE);
+    } else {
+        r.push_bytes(value);
+    }
+    Ok(())
+}
+
+fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Outcome {
+    reply.clear();
+    reply.extend_from_slice(&error_reply(unique, errno.0));
+    Outcome::Reply(reply.len())
+}
+
+/// Reads the reply header back (tests and the queue worker's tracing).
+pub fn reply_header(reply: &[u8]) -> Option<OutHeader> {
+    OutHeader::read_from_prefix(reply).ok().map(|(h, _)| h)
+}
