@@ -18,6 +18,7 @@ use crate::error::{HarnessError, Result};
 use crate::guest_memory::{GuestAllocator, GuestBuf, GuestMemory};
 use crate::handshake::{self, QueueSetup};
 use crate::virtqueue::{ring_layout, Completion, QueueStats, RawDesc, SplitQueue, Token};
+use crate::watchdog::Watchdog;
 use crate::window::Window;
 
 /// Default guest memory: 64 MiB at guest-physical 0.
@@ -120,6 +121,8 @@ struct QueueHandle {
 /// A connected virtio-fs device.
 pub struct Device {
     frontend: Mutex<Frontend>,
+    /// Bounds every call on `frontend`.
+    watchdog: Watchdog,
     memory: GuestMemory,
     /// Free guest memory outside the rings.
     allocator: Mutex<GuestAllocator>,
@@ -207,6 +210,7 @@ impl Device {
             })
             .collect();
         handshake::start(
+            &connected.watchdog,
             &mut connected.frontend,
             &connected.negotiated,
             &memory,
@@ -217,6 +221,7 @@ impl Device {
 
         Ok(Device {
             frontend: Mutex::new(connected.frontend),
+            watchdog: connected.watchdog,
             memory,
             allocator: Mutex::new(allocator),
             queues,
@@ -270,9 +275,16 @@ impl Device {
         self.timeout
     }
 
-    /// Direct access to the vhost-user frontend, for messages the harness does not wrap.
-    pub fn frontend(&self) -> MutexGuard<'_, Frontend> {
-        lock(&self.frontend)
+    /// Runs `f` on the vhost-user frontend (for messages the harness does not wrap),
+    /// bounded by the device timeout; `what` names the call in errors. After a timeout
+    /// the connection is closed.
+    pub fn vhost_call<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
+    ) -> Result<T> {
+        let mut frontend = lock(&self.frontend);
+        self.watchdog.call(what, || f(&mut frontend))
     }
 
     /// Allocates a guest buffer (for raw chains); free it with [`Self::free`].
@@ -460,9 +472,9 @@ impl Device {
         if queue >= self.queues.len() {
             return Err(HarnessError::NoSuchQueue(queue));
         }
-        self.frontend()
-            .get_vring_base(queue)
-            .map_err(|e| HarnessError::vhost(format!("GET_VRING_BASE({queue})"), e))
+        self.vhost_call(&format!("GET_VRING_BASE({queue})"), |fe| {
+            fe.get_vring_base(queue)
+        })
     }
 
     /// Closes the connection (the backend sees a disconnect); the window and the backend

@@ -22,6 +22,7 @@ use crate::backend_channel::BackendChannel;
 use crate::device::{DeviceConfig, FsConfig, Negotiated};
 use crate::error::{HarnessError, Result};
 use crate::guest_memory::GuestMemory;
+use crate::watchdog::Watchdog;
 use crate::window::Window;
 
 /// `VIRTIO_F_VERSION_1`.
@@ -37,15 +38,12 @@ const FS_TAG_LEN: usize = 36;
 /// What the first half of the handshake produced.
 pub(crate) struct Connected {
     pub(crate) frontend: Frontend,
+    pub(crate) watchdog: Watchdog,
     pub(crate) negotiated: Negotiated,
     pub(crate) fs_config: Option<FsConfig>,
     pub(crate) shmem_sizes: Option<Vec<u64>>,
     pub(crate) window: Option<Arc<Window>>,
     pub(crate) channel: Option<BackendChannel>,
-}
-
-fn step<T>(name: &str, r: vhost::Result<T>) -> Result<T> {
-    r.map_err(|e| HarnessError::vhost(name, e))
 }
 
 /// Connects and negotiates features, protocol features, queues, the backend channel and
@@ -54,14 +52,14 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     let total_queues = 1 + cfg.request_queues;
     let stream = UnixStream::connect(socket)
         .map_err(|e| HarnessError::io(format!("connecting to {}", socket.display()), e))?;
-    stream
-        .set_read_timeout(Some(cfg.timeout))
-        .and_then(|()| stream.set_write_timeout(Some(cfg.timeout)))
-        .map_err(|e| HarnessError::io("setting vhost-user socket timeouts", e))?;
+    let watched = stream
+        .try_clone()
+        .map_err(|e| HarnessError::io("cloning the vhost-user socket", e))?;
+    let wd = Watchdog::new(watched, cfg.timeout)?;
     let mut frontend = Frontend::from_stream(stream, total_queues as u64);
 
-    step("SET_OWNER", frontend.set_owner())?;
-    let offered_features = step("GET_FEATURES", frontend.get_features())?;
+    wd.call("SET_OWNER", || frontend.set_owner())?;
+    let offered_features = wd.call("GET_FEATURES", || frontend.get_features())?;
     if offered_features & VIRTIO_F_VERSION_1 == 0 {
         return Err(HarnessError::MissingFeature("VIRTIO_F_VERSION_1"));
     }
@@ -76,7 +74,7 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     }
     let features = offered_features & wanted;
 
-    let offered_protocol = step("GET_PROTOCOL_FEATURES", frontend.get_protocol_features())?;
+    let offered_protocol = wd.call("GET_PROTOCOL_FEATURES", || frontend.get_protocol_features())?;
     let mut wanted_protocol = VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG;
     if cfg.reply_ack {
         wanted_protocol |= VhostUserProtocolFeatures::REPLY_ACK;
@@ -89,16 +87,15 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
         }
     }
     let protocol = offered_protocol & wanted_protocol;
-    step(
-        "SET_PROTOCOL_FEATURES",
-        frontend.set_protocol_features(protocol),
-    )?;
+    wd.call("SET_PROTOCOL_FEATURES", || {
+        frontend.set_protocol_features(protocol)
+    })?;
     if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
         frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
     }
 
     let max_queues = if protocol.contains(VhostUserProtocolFeatures::MQ) {
-        let n = step("GET_QUEUE_NUM", frontend.get_queue_num())?;
+        let n = wd.call("GET_QUEUE_NUM", || frontend.get_queue_num())?;
         if n < total_queues as u64 {
             return Err(HarnessError::TooManyQueues {
                 supported: n,
@@ -121,17 +118,16 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
             let (ours, theirs) = UnixStream::pair()
                 .map_err(|e| HarnessError::io("creating the backend channel socketpair", e))?;
             let channel = BackendChannel::serve(ours, Arc::clone(&window), cfg.timeout)?;
-            step(
-                "SET_BACKEND_REQ_FD",
-                frontend.set_backend_request_fd(&theirs),
-            )?;
+            wd.call("SET_BACKEND_REQ_FD", || {
+                frontend.set_backend_request_fd(&theirs)
+            })?;
             (Some(window), Some(channel))
         }
         None => (None, None),
     };
 
     let shmem_sizes = if protocol.contains(VhostUserProtocolFeatures::SHMEM) {
-        let config = step("GET_SHMEM_CONFIG", frontend.get_shmem_config())?;
+        let config = wd.call("GET_SHMEM_CONFIG", || frontend.get_shmem_config())?;
         let n = (config.nregions as usize).min(config.memory_sizes.len());
         Some(config.memory_sizes[..n].to_vec())
     } else {
@@ -140,10 +136,9 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
 
     let fs_config = if cfg.read_config && protocol.contains(VhostUserProtocolFeatures::CONFIG) {
         let buf = [0u8; FS_CONFIG_LEN as usize];
-        let (_, payload) = step(
-            "GET_CONFIG",
-            frontend.get_config(0, FS_CONFIG_LEN, VhostUserConfigFlags::empty(), &buf),
-        )?;
+        let (_, payload) = wd.call("GET_CONFIG", || {
+            frontend.get_config(0, FS_CONFIG_LEN, VhostUserConfigFlags::empty(), &buf)
+        })?;
         Some(parse_fs_config(&payload)?)
     } else {
         None
@@ -151,6 +146,7 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
 
     Ok(Connected {
         frontend,
+        watchdog: wd,
         negotiated: Negotiated {
             offered_features,
             features,
@@ -197,15 +193,18 @@ pub(crate) struct QueueSetup<'a> {
 /// SET_FEATURES, SET_MEM_TABLE, ring setup of the configured queues, then
 /// SET_VRING_ENABLE on all `total_queues`.
 pub(crate) fn start(
+    wd: &Watchdog,
     frontend: &mut Frontend,
     negotiated: &Negotiated,
     memory: &GuestMemory,
     queues: &[QueueSetup<'_>],
     total_queues: usize,
 ) -> Result<()> {
-    step("SET_FEATURES", frontend.set_features(negotiated.features))?;
+    wd.call("SET_FEATURES", || {
+        frontend.set_features(negotiated.features)
+    })?;
     let regions = memory.region_infos()?;
-    step("SET_MEM_TABLE", frontend.set_mem_table(&regions))?;
+    wd.call("SET_MEM_TABLE", || frontend.set_mem_table(&regions))?;
     for q in queues {
         let i = q.index;
         let (desc, avail, used) = q.rings;
@@ -218,32 +217,26 @@ pub(crate) fn start(
             avail_ring_addr: memory.host_address(avail)?,
             log_addr: None,
         };
-        step(
-            &format!("SET_VRING_NUM({i})"),
-            frontend.set_vring_num(i, q.size),
-        )?;
-        step(
-            &format!("SET_VRING_BASE({i})"),
-            frontend.set_vring_base(i, 0),
-        )?;
-        step(
-            &format!("SET_VRING_ADDR({i})"),
-            frontend.set_vring_addr(i, &config),
-        )?;
-        step(
-            &format!("SET_VRING_CALL({i})"),
-            frontend.set_vring_call(i, q.call),
-        )?;
-        step(
-            &format!("SET_VRING_KICK({i})"),
-            frontend.set_vring_kick(i, q.kick),
-        )?;
+        wd.call(&format!("SET_VRING_NUM({i})"), || {
+            frontend.set_vring_num(i, q.size)
+        })?;
+        wd.call(&format!("SET_VRING_BASE({i})"), || {
+            frontend.set_vring_base(i, 0)
+        })?;
+        wd.call(&format!("SET_VRING_ADDR({i})"), || {
+            frontend.set_vring_addr(i, &config)
+        })?;
+        wd.call(&format!("SET_VRING_CALL({i})"), || {
+            frontend.set_vring_call(i, q.call)
+        })?;
+        wd.call(&format!("SET_VRING_KICK({i})"), || {
+            frontend.set_vring_kick(i, q.kick)
+        })?;
     }
     for i in 0..total_queues {
-        step(
-            &format!("SET_VRING_ENABLE({i})"),
-            frontend.set_vring_enable(i, true),
-        )?;
+        wd.call(&format!("SET_VRING_ENABLE({i})"), || {
+            frontend.set_vring_enable(i, true)
+        })?;
     }
     Ok(())
 }

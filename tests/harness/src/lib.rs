@@ -18,6 +18,7 @@ pub mod guest_memory;
 pub mod handshake;
 pub mod process;
 pub mod virtqueue;
+mod watchdog;
 pub mod window;
 
 pub use backend_channel::{

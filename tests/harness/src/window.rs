@@ -280,10 +280,7 @@ impl Window {
         if len == 0 {
             return Err(WindowError::ZeroLength { offset });
         }
-        if offset % self.page != 0
-            || fd_offset % self.page != 0
-            || len % self.page != 0
-        {
+        if offset % self.page != 0 || fd_offset % self.page != 0 || len % self.page != 0 {
             return Err(WindowError::Misaligned {
                 offset,
                 fd_offset,

@@ -498,3 +498,49 @@ fn channel_fault_injection_and_shutdown() {
     }
     assert_eq!(ch.stopped().as_deref(), Some("backend closed the channel"));
 }
+
+/// rust-vmm's own backend-side sender (what daxfsd uses) talks to the channel correctly:
+/// REPLY_ACK answers arrive, refusals come back as errors, and the stream stays in sync.
+#[test]
+fn channel_interoperates_with_the_vhost_backend_sender() {
+    use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
+    use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+
+    let (ch, window, sock) = channel(8 * MIB);
+    let backend = Backend::from_stream(sock);
+    backend.set_shmem_flag(true);
+    backend.set_reply_ack_flag(true);
+    let (file, _) = patterned_file(4 * MIB as usize);
+    let f = file.reopen().unwrap();
+    let map = VhostUserMMap {
+        shm_offset: 2 * MIB,
+        fd_offset: MIB,
+        len: 2 * MIB,
+        flags: VhostUserMMapFlags::WRITABLE.bits(),
+        ..Default::default()
+    };
+    backend.shmem_map(&map, &f).unwrap();
+    assert_eq!(window.read(2 * MIB, 16).unwrap(), pattern(MIB as usize, 16));
+    // Overlap: the frontend refuses, the sender sees an error, nothing desynchronises.
+    let overlap = VhostUserMMap {
+        shm_offset: 3 * MIB,
+        len: MIB,
+        ..map
+    };
+    assert!(backend.shmem_map(&overlap, &f).is_err());
+    // len 0: vhost's FrontendReqHandler would drop the ack here and hang the sender.
+    let empty = VhostUserMMap { len: 0, ..map };
+    assert!(backend.shmem_map(&empty, &f).is_err());
+    // Read→write upgrade the standard way: unmap, then map again.
+    let read_only = VhostUserMMap { flags: 0, ..map };
+    backend.shmem_unmap(&map).unwrap();
+    backend.shmem_map(&read_only, &f).unwrap();
+    assert!(!window.mapping_at(2 * MIB).unwrap().writable);
+    backend.shmem_unmap(&read_only).unwrap();
+    assert!(window.mappings().is_empty());
+    let stats = ch.stats();
+    assert_eq!(
+        (stats.shmem_map, stats.shmem_unmap, stats.failed),
+        (4, 2, 2)
+    );
+}
