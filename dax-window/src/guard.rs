@@ -1,0 +1,411 @@
+//! [`SlotGuard`]: the entry locks of a grabbed range, and what may be done
+//! under them.
+//!
+//! A guard holds entry lock bits, never a mutex, so a daemon may keep it across
+//! a slow backend-channel round trip: other slots, and lookups of this one, go
+//! on meanwhile. Dropping the guard unlocks and wakes as the rules in
+//! `window.rs` say.
+
+use thiserror::Error;
+
+use crate::entry::{InodeId, MappingRecord, MappingState};
+use crate::geometry::{Order, WindowRange, PAGE_SIZE, SLOT_SIZE};
+use crate::stats;
+use crate::{Mapper, Window};
+
+/// Why [`SlotGuard::map`] did not map.
+#[derive(Debug, Error)]
+pub enum MapError<E: std::error::Error + 'static> {
+    /// Records already overlap the range; unmap them first.
+    #[error("range already holds {} mapping(s)", existing.len())]
+    Occupied {
+        /// The records in the way.
+        existing: Vec<MappingRecord>,
+    },
+    /// The file offset is not page aligned, or the file range overflows.
+    #[error("file range {foffset:#x}+{len:#x} is not page aligned or overflows")]
+    FileRange {
+        /// Requested file offset.
+        foffset: u64,
+        /// Requested length.
+        len: u64,
+    },
+    /// The mapper refused a piece. Pieces mapped before it were unmapped again,
+    /// except `stuck` ones whose unmap failed too (they stay recorded, because
+    /// the VMM still maps them).
+    #[error("mapping {moffset:#x}+{len:#x} failed")]
+    Mapper {
+        /// Window offset of the refused piece.
+        moffset: u64,
+        /// Length of the refused piece.
+        len: u64,
+        /// Earlier pieces that could not be rolled back.
+        stuck: Vec<MappingRecord>,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+}
+
+/// Why [`SlotGuard::unmap`] stopped.
+#[derive(Debug, Error)]
+pub enum UnmapError<E: std::error::Error + 'static> {
+    /// A record reaches outside the guarded range; a VMM unmap must name a whole
+    /// mapping, so removing part of it needs the whole mapping unmapped (and the
+    /// rest mapped back) or the request refused.
+    #[error("mapping {:#x}+{:#x} extends beyond the range", record.moffset, record.len)]
+    Partial {
+        /// The straddling record.
+        record: MappingRecord,
+    },
+    /// The mapper refused to unmap `record`; it stays recorded. Records in
+    /// `removed` were unmapped before the failure.
+    #[error("unmapping {:#x}+{:#x} failed", record.moffset, record.len)]
+    Mapper {
+        /// The record still mapped.
+        record: MappingRecord,
+        /// Records already unmapped and removed.
+        removed: Vec<MappingRecord>,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+}
+
+/// Why [`SlotGuard::upgrade`] failed.
+#[derive(Debug, Error)]
+pub enum UpgradeError<E: std::error::Error + 'static> {
+    /// A record in the range is zapped, belongs to another inode or extends
+    /// beyond the range.
+    #[error("mapping {:#x}+{:#x} cannot be upgraded in place", record.moffset, record.len)]
+    NotUpgradable {
+        /// The offending record.
+        record: MappingRecord,
+    },
+    /// The mapper refused the unmap (or, for a mapper that replaces in place,
+    /// the writable map); the read-only mapping is unchanged.
+    #[error("upgrading {:#x}+{:#x} failed; the read-only mapping is unchanged", record.moffset, record.len)]
+    Unchanged {
+        /// The unchanged record.
+        record: MappingRecord,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+    /// The read-only mapping was unmapped but the writable one was refused: the
+    /// extent is now unmapped and its record removed.
+    #[error("mapping {:#x}+{:#x} writable failed after unmapping it", record.moffset, record.len)]
+    Remap {
+        /// The record as it was before the upgrade.
+        record: MappingRecord,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+}
+
+/// Locks on every entry of a range, released on drop.
+#[derive(Debug)]
+pub struct SlotGuard<'w> {
+    window: &'w Window,
+    range: WindowRange,
+    order: Order,
+    /// Set once a record was removed or zapped under the guard: the release
+    /// then wakes every waiter instead of one.
+    changed: bool,
+}
+
+/// Unregisters an in-flight map from the reverse index unless disarmed
+/// (also when the mapper panics).
+struct Registration<'a> {
+    window: &'a Window,
+    inode: InodeId,
+    slot: u32,
+    armed: bool,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.window.reverse.remove(self.inode, self.slot);
+        }
+    }
+}
+
+impl<'w> SlotGuard<'w> {
+    pub(crate) fn new(window: &'w Window, range: WindowRange, order: Order) -> Self {
+        Self {
+            window,
+            range,
+            order,
+            changed: false,
+        }
+    }
+
+    /// The locked range.
+    pub fn range(&self) -> WindowRange {
+        self.range
+    }
+
+    /// The order the range was locked at.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    fn slots(&self) -> std::ops::RangeInclusive<u32> {
+        let (first, last) = self.range.slot_span();
+        first..=last
+    }
+
+    /// Every record overlapping the range, with exact extents (a record may
+    /// reach beyond a 4 KiB-order range when it was made at 2 MiB).
+    pub fn mappings(&self) -> Vec<MappingRecord> {
+        self.window.records_in(self.range)
+    }
+
+    /// Maps the whole range to `file` at `foffset` through `mapper`, one VMM
+    /// mapping per slot the range touches, and records each. The range must be
+    /// free of records.
+    ///
+    /// Each piece's inode is registered in the reverse index *before* the
+    /// mapper is called, so a mapper that checks the file size inside
+    /// [`Mapper::map`] is guaranteed that any invalidation starting after that
+    /// check finds this slot (and waits for this guard).
+    ///
+    /// On failure the index is as it was: pieces already mapped are unmapped
+    /// again (see [`MapError::Mapper`] for pieces whose rollback failed).
+    pub fn map<M: Mapper + ?Sized>(
+        &mut self,
+        mapper: &M,
+        file: &M::File,
+        inode: InodeId,
+        foffset: u64,
+        writable: bool,
+    ) -> Result<Vec<MappingRecord>, MapError<M::Error>> {
+        let window = self.window;
+        let existing = self.mappings();
+        if !existing.is_empty() {
+            return Err(MapError::Occupied { existing });
+        }
+        if foffset % PAGE_SIZE != 0 || foffset.checked_add(self.range.len()).is_none() {
+            return Err(MapError::FileRange {
+                foffset,
+                len: self.range.len(),
+            });
+        }
+        let late_register = window.faulty(crate::fault_point!(RegisterAfterMap));
+        let mut made: Vec<(u32, MappingRecord)> = Vec::new();
+        for slot in self.slots() {
+            let (first, end) = self.range.pages_in_slot(slot);
+            let moffset = u64::from(slot) * SLOT_SIZE + u64::from(first) * PAGE_SIZE;
+            let len = u64::from(end - first) * PAGE_SIZE;
+            let piece_foffset = foffset + (moffset - self.range.moffset());
+            let mut registration = Registration {
+                window,
+                inode,
+                slot,
+                armed: !late_register,
+            };
+            if !late_register {
+                window.reverse.add(inode, slot);
+            }
+            match mapper.map(moffset, len, file, piece_foffset, writable) {
+                Ok(()) => {
+                    if late_register {
+                        window.reverse.add(inode, slot);
+                    }
+                    registration.armed = false;
+                    let record = MappingRecord {
+                        moffset,
+                        len,
+                        inode,
+                        foffset: piece_foffset,
+                        writable,
+                        dirty: writable,
+                        generation: window.next_generation(),
+                        state: MappingState::Live,
+                    };
+                    let (mut shard, local) = window.shard(slot);
+                    window.insert_record(&mut shard, local, record);
+                    stats::bump(&window.counters.maps);
+                    made.push((slot, record));
+                }
+                Err(source) => {
+                    drop(registration);
+                    stats::bump(&window.counters.map_failures);
+                    let stuck = self.roll_back(mapper, made);
+                    return Err(MapError::Mapper {
+                        moffset,
+                        len,
+                        stuck,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(made.into_iter().map(|(_, record)| record).collect())
+    }
+
+    /// Unmaps pieces a failed [`map`](Self::map) had made; returns those the
+    /// mapper would not unmap.
+    fn roll_back<M: Mapper + ?Sized>(
+        &mut self,
+        mapper: &M,
+        made: Vec<(u32, MappingRecord)>,
+    ) -> Vec<MappingRecord> {
+        let mut stuck = Vec::new();
+        for (slot, record) in made.into_iter().rev() {
+            if mapper.unmap(record.moffset, record.len).is_err() {
+                stats::bump(&self.window.counters.unmap_failures);
+                stuck.push(record);
+                continue;
+            }
+            self.forget(slot, record.moffset);
+            stats::bump(&self.window.counters.unmaps);
+        }
+        stuck
+    }
+
+    /// Drops the record at `moffset` of `slot` from the slot and the reverse
+    /// index.
+    fn forget(&mut self, slot: u32, moffset: u64) {
+        let window = self.window;
+        let removed = {
+            let (mut shard, local) = window.shard(slot);
+            window.remove_record(&mut shard, local, moffset)
+        };
+        if let Some(record) = removed {
+            window.reverse.remove(record.inode, slot);
+            self.changed = true;
+        }
+    }
+
+    /// Unmaps and forgets every record in the range. Zapped records without a
+    /// placeholder are only forgotten (the VMM maps nothing there). Refuses,
+    /// before touching anything, when a record extends beyond the range.
+    pub fn unmap<M: Mapper + ?Sized>(
+        &mut self,
+        mapper: &M,
+    ) -> Result<Vec<MappingRecord>, UnmapError<M::Error>> {
+        let existing = self.mappings();
+        if let Some(record) = existing
+            .iter()
+            .find(|record| !self.range.contains(record.moffset, record.len))
+        {
+            return Err(UnmapError::Partial { record: *record });
+        }
+        let mut removed = Vec::with_capacity(existing.len());
+        for record in existing {
+            if record.in_vmm() {
+                if let Err(source) = mapper.unmap(record.moffset, record.len) {
+                    stats::bump(&self.window.counters.unmap_failures);
+                    return Err(UnmapError::Mapper {
+                        record,
+                        removed,
+                        source,
+                    });
+                }
+                stats::bump(&self.window.counters.unmaps);
+            }
+            self.forget(slot_of(&record), record.moffset);
+            removed.push(record);
+        }
+        Ok(removed)
+    }
+
+    /// Makes every read-only record in the range writable (the guest re-sends
+    /// SETUPMAPPING with WRITE on a write fault). Every record must be live, of
+    /// `inode`, and inside the range.
+    ///
+    /// Unless the mapper replaces mappings in place
+    /// ([`Mapper::map_replaces_existing`]), this is an unmap followed by a map:
+    /// between the two the extent is unmapped in the VMM, and a guest access
+    /// then faults the VMM. The gap lasts two backend round trips, with the
+    /// entry locked so no other request can observe or widen it.
+    pub fn upgrade<M: Mapper + ?Sized>(
+        &mut self,
+        mapper: &M,
+        file: &M::File,
+        inode: InodeId,
+    ) -> Result<Vec<MappingRecord>, UpgradeError<M::Error>> {
+        let existing = self.mappings();
+        if let Some(record) = existing.iter().find(|record| {
+            !record.is_live()
+                || record.inode != inode
+                || !self.range.contains(record.moffset, record.len)
+        }) {
+            return Err(UpgradeError::NotUpgradable { record: *record });
+        }
+        let window = self.window;
+        let mut upgraded = Vec::with_capacity(existing.len());
+        for record in existing {
+            if record.writable {
+                upgraded.push(record);
+                continue;
+            }
+            let (moffset, len) = (record.moffset, record.len);
+            if !mapper.map_replaces_existing() {
+                if let Err(source) = mapper.unmap(moffset, len) {
+                    stats::bump(&window.counters.unmap_failures);
+                    return Err(UpgradeError::Unchanged { record, source });
+                }
+                stats::bump(&window.counters.unmaps);
+            }
+            if let Err(source) = mapper.map(moffset, len, file, record.foffset, true) {
+                stats::bump(&window.counters.map_failures);
+                if mapper.map_replaces_existing() {
+                    return Err(UpgradeError::Unchanged { record, source });
+                }
+                self.forget(slot_of(&record), moffset);
+                return Err(UpgradeError::Remap { record, source });
+            }
+            let generation = window.next_generation();
+            let (mut shard, local) = window.shard(slot_of(&record));
+            let updated = window.update_record(&mut shard, local, moffset, |r| {
+                r.writable = true;
+                r.dirty = true;
+                r.generation = generation;
+            });
+            stats::bump(&window.counters.maps);
+            stats::bump(&window.counters.upgrades);
+            upgraded.extend(updated);
+        }
+        Ok(upgraded)
+    }
+
+    /// Sets the dirty mark on every live writable record in the range; returns
+    /// how many records it marked.
+    pub fn mark_dirty(&mut self) -> usize {
+        let window = self.window;
+        let mut marked = 0;
+        for record in self.mappings() {
+            if record.is_live() && record.writable && !record.dirty {
+                let (mut shard, local) = window.shard(slot_of(&record));
+                window.update_record(&mut shard, local, record.moffset, |r| r.dirty = true);
+                marked += 1;
+            }
+        }
+        marked
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let window = self.window;
+        for slot in self.slots() {
+            let (mut shard, local) = window.shard(slot);
+            match self.order {
+                Order::Slot => window.unlock_whole(&mut shard, local, slot, self.changed),
+                Order::Page => {
+                    let pages = self.range.pages_in_slot(slot);
+                    window.unlock_pages(&mut shard, local, slot, pages, self.changed);
+                }
+            }
+        }
+    }
+}
+
+/// The slot a record lives in.
+pub(crate) fn slot_of(record: &MappingRecord) -> u32 {
+    (record.moffset / SLOT_SIZE) as u32
+}

@@ -1,0 +1,353 @@
+//! Whole-inode and whole-window operations: invalidation, reset, waiting for a
+//! range to settle, the reverse index and dirty marks.
+//!
+//! Each walks slots one at a time and holds at most one entry lock at a time,
+//! so it can run concurrently with grabs (which lock in ascending order) without
+//! deadlock.
+
+use thiserror::Error;
+
+use crate::entry::{InodeId, MappingRecord, MappingState};
+use crate::geometry::{RangeError, PAGES_PER_SLOT, SLOT_SIZE};
+use crate::stats;
+use crate::wait::WaitKind;
+use crate::window::EntryAt;
+use crate::{Mapper, Window};
+
+const ALL_PAGES: (u16, u16) = (0, PAGES_PER_SLOT as u16);
+
+/// A VMM call that failed while tearing a record down.
+#[derive(Debug, Error)]
+pub enum TeardownFailure<E: std::error::Error + 'static> {
+    /// The file mapping could not be unmapped; the record stays live.
+    #[error("unmapping {:#x}+{:#x} failed; the file stays mapped", record.moffset, record.len)]
+    Unmap {
+        /// The record, unchanged.
+        record: MappingRecord,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+    /// The file mapping is gone but no placeholder could be put in its place.
+    #[error("mapping a placeholder at {:#x}+{:#x} failed", record.moffset, record.len)]
+    Placeholder {
+        /// The record (now zapped without placeholder).
+        record: MappingRecord,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
+}
+
+/// What [`Window::invalidate`] did.
+#[derive(Debug)]
+pub struct InvalidateReport<E: std::error::Error + 'static> {
+    /// Records zapped, as they are now.
+    pub zapped: Vec<MappingRecord>,
+    /// Calls that failed; an unmap failure leaves its record live.
+    pub failures: Vec<TeardownFailure<E>>,
+}
+
+/// What [`Window::reset`] did.
+#[derive(Debug)]
+pub struct ResetReport<E: std::error::Error + 'static> {
+    /// Every record the window held, as it was before the reset.
+    pub removed: Vec<MappingRecord>,
+    /// Unmaps that failed (the records are forgotten regardless).
+    pub failures: Vec<TeardownFailure<E>>,
+}
+
+impl Window {
+    /// Tears down every live mapping of `inode` whose file range reaches at or
+    /// beyond file offset `from`: unmaps it through `mapper`, asks for a
+    /// placeholder ([`Mapper::map_placeholder`]), marks the record zapped (it
+    /// stays associated with the inode) and wakes *every* waiter of the entry.
+    ///
+    /// Call it after the file changed (e.g. after truncating it): every map that
+    /// registered before this call read the reverse index is found and waited
+    /// for; every map registering later checks the file after the change.
+    pub fn invalidate<M: Mapper + ?Sized>(
+        &self,
+        mapper: &M,
+        inode: InodeId,
+        from: u64,
+    ) -> InvalidateReport<M::Error> {
+        stats::bump(&self.counters.invalidations);
+        let mut report = InvalidateReport {
+            zapped: Vec::new(),
+            failures: Vec::new(),
+        };
+        for slot in self.reverse.slots(inode) {
+            self.invalidate_slot(mapper, slot, inode, from, &mut report);
+        }
+        report
+    }
+
+    fn invalidate_slot<M: Mapper + ?Sized>(
+        &self,
+        mapper: &M,
+        slot: u32,
+        inode: InodeId,
+        from: u64,
+        report: &mut InvalidateReport<M::Error>,
+    ) {
+        // The entry whose hand-off woke us, until we take it or pass it on.
+        let mut woken: Option<EntryAt> = None;
+        let mut refused: Vec<u64> = Vec::new();
+        loop {
+            let (mut shard, local) = self.shard(slot);
+            // Wait for anything in flight in the slot: a map of this inode may
+            // have registered and not yet recorded.
+            if let Some(locked) = shard.first_locked(local, ALL_PAGES.0, ALL_PAGES.1) {
+                if let Some(previous) = woken.filter(|previous| *previous != locked) {
+                    self.pass_on(&mut shard, local, slot, previous);
+                }
+                self.sleep_on(shard, local, slot, locked, WaitKind::Exclusive);
+                woken = Some(locked);
+                continue;
+            }
+            let target = shard
+                .records(local, ALL_PAGES.0, ALL_PAGES.1)
+                .into_iter()
+                .find(|record| {
+                    record.inode == inode
+                        && record.is_live()
+                        && record.file_end() > from
+                        && !refused.contains(&record.moffset)
+                });
+            let Some(target) = target else {
+                if let Some(previous) = woken {
+                    self.pass_on(&mut shard, local, slot, previous);
+                }
+                return;
+            };
+            let split = shard.words[local].split();
+            let pages = (target.first_page(), target.end_page());
+            if let (true, Some(split)) = (split, shard.split_mut(local)) {
+                for page in pages.0..pages.1 {
+                    split.locked.set(page, true);
+                }
+            } else {
+                shard.words[local] = shard.words[local].set_locked(true);
+            }
+            if let Some(previous) = woken.take() {
+                let taken = match previous {
+                    EntryAt::Whole => !split,
+                    EntryAt::Page(page) => split && (pages.0..pages.1).contains(&page),
+                };
+                if !taken {
+                    self.pass_on(&mut shard, local, slot, previous);
+                }
+            }
+            drop(shard);
+
+            let unmapped = mapper.unmap(target.moffset, target.len);
+            let placeholder = match unmapped {
+                Ok(()) => match mapper.map_placeholder(target.moffset, target.len) {
+                    Ok(placed) => placed,
+                    Err(source) => {
+                        report.failures.push(TeardownFailure::Placeholder {
+                            record: target,
+                            source,
+                        });
+                        false
+                    }
+                },
+                Err(_) => false,
+            };
+
+            let (mut shard, local) = self.shard(slot);
+            let changed = match unmapped {
+                Ok(()) => {
+                    stats::bump(&self.counters.zaps);
+                    let zapped = self.update_record(&mut shard, local, target.moffset, |record| {
+                        record.state = MappingState::Zapped { placeholder }
+                    });
+                    report.zapped.extend(zapped);
+                    true
+                }
+                Err(source) => {
+                    stats::bump(&self.counters.unmap_failures);
+                    refused.push(target.moffset);
+                    report.failures.push(TeardownFailure::Unmap {
+                        record: target,
+                        source,
+                    });
+                    false
+                }
+            };
+            if split {
+                self.unlock_pages(&mut shard, local, slot, pages, changed);
+            } else {
+                self.unlock_whole(&mut shard, local, slot, changed);
+            }
+        }
+    }
+
+    /// Empties the whole window: waits for each locked entry, unmaps every
+    /// record the VMM holds (file or placeholder) through `mapper`, forgets all
+    /// records and wakes every waiter. Slots are processed one at a time, so a
+    /// grab may fill an already reset slot before the reset returns; callers
+    /// that need a quiet window stop issuing grabs first.
+    ///
+    /// When the VMM is gone, pass a mapper whose calls succeed without doing
+    /// anything.
+    pub fn reset<M: Mapper + ?Sized>(&self, mapper: &M) -> ResetReport<M::Error> {
+        stats::bump(&self.counters.resets);
+        let mut report = ResetReport {
+            removed: Vec::new(),
+            failures: Vec::new(),
+        };
+        for slot in 0..self.geometry().slot_count() as u32 {
+            self.reset_slot(mapper, slot, &mut report);
+        }
+        report
+    }
+
+    fn reset_slot<M: Mapper + ?Sized>(
+        &self,
+        mapper: &M,
+        slot: u32,
+        report: &mut ResetReport<M::Error>,
+    ) {
+        let (mut shard, local) = loop {
+            let (shard, local) = self.shard(slot);
+            match shard.first_locked(local, ALL_PAGES.0, ALL_PAGES.1) {
+                Some(locked) => self.sleep_on(shard, local, slot, locked, WaitKind::Exclusive),
+                None => break (shard, local),
+            }
+        };
+        // Anything present is taken whole, so a hand-off that woke us is
+        // consumed; an empty slot means the entry is gone (nobody to wake).
+        let word = shard.words[local];
+        if word.handle().is_none() {
+            return;
+        }
+        let split = word.split();
+        if let (true, Some(split)) = (split, shard.split_mut(local)) {
+            for page in ALL_PAGES.0..ALL_PAGES.1 {
+                split.locked.set(page, true);
+            }
+        } else {
+            shard.words[local] = word.set_locked(true);
+        }
+        let records = shard.records(local, ALL_PAGES.0, ALL_PAGES.1);
+        drop(shard);
+
+        for record in &records {
+            if !record.in_vmm() {
+                continue;
+            }
+            match mapper.unmap(record.moffset, record.len) {
+                Ok(()) => stats::bump(&self.counters.unmaps),
+                Err(source) => {
+                    stats::bump(&self.counters.unmap_failures);
+                    report.failures.push(TeardownFailure::Unmap {
+                        record: *record,
+                        source,
+                    });
+                }
+            }
+        }
+        {
+            let (mut shard, local) = self.shard(slot);
+            for record in &records {
+                self.remove_record(&mut shard, local, record.moffset);
+            }
+        }
+        for record in &records {
+            self.reverse.remove(record.inode, slot);
+        }
+        let (mut shard, local) = self.shard(slot);
+        if split {
+            self.unlock_pages(&mut shard, local, slot, ALL_PAGES, true);
+        } else {
+            self.unlock_whole(&mut shard, local, slot, true);
+        }
+        report.removed.extend(records);
+    }
+
+    /// Waits until no entry overlapping `[moffset, moffset + len)` is locked,
+    /// then returns the records overlapping it (slot by slot, so not one atomic
+    /// snapshot). Takes no lock, so it waits *shared*: an unlock's hand-off
+    /// always goes to a thread that will pass it on.
+    pub fn wait_unlocked(&self, moffset: u64, len: u64) -> Result<Vec<MappingRecord>, RangeError> {
+        let range = self.geometry().range(moffset, len)?;
+        let kind = if self.faulty(crate::fault_point!(SharedPathWaitsExclusive)) {
+            WaitKind::Exclusive
+        } else {
+            WaitKind::Shared
+        };
+        let (first, last) = range.slot_span();
+        let mut found = Vec::new();
+        for slot in first..=last {
+            let (a, b) = range.pages_in_slot(slot);
+            loop {
+                let (shard, local) = self.shard(slot);
+                match shard.first_locked(local, a, b) {
+                    Some(locked) => self.sleep_on(shard, local, slot, locked, kind),
+                    None => {
+                        found.extend(shard.records(local, a, b));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Window offsets of the slots that hold, or are about to hold, mappings of
+    /// `inode` (the reverse index).
+    pub fn slots_of(&self, inode: InodeId) -> Vec<u64> {
+        self.reverse
+            .slots(inode)
+            .into_iter()
+            .map(|slot| u64::from(slot) * SLOT_SIZE)
+            .collect()
+    }
+
+    /// Every record of `inode` (live and zapped), in window order.
+    pub fn mappings_of(&self, inode: InodeId) -> Vec<MappingRecord> {
+        let mut found = Vec::new();
+        for slot in self.reverse.slots(inode) {
+            let (shard, local) = self.shard(slot);
+            found.extend(
+                shard
+                    .records(local, ALL_PAGES.0, ALL_PAGES.1)
+                    .into_iter()
+                    .filter(|record| record.inode == inode),
+            );
+        }
+        found
+    }
+
+    /// Records of `inode` carrying the dirty mark.
+    pub fn dirty_mappings(&self, inode: InodeId) -> Vec<MappingRecord> {
+        let mut dirty = self.mappings_of(inode);
+        dirty.retain(|record| record.dirty);
+        dirty
+    }
+
+    /// Clears the dirty mark of records of `inode` whose generation is at most
+    /// `through_generation` — read [`Window::current_generation`] before syncing
+    /// the file and pass it here afterwards, so mappings made during the sync
+    /// stay dirty. Returns how many marks were cleared.
+    ///
+    /// A writable mapping stays writable in the VMM: the guest may write through
+    /// it again without any request reaching the daemon. The mark therefore
+    /// means "a writable mapping was established since the last recorded sync".
+    pub fn clear_dirty(&self, inode: InodeId, through_generation: u64) -> usize {
+        let mut cleared = 0;
+        for slot in self.reverse.slots(inode) {
+            let (mut shard, local) = self.shard(slot);
+            for record in shard.records(local, ALL_PAGES.0, ALL_PAGES.1) {
+                if record.inode == inode && record.dirty && record.generation <= through_generation
+                {
+                    self.update_record(&mut shard, local, record.moffset, |r| r.dirty = false);
+                    cleared += 1;
+                }
+            }
+        }
+        cleared
+    }
+}

@@ -1,0 +1,258 @@
+//! The [`Mapper`] trait the daemon's VMM transport implements, and the
+//! request-level helpers built on it.
+
+use thiserror::Error;
+
+use crate::entry::{InodeId, MappingRecord};
+use crate::geometry::{Order, RangeError, WindowRange, PAGE_SIZE, SLOT_SIZE};
+use crate::guard::{MapError, SlotGuard, UnmapError, UpgradeError};
+use crate::Window;
+
+/// Asks the VMM to change what the window maps (vhost-user `SHMEM_MAP` /
+/// `SHMEM_UNMAP`, or the legacy `FS_MAP` / `FS_UNMAP`).
+///
+/// The index calls it with the affected entries locked and no mutex held, so an
+/// implementation may block on a backend-channel round trip. It must not call
+/// back into the same window for the same range (that would wait for itself).
+pub trait Mapper {
+    /// What the daemon maps from: an open file, a file descriptor, ...
+    type File: ?Sized;
+    /// The transport's error.
+    type Error: std::error::Error + 'static;
+
+    /// Maps `len` bytes of `file` at `foffset` into the window at `moffset`.
+    /// `[moffset, moffset + len)` never crosses a 2 MiB slot boundary and, unless
+    /// [`map_replaces_existing`](Self::map_replaces_existing), holds no mapping.
+    fn map(
+        &self,
+        moffset: u64,
+        len: u64,
+        file: &Self::File,
+        foffset: u64,
+        writable: bool,
+    ) -> Result<(), Self::Error>;
+
+    /// Unmaps exactly one mapping previously made by [`map`](Self::map) (or
+    /// [`map_placeholder`](Self::map_placeholder)) with this extent.
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Self::Error>;
+
+    /// Whether a map over an existing mapping replaces it atomically (legacy
+    /// `FS_MAP` is `MAP_FIXED`); upgrades then skip the unmap and the gap.
+    fn map_replaces_existing(&self) -> bool {
+        false
+    }
+
+    /// Called after invalidation unmapped a file mapping: may map a harmless
+    /// placeholder at exactly `[moffset, moffset + len)` so a guest still using
+    /// the extent does not fault the VMM. Returns whether it did; a placeholder
+    /// is unmapped like a mapping when the extent is removed or reset.
+    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, Self::Error> {
+        let _ = (moffset, len);
+        Ok(false)
+    }
+}
+
+impl<M: Mapper + ?Sized> Mapper for &M {
+    type File = M::File;
+    type Error = M::Error;
+
+    fn map(
+        &self,
+        moffset: u64,
+        len: u64,
+        file: &Self::File,
+        foffset: u64,
+        writable: bool,
+    ) -> Result<(), Self::Error> {
+        (**self).map(moffset, len, file, foffset, writable)
+    }
+
+    fn unmap(&self, moffset: u64, len: u64) -> Result<(), Self::Error> {
+        (**self).unmap(moffset, len)
+    }
+
+    fn map_replaces_existing(&self) -> bool {
+        (**self).map_replaces_existing()
+    }
+
+    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, Self::Error> {
+        (**self).map_placeholder(moffset, len)
+    }
+}
+
+/// A FUSE_SETUPMAPPING, decoded.
+#[derive(Debug)]
+pub struct MapRequest<'a, F: ?Sized> {
+    /// Window offset.
+    pub moffset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The inode the guest maps.
+    pub inode: InodeId,
+    /// The file to map from.
+    pub file: &'a F,
+    /// File offset of the first byte.
+    pub foffset: u64,
+    /// Whether the guest asked for write access.
+    pub writable: bool,
+}
+
+/// What [`Window::setup_mapping`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupOutcome {
+    /// New mappings were made, after unmapping whatever was there.
+    Mapped {
+        /// The new records (one per slot the range touches).
+        records: Vec<MappingRecord>,
+        /// Records unmapped to make room.
+        replaced: Vec<MappingRecord>,
+    },
+    /// The same file range was mapped read-only and is now writable.
+    Upgraded {
+        /// The upgraded records.
+        records: Vec<MappingRecord>,
+    },
+    /// The same file range was already mapped with at least the access asked
+    /// for; nothing was sent to the VMM.
+    AlreadyMapped {
+        /// The existing records.
+        records: Vec<MappingRecord>,
+    },
+}
+
+/// Why [`Window::setup_mapping`] failed.
+#[derive(Debug, Error)]
+pub enum SetupError<E: std::error::Error + 'static> {
+    /// The window range is invalid.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// Mapping failed.
+    #[error(transparent)]
+    Map(#[from] MapError<E>),
+    /// Unmapping what was in the way failed, or it extends beyond the range.
+    #[error(transparent)]
+    Unmap(#[from] UnmapError<E>),
+    /// The read -> write upgrade failed.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError<E>),
+}
+
+impl<E: std::error::Error + 'static> SetupError<E> {
+    /// Whether the guest's request itself is at fault (answer `EINVAL`), as
+    /// opposed to the VMM refusing (answer `EIO`).
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            SetupError::Range(_)
+                | SetupError::Map(MapError::FileRange { .. } | MapError::Occupied { .. })
+                | SetupError::Unmap(UnmapError::Partial { .. })
+                | SetupError::Upgrade(UpgradeError::NotUpgradable { .. })
+        )
+    }
+}
+
+/// Why [`Window::remove_mapping`] failed.
+#[derive(Debug, Error)]
+pub enum RemoveError<E: std::error::Error + 'static> {
+    /// The window range is invalid.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// A mapping extends beyond the range, or the VMM refused an unmap.
+    #[error(transparent)]
+    Unmap(#[from] UnmapError<E>),
+}
+
+impl<E: std::error::Error + 'static> RemoveError<E> {
+    /// Whether the guest's request itself is at fault (answer `EINVAL`).
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            RemoveError::Range(_) | RemoveError::Unmap(UnmapError::Partial { .. })
+        )
+    }
+}
+
+impl Window {
+    /// Grabs `range` at the largest order that tiles it, falling back to 4 KiB
+    /// entries when a 2 MiB grab meets smaller entries (as Linux falls back from
+    /// a PMD fault to PTEs).
+    pub fn grab_natural(&self, range: WindowRange) -> Result<SlotGuard<'_>, RangeError> {
+        let range = self.geometry().range(range.moffset(), range.len())?;
+        if range.is_slot_aligned() {
+            if let Ok(guard) = self.grab(range, Order::Slot) {
+                return Ok(guard);
+            }
+        }
+        Ok(self.grab_pages(range))
+    }
+
+    /// Serves a FUSE_SETUPMAPPING: grab, then either nothing (already mapped),
+    /// an upgrade (same file range, now writable), or unmap whatever is in the
+    /// way and map, one VMM mapping per slot. Releases on return.
+    pub fn setup_mapping<M: Mapper + ?Sized>(
+        &self,
+        mapper: &M,
+        request: &MapRequest<'_, M::File>,
+    ) -> Result<SetupOutcome, SetupError<M::Error>> {
+        let range = self.geometry().range(request.moffset, request.len)?;
+        let mut guard = self.grab_natural(range)?;
+        let existing = guard.mappings();
+        if !existing.is_empty() && tiles_request(&existing, range, request) {
+            if request.writable && existing.iter().any(|record| !record.writable) {
+                let records = guard.upgrade(mapper, request.file, request.inode)?;
+                return Ok(SetupOutcome::Upgraded { records });
+            }
+            return Ok(SetupOutcome::AlreadyMapped { records: existing });
+        }
+        let replaced = if existing.is_empty() {
+            Vec::new()
+        } else {
+            guard.unmap(mapper)?
+        };
+        let records = guard.map(
+            mapper,
+            request.file,
+            request.inode,
+            request.foffset,
+            request.writable,
+        )?;
+        Ok(SetupOutcome::Mapped { records, replaced })
+    }
+
+    /// Serves one `[moffset, len]` entry of a FUSE_REMOVEMAPPING: unmaps and
+    /// forgets every mapping inside the range. A mapping that extends beyond the
+    /// range is refused ([`RemoveError::is_invalid_request`]) without changing
+    /// anything. A range holding nothing succeeds with an empty list.
+    pub fn remove_mapping<M: Mapper + ?Sized>(
+        &self,
+        mapper: &M,
+        moffset: u64,
+        len: u64,
+    ) -> Result<Vec<MappingRecord>, RemoveError<M::Error>> {
+        let range = self.geometry().range(moffset, len)?;
+        let mut guard = self.grab_natural(range)?;
+        Ok(guard.unmap(mapper)?)
+    }
+}
+
+/// Whether `existing` is exactly what mapping `request` over `range` makes:
+/// one live record per slot piece, same inode, matching file offsets.
+fn tiles_request<F: ?Sized>(
+    existing: &[MappingRecord],
+    range: WindowRange,
+    request: &MapRequest<'_, F>,
+) -> bool {
+    let (first, last) = range.slot_span();
+    if existing.len() != (last - first + 1) as usize {
+        return false;
+    }
+    existing.iter().zip(first..=last).all(|(record, slot)| {
+        let (a, b) = range.pages_in_slot(slot);
+        let moffset = u64::from(slot) * SLOT_SIZE + u64::from(a) * PAGE_SIZE;
+        record.is_live()
+            && record.inode == request.inode
+            && record.moffset == moffset
+            && record.len == u64::from(b - a) * PAGE_SIZE
+            && Some(record.foffset) == request.foffset.checked_add(moffset - range.moffset())
+    })
+}
