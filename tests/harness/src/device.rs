@@ -235,6 +235,29 @@ impl Device {
         })
     }
 
+    /// Like [`Self::connect`], retrying for up to `wait` while nobody listens yet
+    /// (connection refused, socket missing), e.g. while a `--persist` daemon re-arms.
+    pub fn connect_when_ready(
+        socket: &Path,
+        config: DeviceConfig,
+        wait: Duration,
+    ) -> Result<Device> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match Device::connect(socket, config.clone()) {
+                Err(HarnessError::Io { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Number of queues (hiprio + request queues).
     pub fn num_queues(&self) -> usize {
         self.queues.len()

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -51,14 +52,17 @@ impl BackendCommand {
         }
     }
 
-    /// `daxfsd --socket-path {socket} --shared-dir {shared_dir}`; add more with [`Self::arg`].
+    /// `daxfsd --socket-path {socket} --shared-dir {shared_dir}` with `NO_COLOR=1` (plain
+    /// logs in the captured file); add more with [`Self::arg`].
     pub fn daxfsd(program: impl Into<PathBuf>) -> Self {
-        Self::new(program).args([
-            "--socket-path",
-            SOCKET_PLACEHOLDER,
-            "--shared-dir",
-            SHARED_DIR_PLACEHOLDER,
-        ])
+        Self::new(program)
+            .args([
+                "--socket-path",
+                SOCKET_PLACEHOLDER,
+                "--shared-dir",
+                SHARED_DIR_PLACEHOLDER,
+            ])
+            .env("NO_COLOR", "1")
     }
 
     /// Upstream virtiofsd with the same socket and directory, without its namespace sandbox
@@ -156,15 +160,18 @@ impl BackendCommand {
                 source,
             })?;
 
-        let mut process = BackendProcess {
-            child,
+        let process = BackendProcess {
+            pid: child.id(),
+            child: Mutex::new(ChildState {
+                child,
+                exit_status: None,
+            }),
             program: self.program,
             args,
             socket_path,
             shared_dir,
             stdout_path,
             stderr_path,
-            exit_status: None,
             workdir,
         };
         process.wait_for_socket(self.startup_timeout)?;
@@ -172,17 +179,25 @@ impl BackendCommand {
     }
 }
 
-/// A running backend. Killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+struct ChildState {
+    child: Child,
+    /// Set once the child was reaped.
+    exit_status: Option<ExitStatus>,
+}
+
+/// A running backend. Killed (SIGKILL) and reaped on drop. All methods take `&self`
+/// (the child handle sits behind a lock), so tests can poll it while borrowing it.
 #[derive(Debug)]
 pub struct BackendProcess {
-    child: Child,
+    pid: u32,
+    child: Mutex<ChildState>,
     program: PathBuf,
     args: Vec<String>,
     socket_path: PathBuf,
     shared_dir: PathBuf,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
-    exit_status: Option<ExitStatus>,
     // Declared last: removed after the child is gone.
     workdir: TempDir,
 }
@@ -215,7 +230,11 @@ impl BackendProcess {
 
     /// The backend's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ChildState> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Everything the backend wrote to stderr so far.
@@ -230,7 +249,7 @@ impl BackendProcess {
 
     /// Command line, exit state and the tails of both logs, for failure messages.
     pub fn diagnostics(&self) -> String {
-        let state = match self.exit_status {
+        let state = match self.state().exit_status {
             Some(status) => format!("exited: {status}"),
             None => "running (or not yet reaped)".to_string(),
         };
@@ -251,23 +270,24 @@ impl BackendProcess {
     }
 
     /// The exit status, if the backend has exited.
-    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
-        if self.exit_status.is_none() {
-            self.exit_status = self
+    pub fn try_exit_status(&self) -> Result<Option<ExitStatus>> {
+        let mut state = self.state();
+        if state.exit_status.is_none() {
+            state.exit_status = state
                 .child
                 .try_wait()
                 .map_err(|e| HarnessError::io("polling the backend process", e))?;
         }
-        Ok(self.exit_status)
+        Ok(state.exit_status)
     }
 
     /// Whether the backend is still running.
-    pub fn is_running(&mut self) -> Result<bool> {
+    pub fn is_running(&self) -> Result<bool> {
         Ok(self.try_exit_status()?.is_none())
     }
 
     /// Waits (bounded) for the backend to exit on its own.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+    pub fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_exit_status()? {
@@ -285,7 +305,7 @@ impl BackendProcess {
 
     /// Waits (bounded) until the socket path exists and is a socket; fails early if the
     /// backend exits. Also usable after a disconnect, for backends that listen again.
-    pub fn wait_for_socket(&mut self, timeout: Duration) -> Result<()> {
+    pub fn wait_for_socket(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(meta) = std::fs::metadata(&self.socket_path) {
@@ -311,11 +331,11 @@ impl BackendProcess {
     }
 
     /// Sends SIGTERM and waits up to `grace`; then SIGKILL. Returns the exit status.
-    pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {
+    pub fn terminate(&self, grace: Duration) -> Result<ExitStatus> {
         if let Some(status) = self.try_exit_status()? {
             return Ok(status);
         }
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
             // The child is not reaped yet (try_wait said so), so the pid is still ours.
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
@@ -327,18 +347,21 @@ impl BackendProcess {
     }
 
     /// Sends SIGKILL and reaps the backend.
-    pub fn kill(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.try_exit_status()? {
+    pub fn kill(&self) -> Result<ExitStatus> {
+        let mut state = self.state();
+        if let Some(status) = state.exit_status {
             return Ok(status);
         }
-        self.child
+        // Child::kill is a no-op error-free call on an exited but unreaped child.
+        state
+            .child
             .kill()
             .map_err(|e| HarnessError::io("killing the backend", e))?;
-        let status = self
+        let status = state
             .child
             .wait()
             .map_err(|e| HarnessError::io("reaping the backend", e))?;
-        self.exit_status = Some(status);
+        state.exit_status = Some(status);
         Ok(status)
     }
 }

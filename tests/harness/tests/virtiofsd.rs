@@ -366,7 +366,7 @@ fn raw_chain_carries_a_well_formed_request() {
 /// A backend that stops answering makes waits fail within the timeout instead of hanging.
 #[test]
 fn a_stopped_backend_fails_the_wait_instead_of_hanging() {
-    let Some(mut backend) = start() else { return };
+    let Some(backend) = start() else { return };
     let dev = connect(
         &backend,
         DeviceConfig {
@@ -393,13 +393,12 @@ fn a_stopped_backend_fails_the_wait_instead_of_hanging() {
 
 #[test]
 fn virtiofsd_exits_when_the_frontend_disconnects() {
-    let Some(mut backend) = start() else { return };
+    let Some(backend) = start() else { return };
     let dev = connect(&backend, DeviceConfig::default());
     let uniques = Uniques::default();
     init(&backend, &dev, 1, &uniques);
     dev.disconnect();
-    let exited = backend.wait_exit(Duration::from_secs(10));
-    let status = check(&backend, exited);
+    let status = check(&backend, backend.wait_exit(Duration::from_secs(10)));
     assert!(status.success(), "{}", backend.diagnostics());
 }
 
