@@ -51,7 +51,8 @@ pub struct DeviceConfig {
     pub cache_size: Option<u64>,
     /// Offer the SHMEM protocol feature with a window (false: a legacy-only frontend).
     pub offer_shmem: bool,
-    /// Read the virtio-fs config space with GET_CONFIG when CONFIG is offered.
+    /// Negotiate CONFIG when offered and read the virtio-fs config space with GET_CONFIG
+    /// (false: like QEMU, which never negotiates CONFIG for vhost-user-fs).
     pub read_config: bool,
     /// Extra virtio feature bits to accept if offered.
     pub extra_features: u64,

@@ -75,7 +75,10 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     let features = offered_features & wanted;
 
     let offered_protocol = wd.call("GET_PROTOCOL_FEATURES", || frontend.get_protocol_features())?;
-    let mut wanted_protocol = VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG;
+    let mut wanted_protocol = VhostUserProtocolFeatures::MQ;
+    if cfg.read_config {
+        wanted_protocol |= VhostUserProtocolFeatures::CONFIG;
+    }
     if cfg.reply_ack {
         wanted_protocol |= VhostUserProtocolFeatures::REPLY_ACK;
     }

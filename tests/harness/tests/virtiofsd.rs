@@ -378,6 +378,7 @@ fn a_stopped_backend_fails_the_wait_instead_of_hanging() {
     init(&backend, &dev, 1, &uniques);
     let pid = rustix::process::Pid::from_raw(backend.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    wait_all_threads_stopped(backend.pid());
     let started = Instant::now();
     let req = getattr_request(uniques.next(), ROOT_ID);
     let token = check(&backend, dev.fuse_submit(1, &req, 4096));
@@ -389,6 +390,26 @@ fn a_stopped_backend_fails_the_wait_instead_of_hanging() {
     let reply = check(&backend, dev.fuse_wait(token, &req));
     assert_eq!(reply.errno(), 0);
     assert!(backend.is_running().unwrap());
+}
+
+/// SIGSTOP takes effect asynchronously; wait until every thread reports state `T`.
+fn wait_all_threads_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+                // State is the field after the parenthesised command name.
+                let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+                matches!(state, Some("T") | Some("t"))
+            });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
