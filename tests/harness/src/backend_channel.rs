@@ -154,6 +154,8 @@ struct ChannelState {
     fail_maps: AtomicU32,
     /// Delay before each reply, in microseconds (widens race windows).
     reply_delay_us: AtomicU64,
+    /// Main-loop lock taken around handling and answering each request.
+    gate: Option<Arc<Mutex<()>>>,
 }
 
 /// The serving thread and what it observed. Stops (and joins) on drop.
@@ -175,6 +177,17 @@ impl BackendChannel {
     /// Starts serving `sock` (our end of the pair whose other end went to the backend).
     /// `io_timeout` bounds the read of a message's remainder and the reply write.
     pub fn serve(sock: UnixStream, window: Arc<Window>, io_timeout: Duration) -> Result<Self> {
+        Self::serve_gated(sock, window, io_timeout, None)
+    }
+
+    /// Like [`Self::serve`]; each request is handled and answered while holding `gate`
+    /// (the device's main-loop lock, held during every vhost-user call).
+    pub fn serve_gated(
+        sock: UnixStream,
+        window: Arc<Window>,
+        io_timeout: Duration,
+        gate: Option<Arc<Mutex<()>>>,
+    ) -> Result<Self> {
         sock.set_read_timeout(Some(io_timeout))
             .and_then(|()| sock.set_write_timeout(Some(io_timeout)))
             .map_err(|e| HarnessError::io("setting backend channel timeouts", e))?;
@@ -190,6 +203,7 @@ impl BackendChannel {
             stopped: Mutex::new(None),
             fail_maps: AtomicU32::new(0),
             reply_delay_us: AtomicU64::new(0),
+            gate,
         });
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -340,6 +354,7 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
         )?;
     }
     let need_reply = flags & FLAG_NEED_REPLY != 0;
+    let _main_loop = state.gate.as_deref().map(lock);
     let parsed = parse(request, size, &body);
     let nfds_received = fds.len();
     let outcome = if size as usize > MAX_BODY {

@@ -58,6 +58,10 @@ pub struct DeviceConfig {
     pub extra_features: u64,
     /// Bound of every wait (vhost-user replies, used buffers, backend channel I/O).
     pub timeout: Duration,
+    /// Serve backend requests only while no vhost-user call is waiting for its reply, as
+    /// QEMU's main loop does: a backend that sends a backend request from inside a
+    /// frontend message's handler then deadlocks into a timeout, as it would under QEMU.
+    pub qemu_main_loop: bool,
     /// Only look at the used ring after the call eventfd fired, as a guest would; a
     /// backend that forgets to notify then times out instead of passing.
     pub strict_notifications: bool,
@@ -83,6 +87,7 @@ impl Default for DeviceConfig {
             read_config: true,
             extra_features: 0,
             timeout,
+            qemu_main_loop: true,
             strict_notifications: true,
         }
     }

@@ -11,7 +11,7 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
@@ -55,7 +55,8 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     let watched = stream
         .try_clone()
         .map_err(|e| HarnessError::io("cloning the vhost-user socket", e))?;
-    let wd = Watchdog::new(watched, cfg.timeout)?;
+    let main_loop = Arc::new(Mutex::new(()));
+    let wd = Watchdog::new(watched, cfg.timeout, Arc::clone(&main_loop))?;
     let mut frontend = Frontend::from_stream(stream, total_queues as u64);
 
     wd.call("SET_OWNER", || frontend.set_owner())?;
@@ -120,7 +121,9 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
             let window = Arc::new(Window::reserve(size)?);
             let (ours, theirs) = UnixStream::pair()
                 .map_err(|e| HarnessError::io("creating the backend channel socketpair", e))?;
-            let channel = BackendChannel::serve(ours, Arc::clone(&window), cfg.timeout)?;
+            let gate = cfg.qemu_main_loop.then(|| Arc::clone(&main_loop));
+            let channel =
+                BackendChannel::serve_gated(ours, Arc::clone(&window), cfg.timeout, gate)?;
             wd.call("SET_BACKEND_REQ_FD", || {
                 frontend.set_backend_request_fd(&theirs)
             })?;

@@ -5,6 +5,12 @@
 //! expires this thread shuts the socket down, the blocked call returns (disconnected) and
 //! the caller reports a timeout. The connection is unusable afterwards, which is right:
 //! a reply that arrives late would be read as the answer to the next request.
+//!
+//! The watchdog also holds the *main-loop gate* during each call. The backend channel
+//! takes the same gate to handle a request, so, as in QEMU (whose main loop does not
+//! serve the backend channel while it waits for a vhost-user reply), a backend that sends
+//! a backend request from inside a frontend message's handler deadlocks and the call
+//! times out instead of passing.
 
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
@@ -28,6 +34,8 @@ struct WatchState {
 /// shared data; the thread holds the lock except while waiting.
 pub(crate) struct Watchdog {
     state: Arc<(Mutex<WatchState>, Condvar)>,
+    /// Held for the whole of each call; see the module doc.
+    main_loop: Arc<Mutex<()>>,
     thread: Option<JoinHandle<()>>,
     timeout: Duration,
 }
@@ -38,7 +46,11 @@ fn lock(m: &Mutex<WatchState>) -> MutexGuard<'_, WatchState> {
 
 impl Watchdog {
     /// Watches `sock` (a clone of the frontend's socket); calls get `timeout` each.
-    pub(crate) fn new(sock: UnixStream, timeout: Duration) -> Result<Watchdog> {
+    pub(crate) fn new(
+        sock: UnixStream,
+        timeout: Duration,
+        main_loop: Arc<Mutex<()>>,
+    ) -> Result<Watchdog> {
         let state = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -47,6 +59,7 @@ impl Watchdog {
             .map_err(|e| HarnessError::io("spawning the vhost-user watchdog", e))?;
         Ok(Watchdog {
             state,
+            main_loop,
             thread: Some(thread),
             timeout,
         })
@@ -55,6 +68,7 @@ impl Watchdog {
     /// Runs `f` under the deadline. A vhost error after the deadline fired is reported as
     /// a timeout of `what`.
     pub(crate) fn call<T>(&self, what: &str, f: impl FnOnce() -> vhost::Result<T>) -> Result<T> {
+        let _main_loop = self.main_loop.lock().unwrap_or_else(|p| p.into_inner());
         let (m, cv) = &*self.state;
         {
             let mut s = lock(m);

@@ -544,3 +544,42 @@ fn channel_interoperates_with_the_vhost_backend_sender() {
         (4, 2, 2)
     );
 }
+
+/// With the main-loop gate held (a vhost-user call waiting for its reply), backend
+/// requests wait, as under QEMU; they are served once the gate is released.
+#[test]
+fn gated_channel_waits_for_the_main_loop() {
+    use std::sync::Mutex;
+    use vhost::vhost_user::message::VhostUserMMap;
+    use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+
+    let window = Arc::new(Window::reserve(4 * MIB).unwrap());
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let gate = Arc::new(Mutex::new(()));
+    let ch = BackendChannel::serve_gated(
+        ours,
+        Arc::clone(&window),
+        Duration::from_secs(10),
+        Some(Arc::clone(&gate)),
+    )
+    .unwrap();
+    let (file, _) = patterned_file(2 * MIB as usize);
+    let held = gate.lock().unwrap();
+    let sender = std::thread::spawn(move || {
+        let backend = Backend::from_stream(theirs);
+        backend.set_shmem_flag(true);
+        backend.set_reply_ack_flag(true);
+        let map = VhostUserMMap {
+            len: MIB,
+            ..Default::default()
+        };
+        backend.shmem_map(&map, &file.reopen().unwrap()).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!sender.is_finished(), "served while the main loop was busy");
+    assert!(window.mappings().is_empty());
+    drop(held);
+    assert!(sender.join().unwrap());
+    assert_eq!(window.mappings().len(), 1);
+    assert_eq!(ch.stats().shmem_map, 1);
+}
