@@ -5,13 +5,53 @@
 //! who asks, returns `Result<_, Errno>` with a positive Linux errno, and never
 //! panics on guest input. Names arrive already validated by the protocol
 //! crate (non-empty, no '/', not "." or "..", <= NAME_MAX, NUL-terminated).
+//!
+//! # How it is built
+//! - [`inode`]: every inode the guest knows is an `O_PATH | O_NOFOLLOW` fd,
+//!   keyed by (st_dev, st_ino, mount id) so one host inode has one nodeid,
+//!   refcounted by the guest's lookup count.
+//! - [`handle`]: OPEN / CREATE / OPENDIR results, real fds the guest names by
+//!   `fh`.
+//! - Names are resolved one component at a time relative to the parent's
+//!   O_PATH fd with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` and
+//!   `O_NOFOLLOW`, so no lookup can leave the shared directory through a
+//!   symlink or `..`. An inode is reopened for I/O through a kept-open
+//!   `/proc/self/fd` directory (the magic link to our own fd); symlinks are
+//!   never reopened (ELOOP) and special files are never opened (ENXIO), so
+//!   a FIFO cannot block a queue worker and a device node cannot be driven
+//!   from the guest.
+//! - [`creds`]: creation operations run under the caller's fsuid/fsgid.
+//!
+//! The operations live in [`entry_ops`] (names), [`attr_ops`] (attributes,
+//! ACCESS, STATFS), [`file_ops`] (open files), [`dir_ops`] (directory
+//! handles) and [`xattr_ops`]; this file keeps the public surface.
 
 use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+use std::sync::RwLock;
 
 use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, StatfsOut};
 use daxfsd_protocol::reply::DirentWriter;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::errno::Errno;
+
+mod attr;
+mod attr_ops;
+mod creds;
+mod dir_ops;
+mod entry_ops;
+mod file_ops;
+mod handle;
+mod inode;
+mod reopen;
+mod xattr_ops;
+
+#[cfg(test)]
+mod tests;
+
+use handle::HandleTable;
+use inode::InodeTable;
 
 /// Who sends a request, from its FUSE header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +75,17 @@ pub enum CachePolicy {
     Auto,
     /// Cache for a day; FOPEN_KEEP_CACHE on open.
     Always,
+}
+
+impl CachePolicy {
+    /// Seconds the guest may cache an entry or its attributes.
+    pub fn timeout_secs(self) -> u64 {
+        match self {
+            CachePolicy::Never => 0,
+            CachePolicy::Auto => 1,
+            CachePolicy::Always => 86_400,
+        }
+    }
 }
 
 /// Configuration of the passthrough filesystem.
@@ -62,15 +113,63 @@ pub struct Negotiated {
 }
 
 /// The passthrough filesystem.
+///
+/// Locking: the inode table and the handle table each sit behind their own
+/// `RwLock` (documented at [`InodeTable`] and [`HandleTable`]); no code path
+/// holds both at once. `negotiated` is a separate `RwLock` written only by
+/// INIT. Everything else is immutable after [`PassthroughFs::new`].
 #[derive(Debug)]
 pub struct PassthroughFs {
     config: FsConfig,
+    /// Inodes the guest holds references to (nodeid → O_PATH fd).
+    inodes: InodeTable,
+    /// Open files and directories (fh → fd).
+    handles: HandleTable,
+    /// `/proc/self/fd`, the directory through which inodes are reopened.
+    proc_self_fd: OwnedFd,
+    /// Whether creation operations switch to the caller's fsuid/fsgid
+    /// (only possible, and only needed, when the daemon runs as root).
+    switch_creds: bool,
+    /// Features agreed in INIT; guarded by its own lock, written only there.
+    negotiated: RwLock<Negotiated>,
 }
 
 impl PassthroughFs {
     /// Opens the shared directory.
+    ///
+    /// Fails if the directory cannot be opened, `/proc/self/fd` is missing,
+    /// or the kernel lacks `openat2` (Linux 5.6) — without it names could
+    /// not be resolved safely.
     pub fn new(config: FsConfig) -> std::io::Result<Self> {
-        Ok(Self { config })
+        let root = rustix::fs::open(
+            &config.shared_dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        // Probe openat2 now so that an old kernel fails at startup, not on
+        // the guest's first LOOKUP.
+        rustix::fs::openat2(
+            &root,
+            c".",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let proc_self_fd = rustix::fs::open(
+            c"/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let root_stat = attr::statx_fd(&root)?;
+        let inodes = InodeTable::new(root, &root_stat);
+        Ok(Self {
+            config,
+            inodes,
+            handles: HandleTable::default(),
+            proc_self_fd,
+            switch_creds: rustix::process::geteuid().is_root(),
+            negotiated: RwLock::new(Negotiated::default()),
+        })
     }
 
     /// The configuration.
@@ -79,121 +178,320 @@ impl PassthroughFs {
     }
 
     /// INIT: the session starts with these negotiated features.
-    pub fn init(&self, _negotiated: Negotiated) {}
+    pub fn init(&self, negotiated: Negotiated) {
+        *self.negotiated.write().unwrap_or_else(|e| e.into_inner()) = negotiated;
+    }
 
     /// DESTROY or a device reset: forget every inode and handle except the root.
-    pub fn destroy(&self) {}
+    pub fn destroy(&self) {
+        self.handles.clear();
+        self.inodes.clear_except_root();
+        self.init(Negotiated::default());
+    }
 
-    /// Number of inodes and open handles (for tests and metrics).
+    /// Number of inodes (the root included) and open handles (for tests and
+    /// metrics).
     pub fn counts(&self) -> (usize, usize) {
-        (0, 0)
+        (self.inodes.len(), self.handles.len())
     }
 
-    pub fn lookup(&self, _ctx: Context, _parent: u64, _name: &CStr) -> Result<EntryOut, Errno> {
-        Err(Errno::ENOSYS)
+    /// The features agreed in INIT.
+    pub(crate) fn negotiated(&self) -> Negotiated {
+        *self.negotiated.read().unwrap_or_else(|e| e.into_inner())
     }
-    pub fn forget(&self, _nodeid: u64, _nlookup: u64) {}
-    pub fn getattr(&self, _ctx: Context, _nodeid: u64, _fh: Option<u64>) -> Result<AttrOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// LOOKUP `name` in `parent`; +1 lookup reference on success.
+    pub fn lookup(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+        entry_ops::lookup(self, parent, name)
     }
-    pub fn setattr(&self, _ctx: Context, _nodeid: u64, _arg: &SetattrIn) -> Result<AttrOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// FORGET: drop `nlookup` references (BATCH_FORGET calls this per entry).
+    pub fn forget(&self, nodeid: u64, nlookup: u64) {
+        self.inodes.forget(nodeid, nlookup);
     }
-    pub fn readlink(&self, _ctx: Context, _nodeid: u64) -> Result<Vec<u8>, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// GETATTR, through the open file `fh` when the guest names one.
+    pub fn getattr(&self, _ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+        attr_ops::getattr(self, nodeid, fh)
     }
-    pub fn symlink(&self, _ctx: Context, _parent: u64, _name: &CStr, _target: &CStr) -> Result<EntryOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// SETATTR: the fields `arg.valid` selects.
+    pub fn setattr(&self, _ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+        attr_ops::setattr(self, nodeid, arg)
     }
-    pub fn mknod(&self, _ctx: Context, _parent: u64, _name: &CStr, _mode: u32, _rdev: u32, _umask: u32) -> Result<EntryOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// READLINK: the target bytes (no NUL).
+    pub fn readlink(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+        entry_ops::readlink(self, nodeid)
     }
-    pub fn mkdir(&self, _ctx: Context, _parent: u64, _name: &CStr, _mode: u32, _umask: u32) -> Result<EntryOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// SYMLINK `name` → `target`, owned by the caller.
+    pub fn symlink(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        target: &CStr,
+    ) -> Result<EntryOut, Errno> {
+        entry_ops::symlink(self, ctx, parent, name, target)
     }
-    pub fn unlink(&self, _ctx: Context, _parent: u64, _name: &CStr) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// MKNOD (regular file, FIFO, socket, or device node if privileged).
+    /// `umask` is ignored: the guest already applied it (DONT_MASK is not
+    /// negotiated).
+    pub fn mknod(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        _umask: u32,
+    ) -> Result<EntryOut, Errno> {
+        entry_ops::mknod(self, ctx, parent, name, mode, rdev)
     }
-    pub fn rmdir(&self, _ctx: Context, _parent: u64, _name: &CStr) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// MKDIR, owned by the caller; `umask` as for [`Self::mknod`].
+    pub fn mkdir(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> Result<EntryOut, Errno> {
+        entry_ops::mkdir(self, ctx, parent, name, mode)
     }
+
+    /// UNLINK a non-directory.
+    pub fn unlink(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+        entry_ops::remove(self, parent, name, false)
+    }
+
+    /// RMDIR an empty directory.
+    pub fn rmdir(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+        entry_ops::remove(self, parent, name, true)
+    }
+
     /// RENAME / RENAME2 (`flags` are RENAME_* bits, 0 for plain rename).
-    pub fn rename(&self, _ctx: Context, _olddir: u64, _oldname: &CStr, _newdir: u64, _newname: &CStr, _flags: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    pub fn rename(
+        &self,
+        _ctx: Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        entry_ops::rename(self, olddir, oldname, newdir, newname, flags)
     }
-    pub fn link(&self, _ctx: Context, _nodeid: u64, _newparent: u64, _newname: &CStr) -> Result<EntryOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// LINK `nodeid` as `newname` in `newparent`; +1 reference on `nodeid`.
+    pub fn link(
+        &self,
+        ctx: Context,
+        nodeid: u64,
+        newparent: u64,
+        newname: &CStr,
+    ) -> Result<EntryOut, Errno> {
+        entry_ops::link(self, ctx, nodeid, newparent, newname)
     }
+
     /// OPEN: `flags` are open(2) flags, `open_flags` OPEN_* bits.
-    pub fn open(&self, _ctx: Context, _nodeid: u64, _flags: u32, _open_flags: u32) -> Result<OpenOut, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn open(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        flags: u32,
+        open_flags: u32,
+    ) -> Result<OpenOut, Errno> {
+        file_ops::open(self, nodeid, flags, open_flags)
     }
-    pub fn create(&self, _ctx: Context, _parent: u64, _name: &CStr, _arg: &CreateIn) -> Result<(EntryOut, OpenOut), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// CREATE and open a regular file, owned by the caller.
+    pub fn create(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        arg: &CreateIn,
+    ) -> Result<(EntryOut, OpenOut), Errno> {
+        file_ops::create(self, ctx, parent, name, arg)
     }
+
     /// READ into `buf` (its length is the size asked); returns bytes read.
-    pub fn read(&self, _ctx: Context, _nodeid: u64, _fh: u64, _offset: u64, _buf: &mut [u8]) -> Result<usize, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn read(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        file_ops::read(self, nodeid, fh, offset, buf)
     }
+
     /// WRITE; `write_flags` are WRITE_* bits. Returns bytes written.
-    pub fn write(&self, _ctx: Context, _nodeid: u64, _fh: u64, _offset: u64, _data: &[u8], _write_flags: u32) -> Result<usize, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn write(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        write_flags: u32,
+    ) -> Result<usize, Errno> {
+        file_ops::write(self, nodeid, fh, offset, data, write_flags)
     }
-    pub fn statfs(&self, _ctx: Context, _nodeid: u64) -> Result<StatfsOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// STATFS of the filesystem holding `nodeid`.
+    pub fn statfs(&self, _ctx: Context, nodeid: u64) -> Result<StatfsOut, Errno> {
+        attr_ops::statfs(self, nodeid)
     }
-    pub fn release(&self, _nodeid: u64, _fh: u64) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// RELEASE an open file.
+    pub fn release(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+        self.handles.remove(fh, nodeid)
     }
-    pub fn flush(&self, _nodeid: u64, _fh: u64) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// FLUSH: closes a duplicate of the fd, which releases POSIX locks.
+    pub fn flush(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+        file_ops::flush(self, nodeid, fh)
     }
-    pub fn fsync(&self, _nodeid: u64, _fh: u64, _datasync: bool) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// FSYNC (fdatasync with `datasync`).
+    pub fn fsync(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+        file_ops::fsync(self, nodeid, fh, datasync)
     }
-    pub fn opendir(&self, _ctx: Context, _nodeid: u64, _flags: u32) -> Result<OpenOut, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// OPENDIR.
+    pub fn opendir(&self, _ctx: Context, nodeid: u64, _flags: u32) -> Result<OpenOut, Errno> {
+        dir_ops::opendir(self, nodeid)
     }
+
     /// READDIR / READDIRPLUS from directory cookie `offset` into `out`
     /// (stops when the next entry does not fit). With `plus`, each entry
     /// except "." and ".." counts as a lookup.
-    pub fn readdir(&self, _ctx: Context, _nodeid: u64, _fh: u64, _offset: u64, _plus: bool, _out: &mut DirentWriter<'_, '_>) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+    pub fn readdir(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        out: &mut DirentWriter<'_, '_>,
+    ) -> Result<(), Errno> {
+        dir_ops::readdir(self, nodeid, fh, offset, plus, out)
     }
-    pub fn releasedir(&self, _nodeid: u64, _fh: u64) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// RELEASEDIR.
+    pub fn releasedir(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+        self.handles.remove(fh, nodeid)
     }
-    pub fn fsyncdir(&self, _nodeid: u64, _fh: u64, _datasync: bool) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// FSYNCDIR (fdatasync with `datasync`).
+    pub fn fsyncdir(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+        file_ops::fsync(self, nodeid, fh, datasync)
     }
-    pub fn access(&self, _ctx: Context, _nodeid: u64, _mask: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// ACCESS: checks `mask` (R_OK/W_OK/X_OK bits) against the mode bits and
+    /// the caller's uid/gid (see [`attr_ops::access`] for why).
+    pub fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno> {
+        attr_ops::access(self, ctx, nodeid, mask)
     }
-    pub fn setxattr(&self, _ctx: Context, _nodeid: u64, _name: &CStr, _value: &[u8], _flags: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// SETXATTR (`flags`: XATTR_CREATE / XATTR_REPLACE).
+    pub fn setxattr(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Errno> {
+        xattr_ops::setxattr(self, nodeid, name, value, flags)
     }
+
     /// The whole value; the dispatcher handles size queries and ERANGE.
-    pub fn getxattr(&self, _ctx: Context, _nodeid: u64, _name: &CStr) -> Result<Vec<u8>, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn getxattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
+        xattr_ops::getxattr(self, nodeid, name)
     }
+
     /// The whole NUL-separated list; the dispatcher handles size queries and ERANGE.
-    pub fn listxattr(&self, _ctx: Context, _nodeid: u64) -> Result<Vec<u8>, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn listxattr(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+        xattr_ops::listxattr(self, nodeid)
     }
-    pub fn removexattr(&self, _ctx: Context, _nodeid: u64, _name: &CStr) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// REMOVEXATTR.
+    pub fn removexattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<(), Errno> {
+        xattr_ops::removexattr(self, nodeid, name)
     }
-    pub fn fallocate(&self, _ctx: Context, _nodeid: u64, _fh: u64, _offset: u64, _length: u64, _mode: u32) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// FALLOCATE (`mode`: FALLOC_FL_* bits).
+    pub fn fallocate(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> Result<(), Errno> {
+        file_ops::fallocate(self, nodeid, fh, offset, length, mode)
     }
-    pub fn lseek(&self, _ctx: Context, _nodeid: u64, _fh: u64, _offset: u64, _whence: u32) -> Result<u64, Errno> {
-        Err(Errno::ENOSYS)
+
+    /// LSEEK (SEEK_SET/CUR/END/DATA/HOLE); returns the resulting offset.
+    pub fn lseek(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        whence: u32,
+    ) -> Result<u64, Errno> {
+        file_ops::lseek(self, nodeid, fh, offset, whence)
     }
+
+    /// COPY_FILE_RANGE between two open files; returns bytes copied.
     #[allow(clippy::too_many_arguments)]
-    pub fn copy_file_range(&self, _ctx: Context, _nodeid_in: u64, _fh_in: u64, _off_in: u64, _nodeid_out: u64, _fh_out: u64, _off_out: u64, _len: u64, _flags: u64) -> Result<usize, Errno> {
-        Err(Errno::ENOSYS)
+    pub fn copy_file_range(
+        &self,
+        _ctx: Context,
+        nodeid_in: u64,
+        fh_in: u64,
+        off_in: u64,
+        nodeid_out: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+        flags: u64,
+    ) -> Result<usize, Errno> {
+        file_ops::copy_file_range(
+            self,
+            (nodeid_in, fh_in, off_in),
+            (nodeid_out, fh_out, off_out),
+            len,
+            flags,
+        )
     }
-    pub fn syncfs(&self, _nodeid: u64) -> Result<(), Errno> {
-        Err(Errno::ENOSYS)
+
+    /// SYNCFS of the filesystem holding `nodeid`.
+    pub fn syncfs(&self, nodeid: u64) -> Result<(), Errno> {
+        file_ops::syncfs(self, nodeid)
+    }
+
+    /// A file to map into the DAX window for SETUPMAPPING: a duplicate of
+    /// the open handle `fh` if it has the access needed, else the inode
+    /// reopened read-only, or read-write when `writable` (a shared writable
+    /// mapping needs both). The guest sends `fh = u64::MAX`: by nodeid.
+    /// EROFS for `writable` on a read-only share; ELOOP / ENXIO / EISDIR
+    /// for what is not a regular file.
+    pub fn open_for_mapping(
+        &self,
+        nodeid: u64,
+        fh: u64,
+        writable: bool,
+    ) -> Result<std::fs::File, Errno> {
+        file_ops::open_for_mapping(self, nodeid, fh, writable)
     }
 }

@@ -1,0 +1,261 @@
+//! GETATTR, SETATTR, STATFS, ACCESS, and clearing setuid/setgid.
+
+use std::os::fd::AsFd;
+
+use daxfsd_protocol::abi::{
+    AttrOut, SetattrIn, StatfsOut, FATTR_ATIME, FATTR_ATIME_NOW, FATTR_FH, FATTR_GID,
+    FATTR_KILL_SUIDGID, FATTR_MODE, FATTR_MTIME, FATTR_MTIME_NOW, FATTR_SIZE, FATTR_UID,
+};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+
+use super::attr::statx_fd;
+use super::inode::Inode;
+use super::reopen::FdName;
+use super::{Context, PassthroughFs};
+use crate::errno::Errno;
+
+/// GETATTR: through the open file when the guest names one.
+pub(super) fn getattr(fs: &PassthroughFs, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+    let st = match fh {
+        Some(fh) => statx_fd(&fs.handles.get(fh, nodeid)?.fd)?,
+        None => statx_fd(&fs.inodes.get(nodeid)?.path_fd)?,
+    };
+    Ok(fs.attr_out(&st))
+}
+
+/// The mode `mode` becomes once setuid, and setgid if group-executable,
+/// are cleared (what Linux does on write or truncate by a non-privileged
+/// writer); `None` if nothing changes.
+pub(super) fn mode_without_suidgid(mode: u32) -> Option<u32> {
+    let mut kill = libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kill |= libc::S_ISGID;
+    }
+    (mode & kill != 0).then_some(mode & !kill & 0o7777)
+}
+
+/// Clears setuid/setgid on the open file `fd` (WRITE with
+/// WRITE_KILL_SUIDGID, OPEN with O_TRUNC and OPEN_KILL_SUIDGID).
+pub(super) fn kill_suidgid_fd(fd: impl AsFd) -> Result<(), Errno> {
+    let st = rustix::fs::fstat(&fd)?;
+    if let Some(mode) = mode_without_suidgid(st.st_mode) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
+}
+
+impl PassthroughFs {
+    /// chmod of a non-symlink inode through its `/proc/self/fd` link.
+    fn chmod_inode(&self, inode: &Inode, mode: u32) -> Result<(), Errno> {
+        if inode.is_symlink() {
+            // Linux has no symlink modes (fchmodat AT_SYMLINK_NOFOLLOW).
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let name = FdName::of(&inode.path_fd);
+        Ok(rustix::fs::chmodat(
+            &self.proc_self_fd,
+            name.as_cstr(),
+            Mode::from_raw_mode(mode & 0o7777),
+            AtFlags::empty(),
+        )?)
+    }
+}
+
+/// The `Timespec` for one SETATTR time field.
+fn time_arg(valid: u32, set: u32, now: u32, secs: u64, nsecs: u32) -> Timespec {
+    if valid & set == 0 {
+        Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        }
+    } else if valid & now != 0 {
+        Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        }
+    } else {
+        // Seconds beyond i64 cannot be real; the kernel rejects what it
+        // cannot store.
+        Timespec {
+            tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+            tv_nsec: nsecs.into(),
+        }
+    }
+}
+
+/// SETATTR, in the order mode, owner, size, kill-suid/sgid, times (the
+/// order Linux's own notify_change applies them in effect: times last, so
+/// a truncate does not overwrite the mtime just set). FATTR_CTIME is
+/// ignored: the host sets ctime itself on every change.
+pub(super) fn setattr(fs: &PassthroughFs, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+    fs.check_writable()?;
+    let valid = arg.valid;
+    let inode = fs.inodes.get(nodeid)?;
+    let handle = if valid & FATTR_FH != 0 {
+        Some(fs.handles.get(arg.fh, nodeid)?)
+    } else {
+        None
+    };
+
+    if valid & FATTR_MODE != 0 {
+        match &handle {
+            Some(h) => rustix::fs::fchmod(&h.fd, Mode::from_raw_mode(arg.mode & 0o7777))?,
+            None => fs.chmod_inode(&inode, arg.mode)?,
+        }
+    }
+
+    if valid & (FATTR_UID | FATTR_GID) != 0 {
+        // u32::MAX means "leave unchanged" to chown(2), like an unset field.
+        let uid = (valid & FATTR_UID != 0 && arg.uid != u32::MAX).then(|| Uid::from_raw(arg.uid));
+        let gid = (valid & FATTR_GID != 0 && arg.gid != u32::MAX).then(|| Gid::from_raw(arg.gid));
+        rustix::fs::chownat(
+            &inode.path_fd,
+            c"",
+            uid,
+            gid,
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+
+    if valid & FATTR_SIZE != 0 {
+        match &handle {
+            Some(h) => rustix::fs::ftruncate(&h.fd, arg.size)?,
+            None => {
+                let fd = fs.reopen(&inode, OFlags::WRONLY)?;
+                rustix::fs::ftruncate(&fd, arg.size)?;
+            }
+        }
+    }
+
+    // With an explicit mode the guest already chose the bits it wants.
+    if valid & FATTR_KILL_SUIDGID != 0
+        && valid & FATTR_MODE == 0
+        && fs.negotiated().killpriv_v2
+        && inode.file_type == FileType::RegularFile
+    {
+        let st = statx_fd(&inode.path_fd)?;
+        if let Some(mode) = mode_without_suidgid(u32::from(st.stx_mode)) {
+            fs.chmod_inode(&inode, mode)?;
+        }
+    }
+
+    if valid & (FATTR_ATIME | FATTR_MTIME) != 0 {
+        let times = Timestamps {
+            last_access: time_arg(
+                valid,
+                FATTR_ATIME,
+                FATTR_ATIME_NOW,
+                arg.atime,
+                arg.atimensec,
+            ),
+            last_modification: time_arg(
+                valid,
+                FATTR_MTIME,
+                FATTR_MTIME_NOW,
+                arg.mtime,
+                arg.mtimensec,
+            ),
+        };
+        match &handle {
+            Some(h) => rustix::fs::futimens(&h.fd, &times)?,
+            None if inode.is_symlink() => rustix::fs::utimensat(
+                &inode.path_fd,
+                c"",
+                &times,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?,
+            None => {
+                let name = FdName::of(&inode.path_fd);
+                rustix::fs::utimensat(&fs.proc_self_fd, name.as_cstr(), &times, AtFlags::empty())?
+            }
+        }
+    }
+
+    let st = match &handle {
+        Some(h) => statx_fd(&h.fd)?,
+        None => statx_fd(&inode.path_fd)?,
+    };
+    Ok(fs.attr_out(&st))
+}
+
+/// STATFS.
+pub(super) fn statfs(fs: &PassthroughFs, nodeid: u64) -> Result<StatfsOut, Errno> {
+    let inode = fs.inodes.get(nodeid)?;
+    let st = rustix::fs::fstatvfs(&inode.path_fd)?;
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(StatfsOut {
+        blocks: st.f_blocks,
+        bfree: st.f_bfree,
+        bavail: st.f_bavail,
+        files: st.f_files,
+        ffree: st.f_ffree,
+        bsize: clamp(st.f_bsize),
+        namelen: clamp(st.f_namemax),
+        frsize: clamp(st.f_frsize),
+        padding: 0,
+        spare: [0; 6],
+    })
+}
+
+/// ACCESS.
+///
+/// Choice: the mode bits are checked against the caller's uid and primary
+/// gid, as virtiofsd does, rather than calling faccessat as the caller.
+/// FUSE carries no supplementary groups, so faccessat under a switched
+/// fsuid would use the daemon's groups instead, which is no more exact and
+/// costs two credential switches. The guest mounts virtio-fs with
+/// default_permissions and checks permissions itself (it normally never
+/// sends ACCESS); this answers the requests that still come. Root may read
+/// and write anything and execute anything with an execute bit or any
+/// directory; W_OK on a read-only share is EROFS.
+pub(super) fn access(
+    fs: &PassthroughFs,
+    ctx: Context,
+    nodeid: u64,
+    mask: u32,
+) -> Result<(), Errno> {
+    let inode = fs.inodes.get(nodeid)?;
+    let st = statx_fd(&inode.path_fd)?;
+    let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;
+    if mask & libc::W_OK as u32 != 0 && fs.config.readonly {
+        return Err(Errno::EROFS);
+    }
+    if mask == 0 {
+        return Ok(()); // F_OK: the inode exists.
+    }
+    let mode = u32::from(st.stx_mode);
+    if ctx.uid == 0 {
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        if mask & libc::X_OK as u32 != 0 && !is_dir && mode & 0o111 == 0 {
+            return Err(Errno(libc::EACCES));
+        }
+        return Ok(());
+    }
+    let granted = if st.stx_uid == ctx.uid {
+        (mode >> 6) & 0o7
+    } else if st.stx_gid == ctx.gid {
+        (mode >> 3) & 0o7
+    } else {
+        mode & 0o7
+    };
+    if mask & !granted == 0 {
+        Ok(())
+    } else {
+        Err(Errno(libc::EACCES))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suid_always_goes_sgid_only_with_group_exec() {
+        assert_eq!(mode_without_suidgid(0o4755), Some(0o755));
+        assert_eq!(mode_without_suidgid(0o6755), Some(0o755));
+        // setgid without group-exec is mandatory locking, not privilege.
+        assert_eq!(mode_without_suidgid(0o2745), None);
+        assert_eq!(mode_without_suidgid(0o6745), Some(0o2745));
+        assert_eq!(mode_without_suidgid(0o100644), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Operations on names: LOOKUP, READLINK, SYMLINK, MKNOD, MKDIR, UNLINK,
+//! RMDIR, RENAME, LINK.
+
+use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+
+use daxfsd_protocol::abi::EntryOut;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+
+use super::attr::statx_fd;
+use super::creds::CallerCreds;
+use super::inode::Inode;
+use super::reopen::FdName;
+use super::{Context, PassthroughFs};
+use crate::errno::Errno;
+
+/// How every name is resolved: below the parent, no magic links. With the
+/// single-component names the protocol crate guarantees and O_NOFOLLOW,
+/// neither `..` nor a symlink can take a lookup out of the shared dir.
+pub(super) const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Opens `name` in `parent` as an O_PATH fd, never following a symlink.
+fn open_path(parent: &Inode, name: &CStr) -> Result<OwnedFd, Errno> {
+    Ok(rustix::fs::openat2(
+        &parent.path_fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )?)
+}
+
+impl PassthroughFs {
+    /// Registers the inode `fd` refers to (+1 lookup) and builds its entry.
+    pub(super) fn register(&self, fd: OwnedFd) -> Result<EntryOut, Errno> {
+        let st = statx_fd(&fd)?;
+        let inode = self.inodes.insert_or_ref(fd, &st);
+        Ok(self.entry_out(inode.nodeid, &st))
+    }
+
+    /// Looks `name` up in the already-resolved `parent` (+1 lookup).
+    pub(super) fn lookup_in(&self, parent: &Inode, name: &CStr) -> Result<EntryOut, Errno> {
+        self.register(open_path(parent, name)?)
+    }
+
+    /// EROFS when the filesystem is read-only.
+    pub(super) fn check_writable(&self) -> Result<(), Errno> {
+        if self.config.readonly {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Switches to the caller's fsuid/fsgid for a creation operation.
+    pub(super) fn as_caller(&self, ctx: Context) -> Result<CallerCreds, Errno> {
+        CallerCreds::switch(ctx, self.switch_creds)
+    }
+}
+
+/// LOOKUP.
+pub(super) fn lookup(fs: &PassthroughFs, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+    let parent = fs.inodes.get(parent)?;
+    fs.lookup_in(&parent, name)
+}
+
+/// READLINK: EINVAL unless the inode is a symlink.
+pub(super) fn readlink(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno> {
+    let inode = fs.inodes.get(nodeid)?;
+    if !inode.is_symlink() {
+        return Err(Errno::EINVAL);
+    }
+    let target = rustix::fs::readlinkat(&inode.path_fd, c"", Vec::new())?;
+    Ok(target.into_bytes())
+}
+
+/// Runs the creation `make` in `parent` as the caller, then looks the new
+/// name up (+1 lookup).
+fn create_entry(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+    make: impl FnOnce(&Inode) -> rustix::io::Result<()>,
+) -> Result<EntryOut, Errno> {
+    fs.check_writable()?;
+    let parent = fs.inodes.get(parent)?;
+    {
+        let _caller = fs.as_caller(ctx)?;
+        make(&parent)?;
+    }
+    fs.lookup_in(&parent, name)
+}
+
+/// SYMLINK.
+pub(super) fn symlink(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+    target: &CStr,
+) -> Result<EntryOut, Errno> {
+    create_entry(fs, ctx, parent, name, |parent| {
+        rustix::fs::symlinkat(target, &parent.path_fd, name)
+    })
+}
+
+/// MKNOD: a file type of 0 means a regular file, as for mknod(2). `rdev` is
+/// the kernel's 32-bit encoding, which is exactly what the mknodat system
+/// call takes.
+pub(super) fn mknod(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+    mode: u32,
+    rdev: u32,
+) -> Result<EntryOut, Errno> {
+    let file_type = match mode & libc::S_IFMT {
+        0 => FileType::RegularFile,
+        _ => match FileType::from_raw_mode(mode) {
+            FileType::Directory | FileType::Symlink | FileType::Unknown => {
+                return Err(Errno::EINVAL)
+            }
+            t => t,
+        },
+    };
+    let perms = Mode::from_raw_mode(mode & 0o7777);
+    create_entry(fs, ctx, parent, name, |parent| {
+        rustix::fs::mknodat(&parent.path_fd, name, file_type, perms, u64::from(rdev))
+    })
+}
+
+/// MKDIR.
+pub(super) fn mkdir(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+    mode: u32,
+) -> Result<EntryOut, Errno> {
+    let perms = Mode::from_raw_mode(mode & 0o7777);
+    create_entry(fs, ctx, parent, name, |parent| {
+        rustix::fs::mkdirat(&parent.path_fd, name, perms)
+    })
+}
+
+/// UNLINK (`dir` false) or RMDIR (`dir` true).
+pub(super) fn remove(fs: &PassthroughFs, parent: u64, name: &CStr, dir: bool) -> Result<(), Errno> {
+    fs.check_writable()?;
+    let parent = fs.inodes.get(parent)?;
+    let flags = if dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    Ok(rustix::fs::unlinkat(&parent.path_fd, name, flags)?)
+}
+
+/// RENAME / RENAME2. Unknown flag bits are EINVAL; RENAME_WHITEOUT is
+/// passed to the host, which may refuse it (EINVAL) or need CAP_MKNOD.
+pub(super) fn rename(
+    fs: &PassthroughFs,
+    olddir: u64,
+    oldname: &CStr,
+    newdir: u64,
+    newname: &CStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    fs.check_writable()?;
+    let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+    let old = fs.inodes.get(olddir)?;
+    let new = fs.inodes.get(newdir)?;
+    Ok(rustix::fs::renameat_with(
+        &old.path_fd,
+        oldname,
+        &new.path_fd,
+        newname,
+        flags,
+    )?)
+}
+
+/// LINK. A non-symlink is linked through its `/proc/self/fd` magic link
+/// with AT_SYMLINK_FOLLOW, as the caller (so protected_hardlinks applies
+/// to the caller, and no capability is needed). A symlink must be linked
+/// from its O_PATH fd with AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH,
+/// a capability the caller's fsuid would mask; it is linked as the daemon
+/// (a link creates no inode, so ownership is unaffected).
+pub(super) fn link(
+    fs: &PassthroughFs,
+    ctx: Context,
+    nodeid: u64,
+    newparent: u64,
+    newname: &CStr,
+) -> Result<EntryOut, Errno> {
+    fs.check_writable()?;
+    let inode = fs.inodes.get(nodeid)?;
+    let parent = fs.inodes.get(newparent)?;
+    if inode.is_symlink() {
+        rustix::fs::linkat(
+            &inode.path_fd,
+            c"",
+            &parent.path_fd,
+            newname,
+            AtFlags::EMPTY_PATH,
+        )?;
+    } else {
+        let _caller = fs.as_caller(ctx)?;
+        let name = FdName::of(&inode.path_fd);
+        rustix::fs::linkat(
+            &fs.proc_self_fd,
+            name.as_cstr(),
+            &parent.path_fd,
+            newname,
+            AtFlags::SYMLINK_FOLLOW,
+        )?;
+    }
+    fs.lookup_in(&parent, newname)
+}

@@ -1,0 +1,336 @@
+//! Open files: OPEN, CREATE, READ, WRITE, FLUSH, FSYNC(DIR), FALLOCATE,
+//! LSEEK, COPY_FILE_RANGE, SYNCFS.
+
+use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+
+use daxfsd_protocol::abi::{
+    CreateIn, EntryOut, OpenOut, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, OPEN_KILL_SUIDGID,
+    WRITE_KILL_SUIDGID,
+};
+use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
+
+use super::attr_ops::kill_suidgid_fd;
+use super::entry_ops::RESOLVE;
+use super::{CachePolicy, Context, PassthroughFs};
+use crate::errno::Errno;
+
+/// open(2) flags a guest may pass through to the host. Everything else is
+/// dropped: O_CREAT/O_EXCL (CREATE handles creation), O_NOCTTY, O_NOFOLLOW
+/// (the reopen follows our own magic link), O_PATH/O_TMPFILE/O_DIRECTORY
+/// (not file I/O), O_DIRECT (the host page cache may need alignment the
+/// guest does not know of; virtiofsd drops it by default too), O_CLOEXEC
+/// (always set), O_ASYNC.
+const GUEST_FLAGS_KEPT: u32 = (libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_TRUNC
+    | libc::O_NONBLOCK
+    | libc::O_SYNC
+    | libc::O_DSYNC
+    | libc::O_NOATIME
+    | libc::O_LARGEFILE) as u32;
+
+impl PassthroughFs {
+    /// The host flags for a guest OPEN / CREATE with `flags`. EROFS for
+    /// write access or O_TRUNC on a read-only share; EINVAL for the invalid
+    /// access mode 3.
+    ///
+    /// With writeback caching the guest page cache may read a page it
+    /// opened write-only (to fill it before a partial write), so write-only
+    /// becomes read-write; it also appends itself, knowing the size, so
+    /// O_APPEND is dropped (the host would move every write to the end).
+    fn host_open_flags(&self, flags: u32) -> Result<OFlags, Errno> {
+        let mut flags = flags & GUEST_FLAGS_KEPT;
+        let accmode = flags & libc::O_ACCMODE as u32;
+        if accmode == libc::O_ACCMODE as u32 {
+            return Err(Errno::EINVAL);
+        }
+        if self.config.readonly
+            && (accmode != libc::O_RDONLY as u32 || flags & libc::O_TRUNC as u32 != 0)
+        {
+            return Err(Errno::EROFS);
+        }
+        if self.negotiated().writeback {
+            if accmode == libc::O_WRONLY as u32 {
+                flags = (flags & !(libc::O_ACCMODE as u32)) | libc::O_RDWR as u32;
+            }
+            flags &= !(libc::O_APPEND as u32);
+        }
+        Ok(OFlags::from_bits_retain(flags))
+    }
+
+    /// FOPEN_* flags for an opened file under the cache policy.
+    fn file_open_flags(&self) -> u32 {
+        match self.config.cache {
+            CachePolicy::Never => FOPEN_DIRECT_IO,
+            CachePolicy::Auto => 0,
+            CachePolicy::Always => FOPEN_KEEP_CACHE,
+        }
+    }
+
+    /// Registers `fd` as an open file of `nodeid`.
+    fn open_out(&self, nodeid: u64, fd: OwnedFd) -> OpenOut {
+        OpenOut {
+            fh: self.handles.insert_file(nodeid, fd),
+            open_flags: self.file_open_flags(),
+            backing_id: 0,
+        }
+    }
+}
+
+/// OPEN.
+pub(super) fn open(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    flags: u32,
+    open_flags: u32,
+) -> Result<OpenOut, Errno> {
+    let host_flags = fs.host_open_flags(flags)?;
+    let inode = fs.inodes.get(nodeid)?;
+    let fd = fs.reopen(&inode, host_flags)?;
+    if host_flags.contains(OFlags::TRUNC)
+        && open_flags & OPEN_KILL_SUIDGID != 0
+        && fs.negotiated().killpriv_v2
+    {
+        kill_suidgid_fd(&fd)?;
+    }
+    Ok(fs.open_out(nodeid, fd))
+}
+
+/// CREATE: O_CREAT, with O_EXCL if the guest asked for it, as the caller.
+/// The name is opened with O_NOFOLLOW below the parent, so an existing
+/// symlink is refused (ELOOP) rather than followed. The new inode is
+/// registered from the opened fd itself, not by resolving the name again.
+pub(super) fn create(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+    arg: &CreateIn,
+) -> Result<(EntryOut, OpenOut), Errno> {
+    fs.check_writable()?;
+    let mut host_flags = fs.host_open_flags(arg.flags)?;
+    host_flags |= OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if arg.flags & libc::O_EXCL as u32 != 0 {
+        host_flags |= OFlags::EXCL;
+    }
+    let parent = fs.inodes.get(parent)?;
+    // O_NONBLOCK until the file is known to be regular: without O_EXCL an
+    // existing FIFO would otherwise block this worker until a peer opens it.
+    let fd = {
+        let _caller = fs.as_caller(ctx)?;
+        rustix::fs::openat2(
+            &parent.path_fd,
+            name,
+            host_flags | OFlags::NONBLOCK,
+            Mode::from_raw_mode(arg.mode & 0o7777),
+            RESOLVE,
+        )?
+    };
+    let file_type = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if file_type != FileType::RegularFile {
+        return Err(match file_type {
+            FileType::Directory => Errno(libc::EISDIR),
+            _ => Errno(libc::ENXIO),
+        });
+    }
+    if !host_flags.contains(OFlags::NONBLOCK) {
+        let status = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, status - OFlags::NONBLOCK)?;
+    }
+    let entry = fs.register(fs.path_fd_of(&fd)?)?;
+    Ok((entry, fs.open_out(entry.nodeid, fd)))
+}
+
+/// READ: fills `buf` unless end of file comes first. A short reply means
+/// end of file to the guest (it may even shrink its cached size), so short
+/// host reads are retried.
+pub(super) fn read(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    let handle = fs.handles.get(fh, nodeid)?;
+    let mut done = 0;
+    while done < buf.len() {
+        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
+        match rustix::io::pread(&handle.fd, &mut buf[done..], pos) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) if done == 0 => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// WRITE: all of `data` unless the host fails part-way (then the count
+/// written so far). With WRITE_KILL_SUIDGID (and HANDLE_KILLPRIV_V2) the
+/// setuid bit, and setgid if group-executable, are cleared first, as Linux
+/// does before an unprivileged write; the daemon's own CAP_FSETID would
+/// otherwise keep them.
+pub(super) fn write(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    data: &[u8],
+    write_flags: u32,
+) -> Result<usize, Errno> {
+    fs.check_writable()?;
+    let handle = fs.handles.get(fh, nodeid)?;
+    if write_flags & WRITE_KILL_SUIDGID != 0 && fs.negotiated().killpriv_v2 {
+        kill_suidgid_fd(&handle.fd)?;
+    }
+    let mut done = 0;
+    while done < data.len() {
+        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
+        match rustix::io::pwrite(&handle.fd, &data[done..], pos) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) if done == 0 => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// FLUSH: close a duplicate of the fd. Closing any fd of a file drops the
+/// process's POSIX locks on it, which is what the guest's close() expects.
+pub(super) fn flush(fs: &PassthroughFs, nodeid: u64, fh: u64) -> Result<(), Errno> {
+    let handle = fs.handles.get(fh, nodeid)?;
+    drop(rustix::io::dup(&handle.fd)?);
+    Ok(())
+}
+
+/// FSYNC and FSYNCDIR.
+pub(super) fn fsync(fs: &PassthroughFs, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+    let handle = fs.handles.get(fh, nodeid)?;
+    if datasync {
+        rustix::fs::fdatasync(&handle.fd)?;
+    } else {
+        rustix::fs::fsync(&handle.fd)?;
+    }
+    Ok(())
+}
+
+/// FALLOCATE (`mode` FALLOC_FL_* bits, passed through; the host refuses
+/// what it does not support with EOPNOTSUPP).
+pub(super) fn fallocate(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    length: u64,
+    mode: u32,
+) -> Result<(), Errno> {
+    fs.check_writable()?;
+    let handle = fs.handles.get(fh, nodeid)?;
+    Ok(rustix::fs::fallocate(
+        &handle.fd,
+        FallocateFlags::from_bits_retain(mode),
+        offset,
+        length,
+    )?)
+}
+
+/// LSEEK. The guest only sends SEEK_DATA and SEEK_HOLE (it computes the
+/// others itself); SEEK_SET/CUR/END are answered too, against the handle's
+/// own position, which READ and WRITE never move.
+pub(super) fn lseek(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    whence: u32,
+) -> Result<u64, Errno> {
+    let handle = fs.handles.get(fh, nodeid)?;
+    // The guest's loff_t travels as u64; SEEK_CUR/END take it signed.
+    let signed = offset as i64;
+    let pos = match whence {
+        w if w == libc::SEEK_SET as u32 => SeekFrom::Start(offset),
+        w if w == libc::SEEK_CUR as u32 => SeekFrom::Current(signed),
+        w if w == libc::SEEK_END as u32 => SeekFrom::End(signed),
+        w if w == libc::SEEK_DATA as u32 => SeekFrom::Data(offset),
+        w if w == libc::SEEK_HOLE as u32 => SeekFrom::Hole(offset),
+        _ => return Err(Errno::EINVAL),
+    };
+    Ok(rustix::fs::seek(&handle.fd, pos)?)
+}
+
+/// COPY_FILE_RANGE: `(nodeid, fh, offset)` of each side. No flags exist
+/// yet; any is EINVAL, as copy_file_range(2) says.
+pub(super) fn copy_file_range(
+    fs: &PassthroughFs,
+    (nodeid_in, fh_in, mut off_in): (u64, u64, u64),
+    (nodeid_out, fh_out, mut off_out): (u64, u64, u64),
+    len: u64,
+    flags: u64,
+) -> Result<usize, Errno> {
+    fs.check_writable()?;
+    if flags != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let src = fs.handles.get(fh_in, nodeid_in)?;
+    let dst = fs.handles.get(fh_out, nodeid_out)?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    Ok(rustix::fs::copy_file_range(
+        &src.fd,
+        Some(&mut off_in),
+        &dst.fd,
+        Some(&mut off_out),
+        len,
+    )?)
+}
+
+/// SYNCFS: syncfs(2) needs a real fd, so the inode (the guest sends its
+/// mount root, a directory) is reopened read-only.
+pub(super) fn syncfs(fs: &PassthroughFs, nodeid: u64) -> Result<(), Errno> {
+    let inode = fs.inodes.get(nodeid)?;
+    let flags = if inode.file_type == FileType::Directory {
+        OFlags::RDONLY | OFlags::DIRECTORY
+    } else {
+        OFlags::RDONLY | OFlags::NONBLOCK
+    };
+    let fd = fs.reopen(&inode, flags)?;
+    Ok(rustix::fs::syncfs(&fd)?)
+}
+
+/// See [`PassthroughFs::open_for_mapping`].
+pub(super) fn open_for_mapping(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    writable: bool,
+) -> Result<std::fs::File, Errno> {
+    if writable {
+        fs.check_writable()?;
+    }
+    if fh != u64::MAX {
+        if let Ok(handle) = fs.handles.get(fh, nodeid) {
+            let mode = rustix::fs::fcntl_getfl(&handle.fd)? & OFlags::RWMODE;
+            let enough = if writable {
+                mode == OFlags::RDWR
+            } else {
+                mode != OFlags::WRONLY
+            };
+            if enough {
+                return Ok(rustix::io::dup(&handle.fd)?.into());
+            }
+        }
+    }
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.file_type == FileType::Directory {
+        return Err(Errno(libc::EISDIR));
+    }
+    let flags = if writable {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    Ok(fs.reopen(&inode, flags)?.into())
+}

@@ -1,0 +1,120 @@
+//! The handle table: files and directories the guest has open, by `fh`.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::errno::Errno;
+
+/// One OPEN / CREATE / OPENDIR result.
+#[derive(Debug)]
+pub(super) struct Handle {
+    /// The inode it was opened from; requests must name the same nodeid.
+    pub nodeid: u64,
+    /// A real (not O_PATH) fd, opened through `/proc/self/fd`.
+    pub fd: OwnedFd,
+    /// For directories, serialises the seek + getdents pair of READDIR on
+    /// this handle (the fd's position is shared state). `None` for files,
+    /// whose I/O is positional.
+    pub dir_cursor: Option<Mutex<()>>,
+}
+
+/// The map behind [`HandleTable`]'s lock.
+#[derive(Debug)]
+struct HandleMap {
+    by_fh: HashMap<u64, Arc<Handle>>,
+    /// Next fh to hand out, counting from 1; never reused within the
+    /// daemon's life, and never `u64::MAX`, which the DAX code path uses to
+    /// mean "no handle".
+    next_fh: u64,
+}
+
+impl Default for HandleMap {
+    fn default() -> Self {
+        Self {
+            by_fh: HashMap::new(),
+            next_fh: 1,
+        }
+    }
+}
+
+/// fh → open handle.
+///
+/// Locking: one `RwLock<HandleMap>` guards the map and `next_fh`. READ,
+/// WRITE and the other I/O paths take the read lock only to clone the
+/// `Arc<Handle>`; OPEN, RELEASE and DESTROY take the write lock. A RELEASE
+/// racing an in-flight READ on another queue removes the entry, and the fd
+/// closes when the READ drops its clone.
+#[derive(Debug, Default)]
+pub(super) struct HandleTable {
+    map: RwLock<HandleMap>,
+}
+
+impl HandleTable {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HandleMap> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HandleMap> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers an open file of `nodeid`; returns its fh.
+    pub fn insert_file(&self, nodeid: u64, fd: OwnedFd) -> u64 {
+        self.insert(Handle {
+            nodeid,
+            fd,
+            dir_cursor: None,
+        })
+    }
+
+    /// Registers an open directory of `nodeid`; returns its fh.
+    pub fn insert_dir(&self, nodeid: u64, fd: OwnedFd) -> u64 {
+        self.insert(Handle {
+            nodeid,
+            fd,
+            dir_cursor: Some(Mutex::new(())),
+        })
+    }
+
+    fn insert(&self, handle: Handle) -> u64 {
+        let mut map = self.write();
+        let fh = map.next_fh;
+        // 2^64 - 2 opens cannot happen in a daemon's life; the counter
+        // neither wraps nor reaches u64::MAX.
+        map.next_fh += 1;
+        map.by_fh.insert(fh, Arc::new(handle));
+        fh
+    }
+
+    /// The handle `fh` of `nodeid`; EBADF if there is none or it belongs to
+    /// another inode.
+    pub fn get(&self, fh: u64, nodeid: u64) -> Result<Arc<Handle>, Errno> {
+        match self.read().by_fh.get(&fh) {
+            Some(h) if h.nodeid == nodeid => Ok(Arc::clone(h)),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Closes `fh` of `nodeid` (RELEASE / RELEASEDIR).
+    pub fn remove(&self, fh: u64, nodeid: u64) -> Result<(), Errno> {
+        let mut map = self.write();
+        match map.by_fh.get(&fh) {
+            Some(h) if h.nodeid == nodeid => {
+                map.by_fh.remove(&fh);
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// Closes every handle.
+    pub fn clear(&self) {
+        self.write().by_fh.clear();
+    }
+
+    /// Number of open handles.
+    pub fn len(&self) -> usize {
+        self.read().by_fh.len()
+    }
+}

@@ -1,0 +1,197 @@
+//! The inode table: nodeids the guest holds, each an O_PATH fd on the host.
+//!
+//! One host inode has exactly one nodeid while the guest references it: the
+//! table is keyed by (st_dev, st_ino, mount id), the identity of an inode
+//! even across bind mounts of one filesystem. The O_PATH fd pins the host
+//! inode, so its number cannot be reused while the nodeid lives.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use daxfsd_protocol::abi::ROOT_ID;
+use rustix::fs::{FileType, Statx, StatxFlags};
+
+use crate::errno::Errno;
+
+/// Identity of a host inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct InodeKey {
+    /// Device number (`makedev(stx_dev_major, stx_dev_minor)` packed as major << 32 | minor).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Mount id (`STATX_MNT_ID`), 0 if the kernel did not report one.
+    pub mnt_id: u64,
+}
+
+impl InodeKey {
+    /// The key of the inode `st` describes.
+    pub fn of(st: &Statx) -> Self {
+        let mnt_id = if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) {
+            st.stx_mnt_id
+        } else {
+            0
+        };
+        Self {
+            dev: (u64::from(st.stx_dev_major) << 32) | u64::from(st.stx_dev_minor),
+            ino: st.stx_ino,
+            mnt_id,
+        }
+    }
+}
+
+/// One inode the guest knows.
+#[derive(Debug)]
+pub(super) struct Inode {
+    /// Our nodeid for it.
+    pub nodeid: u64,
+    /// `O_PATH | O_NOFOLLOW` fd: never readable or writable itself.
+    pub path_fd: OwnedFd,
+    /// File type, fixed for the life of an inode.
+    pub file_type: FileType,
+    /// Host identity.
+    key: InodeKey,
+    /// The guest's lookup count. Increments happen with the table's read
+    /// lock held, decrements (and removal at zero) with its write lock, so a
+    /// count never rises from zero after removal was decided.
+    lookups: AtomicU64,
+}
+
+impl Inode {
+    /// Whether this inode is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.file_type == FileType::Symlink
+    }
+
+    /// Current lookup count (tests).
+    #[cfg(test)]
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+}
+
+/// The maps behind [`InodeTable`]'s lock.
+#[derive(Debug)]
+struct InodeMap {
+    by_id: HashMap<u64, Arc<Inode>>,
+    by_key: HashMap<InodeKey, u64>,
+    /// Next nodeid to hand out; ids are never reused within a session.
+    next_id: u64,
+}
+
+/// nodeid → inode, with the reverse index by host identity.
+///
+/// Locking: one `RwLock<InodeMap>` guards both maps and `next_id`.
+/// Lookups of a known nodeid and increments of a known inode's count take
+/// the read lock; inserting, forgetting and clearing take the write lock.
+/// Callers get `Arc<Inode>` clones and drop the lock before any syscall, so
+/// an operation racing a FORGET keeps its fd alive until it finishes.
+#[derive(Debug)]
+pub(super) struct InodeTable {
+    map: RwLock<InodeMap>,
+}
+
+impl InodeTable {
+    /// A table holding only the root (nodeid 1), which is never dropped.
+    pub fn new(root_fd: OwnedFd, root_stat: &Statx) -> Self {
+        let key = InodeKey::of(root_stat);
+        let root = Arc::new(Inode {
+            nodeid: ROOT_ID,
+            path_fd: root_fd,
+            file_type: FileType::Directory,
+            key,
+            lookups: AtomicU64::new(1),
+        });
+        let mut map = InodeMap {
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            next_id: ROOT_ID + 1,
+        };
+        map.by_id.insert(ROOT_ID, root);
+        map.by_key.insert(key, ROOT_ID);
+        Self {
+            map: RwLock::new(map),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, InodeMap> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, InodeMap> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The inode `nodeid` names; EBADF if the guest holds no such nodeid.
+    pub fn get(&self, nodeid: u64) -> Result<Arc<Inode>, Errno> {
+        self.read().by_id.get(&nodeid).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Records one more lookup of the host inode `fd` refers to (identity
+    /// `st`): the existing nodeid if the guest already knows the inode (and
+    /// `fd` is closed), a new one otherwise.
+    pub fn insert_or_ref(&self, fd: OwnedFd, st: &Statx) -> Arc<Inode> {
+        let key = InodeKey::of(st);
+        {
+            let map = self.read();
+            if let Some(inode) = map.by_key.get(&key).and_then(|id| map.by_id.get(id)) {
+                inode.lookups.fetch_add(1, Ordering::Relaxed);
+                return Arc::clone(inode);
+            }
+        }
+        let mut map = self.write();
+        // Another worker may have inserted it between the two locks.
+        if let Some(inode) = map.by_key.get(&key).and_then(|id| map.by_id.get(id)) {
+            inode.lookups.fetch_add(1, Ordering::Relaxed);
+            return Arc::clone(inode);
+        }
+        let nodeid = map.next_id;
+        map.next_id += 1;
+        let inode = Arc::new(Inode {
+            nodeid,
+            path_fd: fd,
+            file_type: FileType::from_raw_mode(u32::from(st.stx_mode)),
+            key,
+            lookups: AtomicU64::new(1),
+        });
+        map.by_id.insert(nodeid, Arc::clone(&inode));
+        map.by_key.insert(key, nodeid);
+        inode
+    }
+
+    /// Drops `nlookup` references to `nodeid`, removing it at zero. Unknown
+    /// nodeids and the root are ignored (FORGET has no reply to carry an
+    /// error, and the root lives as long as the filesystem).
+    pub fn forget(&self, nodeid: u64, nlookup: u64) {
+        if nodeid == ROOT_ID {
+            return;
+        }
+        let mut map = self.write();
+        let Some(inode) = map.by_id.get(&nodeid) else {
+            return;
+        };
+        let old = inode.lookups.load(Ordering::Relaxed);
+        let new = old.saturating_sub(nlookup);
+        inode.lookups.store(new, Ordering::Relaxed);
+        if new == 0 {
+            let key = inode.key;
+            map.by_id.remove(&nodeid);
+            map.by_key.remove(&key);
+        }
+    }
+
+    /// Drops every inode except the root.
+    pub fn clear_except_root(&self) {
+        let mut map = self.write();
+        map.by_id.retain(|&id, _| id == ROOT_ID);
+        let root_key = map.by_id.get(&ROOT_ID).map(|root| root.key);
+        map.by_key.retain(|key, _| Some(*key) == root_key);
+    }
+
+    /// Number of inodes, the root included.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+}

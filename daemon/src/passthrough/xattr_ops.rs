@@ -1,0 +1,135 @@
+//! Extended attributes (only with `--xattr`; ENOSYS otherwise, which tells
+//! the guest not to ask again).
+//!
+//! A non-symlink is reached through its `/proc/self/fd/N` path: the xattr
+//! calls take no dirfd, and the path-based calls work for every file type
+//! (an O_PATH fd refuses fgetxattr, and opening a FIFO or device for it
+//! would block or act on the device). That path cannot reach a symlink
+//! itself (the "l" variants stop at the magic link, and the plain ones go
+//! through it to what it names), so symlinks get what Linux gives for
+//! user.* on a symlink: EPERM to set or remove, no attributes to read; and
+//! EOPNOTSUPP for setting other namespaces.
+
+use std::ffi::CStr;
+
+use daxfsd_protocol::abi::{XATTR_LIST_MAX, XATTR_SIZE_MAX};
+use rustix::fs::XattrFlags;
+
+use super::inode::Inode;
+use super::reopen::FdName;
+use super::PassthroughFs;
+use crate::errno::Errno;
+
+/// Tries to read a value or list whose size can change between the size
+/// query and the read this many times before giving up with ERANGE.
+const SIZE_RACE_RETRIES: usize = 4;
+
+impl PassthroughFs {
+    /// ENOSYS unless `--xattr`.
+    fn check_xattr(&self) -> Result<(), Errno> {
+        if self.config.xattr {
+            Ok(())
+        } else {
+            Err(Errno::ENOSYS)
+        }
+    }
+}
+
+fn is_user_namespace(name: &CStr) -> bool {
+    name.to_bytes().starts_with(b"user.")
+}
+
+/// The error for changing attribute `name` of a symlink.
+fn symlink_change_error(name: &CStr) -> Errno {
+    if is_user_namespace(name) {
+        Errno::EPERM
+    } else {
+        Errno::EOPNOTSUPP
+    }
+}
+
+/// Reads a variable-size blob: `query` gives the size, `fill` the bytes.
+fn read_sized(
+    limit: usize,
+    query: impl Fn() -> rustix::io::Result<usize>,
+    fill: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<u8>, Errno> {
+    for _ in 0..SIZE_RACE_RETRIES {
+        let size = query()?.min(limit);
+        let mut buf = vec![0u8; size];
+        match fill(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // It grew between the two calls; ask again.
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Errno::ERANGE)
+}
+
+/// The `/proc/self/fd/N` path of a non-symlink inode.
+fn proc_path(inode: &Inode) -> std::ffi::CString {
+    FdName::of(&inode.path_fd).proc_path()
+}
+
+/// SETXATTR.
+pub(super) fn setxattr(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    name: &CStr,
+    value: &[u8],
+    flags: u32,
+) -> Result<(), Errno> {
+    fs.check_xattr()?;
+    fs.check_writable()?;
+    let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.is_symlink() {
+        return Err(symlink_change_error(name));
+    }
+    Ok(rustix::fs::setxattr(proc_path(&inode), name, value, flags)?)
+}
+
+/// GETXATTR: the whole value.
+pub(super) fn getxattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
+    fs.check_xattr()?;
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.is_symlink() {
+        return Err(Errno::ENODATA);
+    }
+    let path = proc_path(&inode);
+    read_sized(
+        XATTR_SIZE_MAX,
+        || rustix::fs::getxattr_query(&path, name),
+        |buf| rustix::fs::getxattr(&path, name, buf),
+    )
+}
+
+/// LISTXATTR: the whole NUL-separated list.
+pub(super) fn listxattr(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno> {
+    fs.check_xattr()?;
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.is_symlink() {
+        return Ok(Vec::new());
+    }
+    let path = proc_path(&inode);
+    read_sized(
+        XATTR_LIST_MAX,
+        || rustix::fs::listxattr_query(&path),
+        |buf| rustix::fs::listxattr(&path, buf),
+    )
+}
+
+/// REMOVEXATTR.
+pub(super) fn removexattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<(), Errno> {
+    fs.check_xattr()?;
+    fs.check_writable()?;
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.is_symlink() {
+        return Err(symlink_change_error(name));
+    }
+    Ok(rustix::fs::removexattr(proc_path(&inode), name)?)
+}
