@@ -34,13 +34,8 @@ impl PassthroughFs {
     /// The host flags for a guest OPEN / CREATE with `flags`. EROFS for
     /// write access or O_TRUNC on a read-only share; EINVAL for the invalid
     /// access mode 3.
-    ///
-    /// With writeback caching the guest page cache may read a page it
-    /// opened write-only (to fill it before a partial write), so write-only
-    /// becomes read-write; it also appends itself, knowing the size, so
-    /// O_APPEND is dropped (the host would move every write to the end).
-    fn host_open_flags(&self, flags: u32) -> Result<OFlags, Errno> {
-        let mut flags = flags & GUEST_FLAGS_KEPT;
+    fn guest_open_flags(&self, flags: u32) -> Result<OFlags, Errno> {
+        let flags = flags & GUEST_FLAGS_KEPT;
         let accmode = flags & libc::O_ACCMODE as u32;
         if accmode == libc::O_ACCMODE as u32 {
             return Err(Errno::EINVAL);
@@ -50,13 +45,23 @@ impl PassthroughFs {
         {
             return Err(Errno::EROFS);
         }
-        if self.negotiated().writeback {
-            if accmode == libc::O_WRONLY as u32 {
-                flags = (flags & !(libc::O_ACCMODE as u32)) | libc::O_RDWR as u32;
-            }
-            flags &= !(libc::O_APPEND as u32);
-        }
         Ok(OFlags::from_bits_retain(flags))
+    }
+
+    /// `flags` adapted to writeback caching, if negotiated: the guest page
+    /// cache may read a page of a file opened write-only (to fill it before
+    /// a partial write), so write-only becomes read-write; and it places
+    /// appends itself, knowing the size, so O_APPEND is dropped (the host
+    /// would move every write to the end).
+    fn for_writeback(&self, flags: OFlags) -> OFlags {
+        if !self.negotiated().writeback {
+            return flags;
+        }
+        let mut flags = flags - OFlags::APPEND;
+        if flags & OFlags::RWMODE == OFlags::WRONLY {
+            flags = (flags - OFlags::RWMODE) | OFlags::RDWR;
+        }
+        flags
     }
 
     /// FOPEN_* flags for an opened file under the cache policy.
@@ -85,7 +90,7 @@ pub(super) fn open(
     flags: u32,
     open_flags: u32,
 ) -> Result<OpenOut, Errno> {
-    let host_flags = fs.host_open_flags(flags)?;
+    let host_flags = fs.for_writeback(fs.guest_open_flags(flags)?);
     let inode = fs.inodes.get(nodeid)?;
     let fd = fs.reopen(&inode, host_flags)?;
     if host_flags.contains(OFlags::TRUNC)
@@ -101,6 +106,11 @@ pub(super) fn open(
 /// The name is opened with O_NOFOLLOW below the parent, so an existing
 /// symlink is refused (ELOOP) rather than followed. The new inode is
 /// registered from the opened fd itself, not by resolving the name again.
+///
+/// The caller opens with the access mode it asked for: if writeback turns
+/// write-only into read-write, the read-write fd is reopened by the daemon
+/// afterwards (as OPEN does), so a caller allowed only to write an existing
+/// file is not refused for a read it never asked for.
 pub(super) fn create(
     fs: &PassthroughFs,
     ctx: Context,
@@ -109,10 +119,15 @@ pub(super) fn create(
     arg: &CreateIn,
 ) -> Result<(EntryOut, OpenOut), Errno> {
     fs.check_writable()?;
-    let mut host_flags = fs.host_open_flags(arg.flags)?;
-    host_flags |= OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let guest_flags = fs.guest_open_flags(arg.flags)?;
+    let io_flags = fs.for_writeback(guest_flags);
+    let mut create_flags = (io_flags - OFlags::RWMODE)
+        | (guest_flags & OFlags::RWMODE)
+        | OFlags::CREATE
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC;
     if arg.flags & libc::O_EXCL as u32 != 0 {
-        host_flags |= OFlags::EXCL;
+        create_flags |= OFlags::EXCL;
     }
     let parent = fs.inodes.get(parent)?;
     // O_NONBLOCK until the file is known to be regular: without O_EXCL an
@@ -122,7 +137,7 @@ pub(super) fn create(
         rustix::fs::openat2(
             &parent.path_fd,
             name,
-            host_flags | OFlags::NONBLOCK,
+            create_flags | OFlags::NONBLOCK,
             Mode::from_raw_mode(arg.mode & 0o7777),
             RESOLVE,
         )?
@@ -134,12 +149,27 @@ pub(super) fn create(
             _ => Errno(libc::ENXIO),
         });
     }
-    if !host_flags.contains(OFlags::NONBLOCK) {
+    if !io_flags.contains(OFlags::NONBLOCK) {
         let status = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, status - OFlags::NONBLOCK)?;
     }
     let entry = fs.register(fs.path_fd_of(&fd)?)?;
-    Ok((entry, fs.open_out(entry.nodeid, fd)))
+    if io_flags & OFlags::RWMODE == guest_flags & OFlags::RWMODE {
+        return Ok((entry, fs.open_out(entry.nodeid, fd)));
+    }
+    // O_TRUNC already happened in the create.
+    let reopened = fs
+        .inodes
+        .get(entry.nodeid)
+        .and_then(|inode| fs.reopen(&inode, io_flags - OFlags::TRUNC));
+    match reopened {
+        Ok(io_fd) => Ok((entry, fs.open_out(entry.nodeid, io_fd))),
+        Err(e) => {
+            // The guest never hears of this entry: give the reference back.
+            fs.inodes.forget(entry.nodeid, 1);
+            Err(e)
+        }
+    }
 }
 
 /// READ: fills `buf` unless end of file comes first. A short reply means

@@ -148,6 +148,60 @@ fn writeback_opens_write_only_files_read_write_without_append() {
 }
 
 #[test]
+fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
+    let f = fixture();
+    f.fs.init(Negotiated {
+        writeback: true,
+        ..Negotiated::default()
+    });
+    let (e, o) =
+        f.fs.create(me(), ROOT, &cs("new"), &create_in(libc::O_WRONLY, 0o644))
+            .unwrap();
+    f.fs.write(me(), e.nodeid, o.fh, 0, b"page", 0).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(f.fs.read(me(), e.nodeid, o.fh, 0, &mut buf).unwrap(), 4);
+    assert_eq!(&buf, b"page");
+
+    if !is_root() {
+        return;
+    }
+    // A caller that may only write the existing file still gets a handle
+    // the guest page cache can read through.
+    std::fs::write(f.path("wo"), b"secret").unwrap();
+    std::os::unix::fs::chown(f.path("wo"), Some(1234), Some(1234)).unwrap();
+    std::fs::set_permissions(
+        f.path("wo"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o200),
+    )
+    .unwrap();
+    let caller = Context {
+        uid: 1234,
+        gid: 1234,
+        pid: 1,
+    };
+    std::fs::set_permissions(
+        f.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (e, o) =
+        f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_WRONLY, 0o644))
+            .expect("write-only caller");
+    assert_eq!(f.fs.read(me(), e.nodeid, o.fh, 0, &mut buf).unwrap(), 4);
+    assert_eq!(
+        f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_RDWR, 0o644))
+            .err(),
+        Some(Errno(libc::EACCES)),
+        "asking to read is still checked as the caller"
+    );
+    assert_eq!(
+        f.fs.counts(),
+        (3, 2),
+        "the refused create took no reference"
+    );
+}
+
+#[test]
 fn cache_policy_sets_open_flags() {
     let never = fixture_with(false, false, CachePolicy::Never);
     let (node, _) = create_file(&never.fs, "a");
