@@ -42,16 +42,29 @@ fn dirent_type(t: FileType) -> u32 {
     }
 }
 
+/// A READDIRPLUS entry that carries no nodeid: the guest lists the name
+/// but makes no dentry for it, and LOOKUPs it when it is used.
+fn name_only(ino: u64) -> EntryOut {
+    EntryOut {
+        attr: Attr {
+            ino,
+            ..Attr::default()
+        },
+        ..EntryOut::default()
+    }
+}
+
 /// READDIR / READDIRPLUS from the kernel's directory cookie `offset`.
 ///
 /// Each entry's `off` is the host's `d_off` (the cookie of the entry after
 /// it), so a later READDIR resumes exactly there with lseek. With `plus`,
 /// space for the entry is checked before it is looked up, so a full reply
-/// never takes a lookup reference the guest will not receive; "." and ".."
-/// get an entry with nodeid 0 (the guest skips those) carrying only the
-/// inode number. An entry that vanished between getdents and its lookup is
-/// skipped; another lookup failure ends the reply, or fails it if nothing
-/// was added.
+/// never takes a lookup reference the guest will not receive. "." and ".."
+/// get an entry with nodeid 0 carrying only the inode number (the guest
+/// makes no dentry for those). An entry that vanished between getdents and
+/// its lookup is skipped; one whose lookup fails otherwise (EACCES on a
+/// mount point, EMFILE) is listed the same way as ".", so one bad entry
+/// does not fail the whole listing and its error surfaces on LOOKUP.
 pub(super) fn readdir(
     fs: &PassthroughFs,
     nodeid: u64,
@@ -94,19 +107,12 @@ pub(super) fn readdir(
             break;
         }
         let entry_out = if name_bytes == b"." || name_bytes == b".." {
-            EntryOut {
-                attr: Attr {
-                    ino: entry.ino(),
-                    ..Attr::default()
-                },
-                ..EntryOut::default()
-            }
+            name_only(entry.ino())
         } else {
             match fs.lookup_in(parent, name) {
                 Ok(e) => e,
                 Err(Errno::ENOENT) => continue,
-                Err(e) if added == 0 => return Err(e),
-                Err(_) => break,
+                Err(_) => name_only(entry.ino()),
             }
         };
         if !out.add_plus(&entry_out, next, typ, name_bytes) {
