@@ -7,24 +7,26 @@
 //! crate (non-empty, no '/', not "." or "..", <= NAME_MAX, NUL-terminated).
 //!
 //! # How it is built
-//! - [`inode`]: every inode the guest knows is an `O_PATH | O_NOFOLLOW` fd,
+//! - `inode`: every inode the guest knows is an `O_PATH | O_NOFOLLOW` fd,
 //!   keyed by (st_dev, st_ino, mount id) so one host inode has one nodeid,
-//!   refcounted by the guest's lookup count.
-//! - [`handle`]: OPEN / CREATE / OPENDIR results, real fds the guest names by
+//!   refcounted by the guest's lookup count. The root is nodeid 1 and is
+//!   never dropped.
+//! - `handle`: OPEN / CREATE / OPENDIR results, real fds the guest names by
 //!   `fh`.
-//! - Names are resolved one component at a time relative to the parent's
-//!   O_PATH fd with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` and
-//!   `O_NOFOLLOW`, so no lookup can leave the shared directory through a
-//!   symlink or `..`. An inode is reopened for I/O through a kept-open
+//! - Names (`entry_ops`) are resolved one component at a time relative
+//!   to the parent's O_PATH fd with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_MAGICLINKS)` and `O_NOFOLLOW`, so no lookup can leave the
+//!   shared directory through a symlink or `..`.
+//! - `reopen`: an inode is opened for I/O through a kept-open
 //!   `/proc/self/fd` directory (the magic link to our own fd); symlinks are
-//!   never reopened (ELOOP) and special files are never opened (ENXIO), so
-//!   a FIFO cannot block a queue worker and a device node cannot be driven
+//!   never reopened (ELOOP) and special files never opened (ENXIO), so a
+//!   FIFO cannot block a queue worker and a device node cannot be driven
 //!   from the guest.
-//! - [`creds`]: creation operations run under the caller's fsuid/fsgid.
+//! - `creds`: creation operations run under the caller's fsuid/fsgid.
 //!
-//! The operations live in [`entry_ops`] (names), [`attr_ops`] (attributes,
-//! ACCESS, STATFS), [`file_ops`] (open files), [`dir_ops`] (directory
-//! handles) and [`xattr_ops`]; this file keeps the public surface.
+//! The operations live in `entry_ops` (names), `attr_ops` (attributes,
+//! ACCESS, STATFS), `file_ops` (open files), `dir_ops` (directory
+//! handles) and `xattr_ops`; this file keeps the public surface.
 
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
@@ -115,7 +117,7 @@ pub struct Negotiated {
 /// The passthrough filesystem.
 ///
 /// Locking: the inode table and the handle table each sit behind their own
-/// `RwLock` (documented at [`InodeTable`] and [`HandleTable`]); no code path
+/// `RwLock` (documented at `InodeTable` and `HandleTable`); no code path
 /// holds both at once. `negotiated` is a separate `RwLock` written only by
 /// INIT. Everything else is immutable after [`PassthroughFs::new`].
 #[derive(Debug)]
@@ -182,7 +184,8 @@ impl PassthroughFs {
         *self.negotiated.write().unwrap_or_else(|e| e.into_inner()) = negotiated;
     }
 
-    /// DESTROY or a device reset: forget every inode and handle except the root.
+    /// DESTROY or a device reset: forget every inode and handle except the
+    /// root, and the INIT features (the next session negotiates anew).
     pub fn destroy(&self) {
         self.handles.clear();
         self.inodes.clear_except_root();
@@ -395,7 +398,7 @@ impl PassthroughFs {
     }
 
     /// ACCESS: checks `mask` (R_OK/W_OK/X_OK bits) against the mode bits and
-    /// the caller's uid/gid (see [`attr_ops::access`] for why).
+    /// the caller's uid/gid (see `attr_ops::access` for why).
     pub fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno> {
         attr_ops::access(self, ctx, nodeid, mask)
     }
