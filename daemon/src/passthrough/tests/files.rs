@@ -496,3 +496,49 @@ fn access_checks_mode_bits_against_the_caller() {
     f.fs.access(root, ROOT, x)
         .expect("root may search any directory");
 }
+
+#[test]
+fn open_for_mapping_gives_a_file_with_the_access_asked() {
+    use std::io::Read as _;
+    let f = fixture();
+    std::fs::write(f.path("m"), b"mapped").unwrap();
+    let node = f.fs.lookup(me(), ROOT, &cs("m")).unwrap().nodeid;
+    let access =
+        |file: &std::fs::File| rustix::fs::fcntl_getfl(file).unwrap() & rustix::fs::OFlags::RWMODE;
+
+    // By nodeid (fh = u64::MAX, what the guest sends).
+    let mut ro = f.fs.open_for_mapping(node, u64::MAX, false).unwrap();
+    assert_eq!(access(&ro), rustix::fs::OFlags::RDONLY);
+    let mut text = String::new();
+    ro.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "mapped");
+    let rw = f.fs.open_for_mapping(node, u64::MAX, true).unwrap();
+    assert_eq!(access(&rw), rustix::fs::OFlags::RDWR);
+
+    // A read-only handle serves a read mapping but not a write mapping.
+    let o = f.fs.open(me(), node, libc::O_RDONLY as u32, 0).unwrap();
+    let dup = f.fs.open_for_mapping(node, o.fh, false).unwrap();
+    assert_eq!(access(&dup), rustix::fs::OFlags::RDONLY);
+    let w = f.fs.open_for_mapping(node, o.fh, true).unwrap();
+    assert_eq!(access(&w), rustix::fs::OFlags::RDWR);
+    assert_eq!(f.fs.counts(), (2, 1), "mapping files are not handles");
+
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    assert_eq!(
+        f.fs.open_for_mapping(d.nodeid, u64::MAX, false).err(),
+        Some(Errno(libc::EISDIR))
+    );
+    assert_eq!(
+        f.fs.open_for_mapping(999, u64::MAX, false).err(),
+        Some(Errno::EBADF)
+    );
+
+    let ro_share = fixture_with(true, false, CachePolicy::Auto);
+    std::fs::write(ro_share.path("m"), b"x").unwrap();
+    let node = ro_share.fs.lookup(me(), ROOT, &cs("m")).unwrap().nodeid;
+    assert_eq!(
+        ro_share.fs.open_for_mapping(node, u64::MAX, true).err(),
+        Some(Errno::EROFS)
+    );
+    ro_share.fs.open_for_mapping(node, u64::MAX, false).unwrap();
+}
