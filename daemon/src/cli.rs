@@ -56,6 +56,19 @@ pub struct Args {
     #[arg(long)]
     pub xattr: bool,
 
+    /// Size of the DAX window (suffix K, M or G; a multiple of 2 MiB). The
+    /// frontend learns it with GET_SHMEM_CONFIG; the guest then maps file
+    /// ranges straight into it (mount -o dax=always). 0 or absent: no DAX.
+    /// The frontend must support the vhost-user SHMEM protocol feature.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// Write the daemon's counters (DAX window occupancy, maps, unmaps,
+    /// waits, conflicts, invalidations, thrash; requests) to this file once a
+    /// second, in Prometheus text format. See docs/operating.md.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// Keep serving after the frontend disconnects (guest reset, VMM
     /// restart): every inode, handle and mapping of the old session is
     /// released and the next frontend starts fresh. Without it the daemon
@@ -86,4 +99,69 @@ fn parse_queue_size(s: &str) -> Result<u16, String> {
         return Err(format!("{n} is not a power of two between 2 and 32768"));
     }
     Ok(n)
+}
+
+/// Parses a size with an optional K/M/G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G suffix)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("2T").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let err = Args::try_parse_from([
+            "daxfsd",
+            "--socket-path",
+            "s",
+            "--shared-dir",
+            "d",
+            "--cache-size",
+            "3X",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--cache-size"), "{err}");
+        let err = Args::try_parse_from([
+            "daxfsd",
+            "--socket-path",
+            "s",
+            "--shared-dir",
+            "d",
+            "--tag",
+            &"x".repeat(37),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--tag"), "{err}");
+        let err = Args::try_parse_from(["daxfsd", "--shared-dir", "d"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--socket-path"), "{err}");
+    }
 }

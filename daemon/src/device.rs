@@ -13,16 +13,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
-use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
+use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 use zerocopy::IntoBytes;
 
-use crate::dispatch::{Dispatcher, Outcome, MAX_TRANSFER};
+use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
 use crate::ratelimit::RateLimit;
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
@@ -278,9 +282,35 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::MQ
+        let base = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::REPLY_ACK;
+        if self.dispatcher.dax().is_some() {
+            base | VhostUserProtocolFeatures::BACKEND_REQ
+                | VhostUserProtocolFeatures::BACKEND_SEND_FD
+                | VhostUserProtocolFeatures::SHMEM
+        } else {
+            base
+        }
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        // Only stored here: requests on it are sent from queue workers,
+        // never from this frontend-message handler.
+        if let Some(dax) = self.dispatcher.dax() {
+            tracing::debug!("backend channel installed for the DAX window");
+            dax.set_channel(Some(backend));
+        }
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        match self.dispatcher.dax() {
+            Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.size()])),
+            None => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no DAX window (--cache-size 0)",
+            )),
+        }
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -308,11 +338,25 @@ impl VhostUserBackend for FsDevice {
 
     fn reset_device(&self) {
         tracing::info!("device reset: ending the guest session");
-        self.dispatcher.reset();
+        self.dispatcher.end_session(SessionEnd::DeviceReset);
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
         (0..self.num_queues()).map(|q| 1u64 << q).collect()
+    }
+
+    /// Each connection's worker threads get a fresh exit eventfd, which
+    /// vhost-user-backend signals (and then joins the thread) when the
+    /// connection's handler is dropped. Without one a worker would never
+    /// leave its epoll loop and the join would hang.
+    fn exit_event(&self, thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(error) => {
+                tracing::error!(thread_index, %error, "cannot create a worker exit eventfd");
+                None
+            }
+        }
     }
 
     fn handle_event(

@@ -5,9 +5,23 @@
 //! fuzz targets can drive the dispatcher and filesystem directly.
 
 pub mod cli;
+pub mod dax;
 pub mod device;
 pub mod dispatch;
 pub mod errno;
+pub mod metrics;
 pub mod passthrough;
 pub mod ratelimit;
 pub mod server;
+
+/// Renders an error and its `source` chain on one line, "a: b: c".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

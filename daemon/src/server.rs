@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::cli::Args;
+use crate::dax::Dax;
 use crate::device::{DeviceConfig, FsDevice};
-use crate::dispatch::{Dispatcher, InitPolicy};
+use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
 use crate::passthrough::{FsConfig, PassthroughFs};
 
 /// Why the daemon stopped with an error.
@@ -25,9 +27,30 @@ pub enum ServerError {
     },
     // vhost_user_backend::Error implements Display but not std::error::Error,
     // so it cannot be a `#[source]`; its text is part of these messages.
+    /// The DAX window could not be set up.
+    #[error("cannot set up the DAX window")]
+    Dax(#[source] crate::dax::DaxSetupError),
     /// The vhost-user daemon could not be created.
     #[error("cannot create the vhost-user device: {0}")]
     Device(vhost_user_backend::Error),
+    /// The metrics writer could not start.
+    #[error("cannot start writing metrics to {path}")]
+    Metrics {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket could not be created.
+    #[error("cannot listen on {socket}")]
+    Listen {
+        /// The socket.
+        socket: PathBuf,
+        /// Cause.
+        #[source]
+        source: vhost::vhost_user::Error,
+    },
     /// Serving a connection failed.
     #[error("serving {socket}: {cause}")]
     Serve {
@@ -50,12 +73,16 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
         path: args.shared_dir.clone(),
         source,
     })?;
+    let dax = match args.cache_size {
+        0 => None,
+        size => Some(Arc::new(Dax::new(size).map_err(ServerError::Dax)?)),
+    };
     let policy = InitPolicy {
         cache: args.cache,
-        dax_window: false,
+        dax_window: dax.is_some(),
         inode_dax: false,
     };
-    let dispatcher = Arc::new(Dispatcher::new(Arc::new(fs), policy));
+    let dispatcher = Arc::new(Dispatcher::new(Arc::new(fs), policy, dax));
     Ok(Arc::new(FsDevice::new(
         DeviceConfig {
             tag: args.tag.clone(),
@@ -72,7 +99,19 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
     // Modes arrive with the guest's umask already applied; the daemon's own
     // umask must not mask them again.
     rustix::process::umask(rustix::fs::Mode::empty());
+    raise_fd_limit();
     let device = build_device(args)?;
+    if let Some(path) = &args.metrics_file {
+        crate::metrics::spawn_writer(
+            device.clone(),
+            path.clone(),
+            std::time::Duration::from_secs(1),
+        )
+        .map_err(|source| ServerError::Metrics {
+            path: path.clone(),
+            source,
+        })?;
+    }
     tracing::info!(
         socket = %args.socket_path.display(),
         shared_dir = %args.shared_dir.display(),
@@ -80,6 +119,14 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
         queues = args.num_request_queues,
         "daxfsd listening"
     );
+    // One listener for the daemon's whole life: a frontend that connects
+    // while the previous session is winding down waits in its backlog
+    // instead of landing on a stale socket.
+    let mut listener =
+        Listener::new(&args.socket_path, true).map_err(|source| ServerError::Listen {
+            socket: args.socket_path.clone(),
+            source,
+        })?;
     loop {
         let mut daemon = VhostUserDaemon::new(
             "daxfsd".to_owned(),
@@ -87,11 +134,16 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(ServerError::Device)?;
-        let served = daemon.serve(&args.socket_path);
+        let served = daemon.start(&mut listener).and_then(|()| daemon.wait());
+        // Dropping the daemon stops and joins this connection's workers.
+        drop(daemon);
         // The frontend is gone: whatever the guest held is released.
-        device.dispatcher().reset();
+        device.dispatcher().end_session(SessionEnd::Disconnect);
         match served {
             Ok(()) => tracing::info!("frontend disconnected"),
+            Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => tracing::info!("frontend disconnected"),
             Err(cause) => {
                 return Err(ServerError::Serve {
                     socket: args.socket_path.clone(),
@@ -103,5 +155,22 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             return Ok(());
         }
         tracing::info!("--persist: waiting for the next frontend");
+    }
+}
+
+/// Every inode the guest holds keeps an O_PATH descriptor open, so the soft
+/// limit on descriptors is raised to the hard limit.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised RLIMIT_NOFILE"),
+            Err(error) => tracing::warn!(%error, "cannot raise RLIMIT_NOFILE"),
+        }
     }
 }

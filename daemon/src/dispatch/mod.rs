@@ -19,6 +19,7 @@ use zerocopy::FromBytes;
 
 use self::init::{negotiate, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
+use crate::dax::Dax;
 use crate::errno::Errno;
 use crate::passthrough::{Context, PassthroughFs};
 use crate::ratelimit::RateLimit;
@@ -44,6 +45,18 @@ pub enum Outcome {
     NoReply,
 }
 
+/// Why a guest session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// FUSE_DESTROY, on a queue worker: the backend channel may be used.
+    Destroy,
+    /// The frontend reset the device; runs in the frontend-message handler,
+    /// which must not send backend requests.
+    DeviceReset,
+    /// The frontend closed the socket; the backend channel is gone.
+    Disconnect,
+}
+
 /// Serves FUSE requests for one vhost-user device.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -56,11 +69,13 @@ pub struct Dispatcher {
     initialized: AtomicBool,
     stats: DispatchStats,
     malformed_log: RateLimit,
+    /// The DAX window, when `--cache-size` is set.
+    dax: Option<Arc<Dax>>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `fs`.
-    pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy) -> Self {
+    pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
         Self {
             fs,
             policy,
@@ -71,7 +86,13 @@ impl Dispatcher {
             initialized: AtomicBool::new(false),
             stats: DispatchStats::default(),
             malformed_log: RateLimit::per_second(10),
+            dax,
         }
+    }
+
+    /// The DAX window, if any.
+    pub fn dax(&self) -> Option<&Arc<Dax>> {
+        self.dax.as_ref()
     }
 
     /// The filesystem served.
@@ -84,10 +105,22 @@ impl Dispatcher {
         &self.stats
     }
 
-    /// Ends the session (device reset or disconnect): forget every inode and
-    /// handle; the next guest must INIT again.
-    pub fn reset(&self) {
+    /// Ends the session: forget every inode and handle; the next guest must
+    /// INIT again. The DAX window is emptied now when the backend channel may
+    /// be used (DESTROY, on a queue worker); otherwise its mappings are
+    /// reclaimed before the next session's first DAX request.
+    pub fn end_session(&self, why: SessionEnd) {
         self.initialized.store(false, Ordering::Release);
+        if let Some(dax) = &self.dax {
+            match why {
+                SessionEnd::Destroy => dax.reset(),
+                SessionEnd::DeviceReset => dax.mark_stale(),
+                SessionEnd::Disconnect => {
+                    dax.set_channel(None);
+                    dax.mark_stale();
+                }
+            }
+        }
         self.fs.destroy();
     }
 
@@ -180,7 +213,7 @@ impl Dispatcher {
                 }
             },
             Operation::Destroy => {
-                self.reset();
+                self.end_session(SessionEnd::Destroy);
             }
             Operation::Lookup { name } => {
                 r.push(&fs.lookup(ctx, nodeid, name.as_cstr())?);
@@ -309,9 +342,15 @@ impl Dispatcher {
                 });
             }
             Operation::Syncfs => fs.syncfs(nodeid)?,
-            Operation::SetupMapping(_) | Operation::RemoveMapping { .. } => {
-                // No DAX window is configured on this device.
-                return Err(Errno::ENOSYS);
+            Operation::SetupMapping(arg) => {
+                let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
+                dax.setup(nodeid, arg, |writable| {
+                    fs.open_for_mapping(nodeid, arg.fh, writable)
+                })?;
+            }
+            Operation::RemoveMapping { ranges } => {
+                let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
+                dax.remove(*ranges)?;
             }
             Operation::Unsupported(op) => {
                 self.stats.unsupported.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,229 @@
+//! The metrics file: every counter an operator needs, rewritten once a
+//! second in Prometheus text format (`--metrics-file`).
+//!
+//! The file is replaced atomically (write to a temporary name, then rename),
+//! so a reader never sees half a snapshot; node_exporter's textfile
+//! collector or a plain `cat` can read it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::device::FsDevice;
+
+/// Renders the device's counters.
+pub fn render(device: &FsDevice) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP daxfsd_{name} {help}\n# TYPE daxfsd_{name} {kind}\ndaxfsd_{name} {value}"
+        );
+    };
+    let d = device.dispatcher().stats();
+    metric(
+        "requests_total",
+        "counter",
+        "FUSE requests parsed.",
+        d.requests.load(Relaxed),
+    );
+    metric(
+        "malformed_requests_total",
+        "counter",
+        "FUSE requests refused as malformed.",
+        d.malformed.load(Relaxed),
+    );
+    metric(
+        "unsupported_requests_total",
+        "counter",
+        "FUSE requests answered ENOSYS.",
+        d.unsupported.load(Relaxed),
+    );
+    let c = device.chain_stats();
+    metric(
+        "chains_total",
+        "counter",
+        "Descriptor chains returned to the guest.",
+        c.chains.load(Relaxed),
+    );
+    metric(
+        "bad_chains_total",
+        "counter",
+        "Descriptor chains outside guest memory.",
+        c.bad_chains.load(Relaxed),
+    );
+    let (inodes, handles) = device.dispatcher().fs().counts();
+    metric(
+        "inodes",
+        "gauge",
+        "Inodes the guest holds (root included).",
+        inodes as u64,
+    );
+    metric(
+        "open_handles",
+        "gauge",
+        "Open file and directory handles.",
+        handles as u64,
+    );
+    if let Some(dax) = device.dispatcher().dax() {
+        let m = dax.metrics();
+        let w = m.window;
+        metric(
+            "dax_window_bytes",
+            "gauge",
+            "Size of the DAX window.",
+            dax.size(),
+        );
+        metric(
+            "dax_window_mapped_bytes",
+            "gauge",
+            "Bytes of the window mapping files (occupancy).",
+            w.mapped_bytes,
+        );
+        metric(
+            "dax_live_mappings",
+            "gauge",
+            "Mappings of files in the window.",
+            w.live_mappings,
+        );
+        metric(
+            "dax_zapped_mappings",
+            "gauge",
+            "Mappings torn down by invalidation, not yet removed by the guest.",
+            w.zapped_mappings,
+        );
+        metric(
+            "dax_split_slots",
+            "gauge",
+            "2 MiB slots split into 4 KiB entries.",
+            w.split_slots,
+        );
+        metric(
+            "dax_setupmapping_total",
+            "counter",
+            "SETUPMAPPING requests that mapped new ranges.",
+            m.setups,
+        );
+        metric(
+            "dax_upgrades_total",
+            "counter",
+            "SETUPMAPPING read-to-write upgrades.",
+            m.upgrades,
+        );
+        metric(
+            "dax_already_mapped_total",
+            "counter",
+            "SETUPMAPPING requests that found the range mapped.",
+            m.already_mapped,
+        );
+        metric(
+            "dax_removed_mappings_total",
+            "counter",
+            "Mappings removed by REMOVEMAPPING or replaced.",
+            m.removed_mappings,
+        );
+        metric(
+            "dax_refusals_total",
+            "counter",
+            "DAX requests refused (EINVAL or EIO).",
+            m.refusals,
+        );
+        metric(
+            "dax_vmm_maps_total",
+            "counter",
+            "Maps sent to the VMM.",
+            w.maps,
+        );
+        metric(
+            "dax_vmm_map_failures_total",
+            "counter",
+            "Maps the VMM refused.",
+            w.map_failures,
+        );
+        metric(
+            "dax_vmm_unmaps_total",
+            "counter",
+            "Unmaps sent to the VMM.",
+            w.unmaps,
+        );
+        metric(
+            "dax_vmm_unmap_failures_total",
+            "counter",
+            "Unmaps the VMM refused.",
+            w.unmap_failures,
+        );
+        metric(
+            "dax_waits_total",
+            "counter",
+            "Times a request waited for a locked slot.",
+            w.waits,
+        );
+        metric(
+            "dax_wait_microseconds_total",
+            "counter",
+            "Time requests spent waiting for locked slots.",
+            u64::try_from(w.wait_time.as_micros()).unwrap_or(u64::MAX),
+        );
+        metric(
+            "dax_conflicts_total",
+            "counter",
+            "Grabs that met an entry of another size.",
+            w.conflicts,
+        );
+        metric(
+            "dax_invalidations_total",
+            "counter",
+            "Invalidation passes (a mapped file shrank).",
+            w.invalidations,
+        );
+        metric(
+            "dax_invalidated_mappings_total",
+            "counter",
+            "Mappings torn down because their file shrank.",
+            m.invalidated_mappings,
+        );
+        metric(
+            "dax_invalidated_bytes_total",
+            "counter",
+            "Window bytes replaced with zero pages.",
+            m.invalidated_bytes,
+        );
+        metric(
+            "dax_thrash_total",
+            "counter",
+            "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
+            m.thrash,
+        );
+    }
+    out
+}
+
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut tmp: PathBuf = path.to_owned();
+    tmp.as_mut_os_string().push(".tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Starts the thread that rewrites `path` every `period`.
+pub fn spawn_writer(device: Arc<FsDevice>, path: PathBuf, period: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("daxfsd-metrics".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                match write_atomically(&path, &render(&device)) {
+                    Ok(()) => failing = false,
+                    Err(error) if !failing => {
+                        tracing::warn!(path = %path.display(), %error, "cannot write the metrics file");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                std::thread::sleep(period);
+            }
+        })
+        .map(|_| ())
+}
