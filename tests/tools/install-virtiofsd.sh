@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the reference daemon, upstream virtiofsd, into the project cache
+# (default: <repo>/.cache/virtiofsd) if it is not there yet, and prints its path.
+# Used by side-by-side harness runs and benchmarks; never by the daemon itself.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${DAXFSD_CACHE:-$repo/.cache}
+root=$cache/virtiofsd
+bin=$root/bin/virtiofsd
+if [ ! -x "$bin" ]; then
+  need=()
+  for p in libseccomp-dev libcap-ng-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-virtiofsd: missing packages ${need[*]} (run as root or install them)" >&2
+      exit 1
+    fi
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+  fi
+  cargo install --locked --root "$root" virtiofsd >&2
+fi
+echo "$bin"
