@@ -107,7 +107,6 @@ fn enabled_but_unconfigured_queues_are_tolerated() {
 }
 
 #[test]
-#[ignore = "daxfsd logs 'frontend disconnected' but does not exit (seen 2026-11-21); un-ignore when fixed"]
 fn without_persist_the_daemon_exits_on_disconnect() {
     let backend = start(1, &[]);
     let dev = check(
@@ -122,8 +121,6 @@ fn without_persist_the_daemon_exits_on_disconnect() {
 }
 
 #[test]
-#[ignore = "daxfsd resets the second connection: it lands in the first session's still-open \
-            listener backlog (seen 2026-11-21); un-ignore when fixed"]
 fn with_persist_a_second_frontend_is_served() {
     let backend = start(1, &["--persist"]);
     assert!(check(&backend, backend.is_running()));
