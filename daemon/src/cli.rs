@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::passthrough::CachePolicy;
+use crate::passthrough::{CachePolicy, InodeDaxPolicy};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
@@ -62,6 +62,13 @@ pub struct Args {
     /// The frontend must support the vhost-user SHMEM protocol feature.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub cache_size: u64,
+
+    /// With --cache-size, which files a guest that mounts with `dax=inode`
+    /// should access through the window: never, always, or
+    /// min-size=SIZE (regular files of at least SIZE bytes, suffix K/M/G).
+    /// Guests mounting with `dax=always` use it for every file regardless.
+    #[arg(long, value_name = "POLICY", default_value = "always")]
+    pub inode_dax: InodeDaxPolicy,
 
     /// Write the daemon's counters (DAX window occupancy, maps, unmaps,
     /// waits, conflicts, invalidations, thrash; requests) to this file once a

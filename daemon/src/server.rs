@@ -68,6 +68,7 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
         cache: args.cache,
         readonly: args.readonly,
         xattr: args.xattr,
+        inode_dax: args.inode_dax,
     })
     .map_err(|source| ServerError::SharedDir {
         path: args.shared_dir.clone(),
@@ -80,7 +81,7 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
     let policy = InitPolicy {
         cache: args.cache,
         dax_window: dax.is_some(),
-        inode_dax: false,
+        inode_dax: dax.is_some(),
     };
     let dispatcher = Arc::new(Dispatcher::new(Arc::new(fs), policy, dax));
     Ok(Arc::new(FsDevice::new(

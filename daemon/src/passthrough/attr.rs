@@ -2,7 +2,7 @@
 
 use std::os::fd::AsFd;
 
-use daxfsd_protocol::abi::{Attr, AttrOut, EntryOut};
+use daxfsd_protocol::abi::{Attr, AttrOut, EntryOut, ATTR_DAX};
 use rustix::fs::{AtFlags, Statx, StatxFlags};
 
 use super::PassthroughFs;
@@ -58,6 +58,18 @@ impl PassthroughFs {
         self.config.cache.timeout_secs()
     }
 
+    /// The attributes sent to the guest: `st`, plus ATTR_DAX on regular
+    /// files the per-inode DAX policy selects (only once the guest
+    /// negotiated HAS_INODE_DAX).
+    fn guest_attr(&self, st: &Statx) -> Attr {
+        let mut attr = attr_of(st);
+        let regular = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG;
+        if regular && self.negotiated().inode_dax && self.config.inode_dax.applies(st.stx_size) {
+            attr.flags |= ATTR_DAX;
+        }
+        attr
+    }
+
     /// The LOOKUP-style reply for `nodeid` with attributes `st`.
     pub(super) fn entry_out(&self, nodeid: u64, st: &Statx) -> EntryOut {
         EntryOut {
@@ -67,7 +79,7 @@ impl PassthroughFs {
             attr_valid: self.timeout(),
             entry_valid_nsec: 0,
             attr_valid_nsec: 0,
-            attr: attr_of(st),
+            attr: self.guest_attr(st),
         }
     }
 
@@ -77,7 +89,7 @@ impl PassthroughFs {
             attr_valid: self.timeout(),
             attr_valid_nsec: 0,
             dummy: 0,
-            attr: attr_of(st),
+            attr: self.guest_attr(st),
         }
     }
 }

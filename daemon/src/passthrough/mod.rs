@@ -101,6 +101,49 @@ pub struct FsConfig {
     pub readonly: bool,
     /// Serve extended attributes (otherwise the xattr operations return ENOSYS).
     pub xattr: bool,
+    /// Which files the guest should access through the DAX window when it
+    /// mounts with `dax=inode` (reported with ATTR_DAX).
+    pub inode_dax: InodeDaxPolicy,
+}
+
+/// Per-inode DAX policy (`--inode-dax`), applied to regular files when the
+/// guest negotiated HAS_INODE_DAX (it mounted with `dax=inode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InodeDaxPolicy {
+    /// No file uses the window.
+    Never,
+    /// Every regular file uses the window.
+    #[default]
+    Always,
+    /// Regular files of at least this many bytes use the window; smaller
+    /// ones go through the guest page cache.
+    MinSize(u64),
+}
+
+impl InodeDaxPolicy {
+    /// Whether a regular file of `size` bytes should use the window.
+    pub fn applies(self, size: u64) -> bool {
+        match self {
+            Self::Never => false,
+            Self::Always => true,
+            Self::MinSize(min) => size >= min,
+        }
+    }
+}
+
+impl std::str::FromStr for InodeDaxPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "never" => Ok(Self::Never),
+            "always" => Ok(Self::Always),
+            _ => match s.strip_prefix("min-size=") {
+                Some(size) => crate::cli::parse_size(size).map(Self::MinSize),
+                None => Err(format!("'{s}' is not never, always or min-size=SIZE")),
+            },
+        }
+    }
 }
 
 /// Feature bits agreed in INIT that change how operations behave.

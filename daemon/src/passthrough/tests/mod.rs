@@ -6,10 +6,11 @@ use std::path::Path;
 use daxfsd_protocol::abi::{CreateIn, EntryOut, SetattrIn};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 
-use super::{CachePolicy, Context, FsConfig, PassthroughFs};
+use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, PassthroughFs};
 
 mod entries;
 mod files;
+mod inode_dax;
 mod setattr;
 
 /// A filesystem over a fresh temporary directory.
@@ -25,6 +26,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         cache,
         readonly,
         xattr,
+        inode_dax: InodeDaxPolicy::MinSize(8192),
     })
     .expect("open shared dir");
     Fixture { dir, fs }
