@@ -121,11 +121,19 @@ impl Dax {
         }
     }
 
-    /// Serves FUSE_REMOVEMAPPING: every range in turn; the first failure ends
-    /// the request (ranges before it stay removed, as the guest expects of a
-    /// batch it will not retry partially).
+    /// Serves FUSE_REMOVEMAPPING. Every range is checked against the window
+    /// first, so a batch holding a malformed range is refused (EINVAL) before
+    /// anything is unmapped. Then every range in turn; a failure that depends
+    /// on the window's state (a range cutting a mapping, a VMM refusal) ends
+    /// the request, and ranges before it stay removed, as the guest expects
+    /// of a batch it will not retry partially.
     pub fn remove(&self, ranges: Records<'_, RemoveMappingOne>) -> Result<(), Errno> {
         self.reclaim_if_stale();
+        for range in ranges {
+            if let Err(e) = self.window.geometry().range(range.moffset, range.len) {
+                return Err(self.refuse("REMOVEMAPPING", &e, Errno::EINVAL));
+            }
+        }
         for range in ranges {
             match self
                 .window
