@@ -210,10 +210,19 @@ impl Window {
         slot: u32,
         report: &mut ResetReport<M::Error>,
     ) {
+        let mut woken: Option<EntryAt> = None;
         let (mut shard, local) = loop {
-            let (shard, local) = self.shard(slot);
+            let (mut shard, local) = self.shard(slot);
             match shard.first_locked(local, ALL_PAGES.0, ALL_PAGES.1) {
-                Some(locked) => self.sleep_on(shard, local, slot, locked, WaitKind::Exclusive),
+                Some(locked) => {
+                    // Woken for one entry but now waiting for another: hand the
+                    // first one on before sleeping.
+                    if let Some(previous) = woken.filter(|previous| *previous != locked) {
+                        self.pass_on(&mut shard, local, slot, previous);
+                    }
+                    self.sleep_on(shard, local, slot, locked, WaitKind::Exclusive);
+                    woken = Some(locked);
+                }
                 None => break (shard, local),
             }
         };

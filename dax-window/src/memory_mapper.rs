@@ -149,6 +149,11 @@ impl MemoryMapper {
         sync::lock(&self.state).eof.insert(inode, eof);
     }
 
+    /// The end of file set for `inode`, if any.
+    pub fn eof(&self, inode: InodeId) -> Option<u64> {
+        sync::lock(&self.state).eof.get(&inode).copied()
+    }
+
     /// The mappings the VMM holds, in window order.
     pub fn mappings(&self) -> Vec<VmmMapping> {
         sync::lock(&self.state).mappings.values().copied().collect()
