@@ -255,8 +255,10 @@ impl Session {
         exact(self.send(&self.req(Opcode::Setattr, nodeid).push(arg).finish()))
     }
 
+    /// READLINK with the room Linux gives it: a header and one page less one byte.
     pub fn readlink(&self, nodeid: u64) -> FuseResult<Vec<u8>> {
-        bytes(self.send(&self.req(Opcode::Readlink, nodeid).finish()))
+        let req = self.req(Opcode::Readlink, nodeid).finish();
+        bytes(self.send_cap(&req, 16 + 4095))
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> FuseResult<EntryOut> {
