@@ -683,7 +683,7 @@ impl Session {
             .push(&GetxattrIn { size, padding: 0 })
             .name(name)
             .finish();
-        xattr_reply(self.send_cap(&req, size + 16), size)
+        xattr_reply(self.send_cap(&req, xattr_room(size)), size)
     }
 
     pub fn listxattr(&self, nodeid: u64, size: u32) -> FuseResult<XattrReply> {
@@ -691,7 +691,7 @@ impl Session {
             .req(Opcode::Listxattr, nodeid)
             .push(&GetxattrIn { size, padding: 0 })
             .finish();
-        xattr_reply(self.send_cap(&req, size + 16), size)
+        xattr_reply(self.send_cap(&req, xattr_room(size)), size)
     }
 
     pub fn removexattr(&self, nodeid: u64, name: &[u8]) -> FuseResult<()> {
@@ -751,6 +751,16 @@ pub fn bytes(reply: FuseReply) -> FuseResult<Vec<u8>> {
         return Err(reply.errno());
     }
     Ok(reply.body)
+}
+
+/// The reply room Linux gives GETXATTR / LISTXATTR: the value's size, or a
+/// `fuse_getxattr_out` for a size query.
+fn xattr_room(size: u32) -> u32 {
+    16 + if size == 0 {
+        size_of::<GetxattrOut>() as u32
+    } else {
+        size
+    }
 }
 
 fn xattr_reply(reply: FuseReply, size: u32) -> FuseResult<XattrReply> {
