@@ -5,7 +5,7 @@
 //! `RUSTFLAGS="--cfg loom"` re-exports loom's instrumented versions so the loom
 //! test suite (`tests/loom_models.rs`) can explore every interleaving of them.
 //!
-//! Statistics counters are deliberately *not* switched (see [`StatCounter`]):
+//! Statistics counters are deliberately *not* switched (`StatCounter`):
 //! they never decide control flow, and modelling them would only multiply the
 //! state space loom has to search.
 //!

@@ -50,8 +50,8 @@ pub enum InjectedFault {
     /// hand-off on (the "found nothing, woke nobody" half of the 2021 bug,
     /// applied to an entry that is still there).
     DeclineWakesNobody,
-    /// Removing, zapping or emptying an entry wakes one waiter instead of all
-    /// (the "invalidation wakes next" half of the 2021 bug).
+    /// Removing, zapping, emptying or splitting an entry wakes one waiter
+    /// instead of all (the "invalidation wakes next" half of the 2021 bug).
     RemovalWakesNext,
     /// `wait_unlocked` waits exclusively although it never locks the entry,
     /// so a hand-off given to it is lost.
@@ -289,7 +289,7 @@ impl Window {
         );
     }
 
-    /// The wake mode for an entry that was removed, zapped or emptied.
+    /// The wake mode for an entry that was removed, zapped, emptied or split.
     fn removal_mode(&self) -> WakeMode {
         if self.faulty(fault_point!(RemovalWakesNext)) {
             WakeMode::Next
@@ -410,7 +410,7 @@ impl Window {
         }
         let handle = shard.insert_detail(Detail::Split(split));
         shard.words[local] = word.with_handle(Some(handle)).set_split(true);
-        self.wake_whole(shard, local, slot, WakeMode::All);
+        self.wake_whole(shard, local, slot, self.removal_mode());
         stats::add(&self.counters.split_slots, 1);
     }
 
@@ -423,8 +423,9 @@ impl Window {
             unreachable!("merge of a slot that is not split")
         };
         let waited: Vec<u16> = split.waiters.iter().collect();
+        let mode = self.removal_mode();
         for page in waited {
-            self.wake_page(&mut split, slot, page, WakeMode::All);
+            self.wake_page(&mut split, slot, page, mode);
         }
         let handle = split
             .records

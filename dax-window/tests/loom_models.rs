@@ -141,6 +141,48 @@ fn model1_fails_when_waiting_on_a_smaller_entry() {
     });
 }
 
+/// Three 4 KiB grabs wait on a locked 2 MiB entry; the first to get it splits
+/// the slot, and the 2 MiB key disappears: every other waiter of that key must
+/// be woken, since nobody will ever unlock it again.
+fn split_while_page_grabs_wait(fault: Option<InjectedFault>) {
+    let window = Arc::new(one_slot(fault));
+    let mapper = Arc::new(MemoryMapper::new());
+    window
+        .setup_mapping(&*mapper, &map_request(false, 0))
+        .unwrap();
+    let whole = window.grab_at(0, SLOT, Order::Slot).unwrap();
+    let grabbers: Vec<_> = [3, 7, 9]
+        .into_iter()
+        .map(|page| {
+            let window = window.clone();
+            thread::spawn(move || {
+                drop(
+                    window
+                        .grab_at(page * PAGE_SIZE, PAGE_SIZE, Order::Page)
+                        .unwrap(),
+                );
+            })
+        })
+        .collect();
+    drop(whole);
+    for grabber in grabbers {
+        grabber.join().unwrap();
+    }
+    assert_consistent(&window, &mapper);
+}
+
+#[test]
+fn model1_split_wakes_every_waiter() {
+    builder().check(|| split_while_page_grabs_wait(None));
+}
+
+#[test]
+fn model1_fails_when_split_wakes_only_one() {
+    expect_failure("model1_fails_when_split_wakes_only_one", true, || {
+        split_while_page_grabs_wait(Some(InjectedFault::RemovalWakesNext))
+    });
+}
+
 // ---- Model 2: three invalidators and one mapper on one entry.
 
 fn invalidators_and_mapper(fault: Option<InjectedFault>) {
