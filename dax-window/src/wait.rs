@@ -161,3 +161,41 @@ impl WaitTable {
         remaining
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A waiter ignores wakeups for another key that shares its bucket, and an
+    /// exclusive wakeup takes exactly one exclusive waiter.
+    #[test]
+    fn wakeups_only_reach_their_key() {
+        let table = Arc::new(WaitTable::new(1));
+        let key = |start| WaitKey { window: 1, start };
+        let (a, b) = (key(0), key(crate::PAGE_SIZE));
+        let gate = Arc::new(Mutex::new(()));
+        let sleepers: Vec<_> = [(b, WaitKind::Exclusive), (b, WaitKind::Exclusive)]
+            .into_iter()
+            .map(|(key, kind)| {
+                let (table, gate) = (Arc::clone(&table), Arc::clone(&gate));
+                thread::spawn(move || table.sleep(sync::lock(&gate), key, kind))
+            })
+            .collect();
+        // Wait until both are queued (a wake for `b` then reports waiters).
+        while sync::lock(&table.buckets[0].queue).waiters.len() < 2 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!table.wake(a, WakeMode::All), "no waiter has key a");
+        thread::sleep(Duration::from_millis(50));
+        assert!(sleepers.iter().all(|sleeper| !sleeper.is_finished()));
+        assert!(table.wake(b, WakeMode::Next), "one waiter for b remains");
+        assert!(!table.wake(b, WakeMode::Next));
+        for sleeper in sleepers {
+            sleeper.join().unwrap();
+        }
+    }
+}
