@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -309,7 +309,9 @@ impl BackendProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(meta) = std::fs::metadata(&self.socket_path) {
-                if meta.file_type().is_socket() {
+                // The file appears at bind(), a moment before listen(): a connect in
+                // between is refused, so wait for the listening state too.
+                if meta.file_type().is_socket() && is_listening(&self.socket_path) != Some(false) {
                     return Ok(());
                 }
             }
@@ -455,8 +457,24 @@ pub fn locate_virtiofsd(install: bool) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Whether a Unix socket bound at `path` is listening, from /proc/net/unix (flag
+/// `__SO_ACCEPTCON`); `None` when that file cannot be read.
+fn is_listening(path: &Path) -> Option<bool> {
+    const SO_ACCEPTCON: u32 = 1 << 16;
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let path = path.to_str()?;
+    Some(table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && line.ends_with(path)
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & SO_ACCEPTCON != 0)
+    }))
+}
+
 /// Locates the `daxfsd` binary: `$DAXFSD_BIN`, else the target directory of the running
-/// test executable (same profile), building it with `cargo build -p daxfsd` when absent.
+/// test executable (same profile), brought up to date with `cargo build -p daxfsd` once
+/// per test process (the first caller builds; the others share its result).
 pub fn locate_daxfsd() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("DAXFSD_BIN") {
         let bin = PathBuf::from(bin);
@@ -469,6 +487,17 @@ pub fn locate_daxfsd() -> Result<PathBuf> {
             )))
         };
     }
+    // One build per test process: tests run in parallel, and each cargo invocation
+    // takes the build-directory lock and re-checks the whole dependency graph.
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_daxfsd().map_err(|e| error_chain(&e)))
+        .clone()
+        .map_err(HarnessError::BinaryUnavailable)
+}
+
+/// `cargo build -p daxfsd` into the running test's own target profile.
+fn build_daxfsd() -> Result<PathBuf> {
     let exe = std::env::current_exe()
         .map_err(|e| HarnessError::io("locating the running test executable", e))?;
     // <target>/<profile>/deps/<test-binary>
