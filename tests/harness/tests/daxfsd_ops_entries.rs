@@ -353,3 +353,68 @@ fn names_resolve_inside_the_share_only() {
     assert!(!std::path::Path::new("/etc/x").exists());
     assert_eq!(s.opendir(etc.nodeid).unwrap_err(), libc::ENOTDIR);
 }
+
+/// LINK, SYMLINK and MKNOD run as the caller: protected_hardlinks applies to the caller
+/// (not to the root daemon), and new inodes belong to the caller.
+#[test]
+fn link_symlink_mknod_as_a_caller() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to act as another uid");
+        return;
+    }
+    let s = Session::start(&[]);
+    let dir = s.mkdir(ROOT_ID, b"pub", 0o777).unwrap().nodeid;
+    let as_caller = |op: daxfsd_protocol::Opcode| s.req(op, dir).caller(1000, 1000, 1);
+    let req = as_caller(daxfsd_protocol::Opcode::Symlink)
+        .name(b"sl")
+        .name(b"target")
+        .finish();
+    exact::<EntryOut>(s.send(&req)).expect("symlink as 1000");
+    let req = as_caller(daxfsd_protocol::Opcode::Mknod)
+        .push(&MknodIn {
+            mode: libc::S_IFIFO | 0o600,
+            ..MknodIn::default()
+        })
+        .name(b"fifo")
+        .finish();
+    exact::<EntryOut>(s.send(&req)).expect("mknod as 1000");
+    for name in ["pub/sl", "pub/fifo"] {
+        let meta = std::fs::symlink_metadata(s.path(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "{name}");
+    }
+    // A device node needs CAP_MKNOD, which the caller's fsuid does not carry.
+    let req = as_caller(daxfsd_protocol::Opcode::Mknod)
+        .push(&MknodIn {
+            mode: libc::S_IFCHR | 0o600,
+            rdev: encode_dev(1, 3),
+            ..MknodIn::default()
+        })
+        .name(b"null")
+        .finish();
+    assert_eq!(exact::<EntryOut>(s.send(&req)).unwrap_err(), libc::EPERM);
+    assert!(!s.path("pub/null").exists());
+
+    // Hard links: the caller may link its own file, not a root-owned 0600 one.
+    let mine = s.lookup(dir, b"fifo").unwrap().nodeid;
+    std::fs::write(s.path("pub/roots"), b"secret").unwrap();
+    std::fs::set_permissions(s.path("pub/roots"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let roots = s.lookup(dir, b"roots").unwrap().nodeid;
+    let link = |nodeid: u64, name: &[u8]| {
+        let req = as_caller(daxfsd_protocol::Opcode::Link)
+            .push(&LinkIn { oldnodeid: nodeid })
+            .name(name)
+            .finish();
+        exact::<EntryOut>(s.send(&req))
+    };
+    link(mine, b"mine2").expect("link own file");
+    assert_eq!(
+        std::fs::symlink_metadata(s.path("pub/fifo"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+    if std::fs::read_to_string("/proc/sys/fs/protected_hardlinks").is_ok_and(|v| v.trim() == "1") {
+        assert_eq!(link(roots, b"stolen").unwrap_err(), libc::EPERM);
+        assert!(!s.path("pub/stolen").exists());
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use daxfsd_protocol::abi::*;
 use daxfsd_protocol::Opcode;
+use zerocopy::FromBytes;
 
 #[test]
 fn requests_before_init_get_eio() {
@@ -415,4 +416,90 @@ fn syncfs_succeeds_on_the_root_and_on_a_file() {
     let id = s.host_file("f", b"x").nodeid;
     s.syncfs(id).expect("syncfs file");
     assert_eq!(s.syncfs(777).unwrap_err(), libc::EBADF);
+}
+
+/// Several request queues at once, as a multi-queue guest drives them: lookups of one
+/// shared file racing FORGETs on the hiprio queue, and per-queue create/write/read/
+/// unlink cycles. Every reply must be right, and at the end every reference is gone.
+#[test]
+fn queues_in_parallel_keep_reference_counts_exact() {
+    const QUEUES: usize = 4;
+    let s = Session::start_queues(&[], QUEUES);
+    s.init(LINUX_INIT_FLAGS).expect("INIT");
+    std::fs::write(s.path("shared"), b"shared").unwrap();
+    let baseline = s.fd_count();
+    std::thread::scope(|scope| {
+        for q in 1..=QUEUES {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..40 {
+                    let req = s.req(Opcode::Lookup, ROOT_ID).name(b"shared").finish();
+                    let shared = exact::<EntryOut>(s.send_on(q, &req, 4096)).expect("lookup");
+                    let req = getattr_request(s.unique(), shared.nodeid);
+                    let attr = exact::<AttrOut>(s.send_on(q, &req, 4096))
+                        .expect("getattr of a nodeid this queue holds");
+                    assert_eq!(attr.attr.size, 6);
+                    s.forget(shared.nodeid, 1);
+
+                    let name = format!("q{q}-{i}");
+                    let req = s
+                        .req(Opcode::Create, ROOT_ID)
+                        .push(&CreateIn {
+                            flags: (libc::O_CREAT | libc::O_RDWR) as u32,
+                            mode: libc::S_IFREG | 0o644,
+                            ..CreateIn::default()
+                        })
+                        .name(name.as_bytes())
+                        .finish();
+                    let reply = s.send_on(q, &req, 4096);
+                    assert_eq!(reply.errno(), 0, "create {name}");
+                    let entry: EntryOut = reply.body_as().unwrap();
+                    let open = OpenOut::read_from_bytes(&reply.body[size_of::<EntryOut>()..])
+                        .expect("CREATE reply: entry and open");
+                    let data = name.as_bytes();
+                    let req = s
+                        .req(Opcode::Write, entry.nodeid)
+                        .push(&WriteIn {
+                            fh: open.fh,
+                            size: data.len() as u32,
+                            ..WriteIn::default()
+                        })
+                        .bytes(data)
+                        .finish();
+                    assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
+                    let req = read_request(s.unique(), entry.nodeid, open.fh, 0, 64);
+                    assert_eq!(s.send_on(q, &req, 4096).body, data);
+                    let req = s
+                        .req(Opcode::Release, entry.nodeid)
+                        .push(&ReleaseIn {
+                            fh: open.fh,
+                            ..ReleaseIn::default()
+                        })
+                        .finish();
+                    assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
+                    if i % 2 == 0 {
+                        let req = s
+                            .req(Opcode::Unlink, ROOT_ID)
+                            .name(name.as_bytes())
+                            .finish();
+                        assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
+                    }
+                    s.forget(entry.nodeid, 1);
+                }
+            });
+        }
+    });
+    assert_eq!(s.fd_count(), baseline, "references left after all FORGETs");
+    for q in 1..=QUEUES {
+        for i in 0..40 {
+            let name = format!("q{q}-{i}");
+            let path = s.path(&name);
+            if i % 2 == 0 {
+                assert!(!path.exists(), "{name}");
+            } else {
+                assert_eq!(std::fs::read(&path).unwrap(), name.as_bytes());
+            }
+        }
+    }
+    s.assert_serving();
 }

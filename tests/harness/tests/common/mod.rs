@@ -110,12 +110,22 @@ impl Session {
 
     /// Like [`Self::start`] without INIT.
     pub fn start_uninit(args: &[&str]) -> Session {
+        Session::start_queues(args, 1)
+    }
+
+    /// A daemon and device with `request_queues` request queues, not initialised.
+    pub fn start_queues(args: &[&str], request_queues: usize) -> Session {
         let backend = BackendCommand::daxfsd(daxfsd_bin())
-            .args(["--tag", "ops"])
+            .args(["--tag", "ops", "--num-request-queues"])
+            .arg(request_queues.to_string())
             .args(args.iter().copied())
             .spawn()
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-        let dev = Device::connect(backend.socket_path(), DeviceConfig::default())
+        let config = DeviceConfig {
+            request_queues,
+            ..DeviceConfig::default()
+        };
+        let dev = Device::connect(backend.socket_path(), config)
             .unwrap_or_else(|e| panic!("{}", backend.report(&e)));
         Session {
             backend,
@@ -156,7 +166,12 @@ impl Session {
 
     /// Sends `request` with `capacity` bytes of reply room.
     pub fn send_cap(&self, request: &[u8], capacity: u32) -> FuseReply {
-        self.check(self.dev.fuse(REQUEST_QUEUE, request, capacity))
+        self.send_on(REQUEST_QUEUE, request, capacity)
+    }
+
+    /// Sends `request` on `queue` with `capacity` bytes of reply room.
+    pub fn send_on(&self, queue: usize, request: &[u8], capacity: u32) -> FuseReply {
+        self.check(self.dev.fuse(queue, request, capacity))
     }
 
     /// Sends a chain of `readable` segments and `writable` buffers; the raw completion.
