@@ -269,3 +269,57 @@ fn two_queues_hammering_overlapping_mappings_leave_the_index_matching_the_window
     assert_eq!(metrics.get("daxfsd_dax_live_mappings"), 0);
     assert_eq!(metrics.get("daxfsd_dax_window_mapped_bytes"), 0);
 }
+
+/// The guest's write fault on a read mapping, raced from two queues: both ask for the
+/// same range writable at once. One upgrades (UNMAP + MAP), the other finds it done.
+#[test]
+fn concurrent_upgrades_of_one_range_upgrade_once() {
+    const ROUNDS: u64 = 20;
+    let daemon = DaxDaemon::start(8 * MIB, 2, &[]);
+    daemon.patterned_file("data", 8 * MIB);
+    let s = daemon.connect();
+    let nodeid = s.lookup("data");
+    s.channel().set_reply_delay(Duration::from_micros(200));
+    for round in 0..ROUNDS {
+        let moffset = (round % 4) * SLOT;
+        let foffset = (round % 3) * SLOT;
+        assert_eq!(
+            s.setup(nodeid, FH_BY_NODEID, foffset, SLOT, moffset, READ),
+            0
+        );
+        let upgrade = |queue| {
+            let arg = daxfsd_protocol::abi::SetupMappingIn {
+                fh: FH_BY_NODEID,
+                foffset,
+                len: SLOT,
+                flags: READ_WRITE,
+                moffset,
+            };
+            let req = s.setup_request(nodeid, arg);
+            let token = dax_common::check(
+                s.backend(),
+                s.dev
+                    .fuse_submit(queue, &req, daxfsd_harness::fuse::DEFAULT_REPLY_CAPACITY),
+            );
+            (token, req)
+        };
+        let (a, b) = (upgrade(1), upgrade(2));
+        for (token, req) in [a, b] {
+            let reply = dax_common::check(s.backend(), s.dev.fuse_wait(token, &req));
+            assert_eq!(reply.errno(), 0, "round {round}");
+        }
+        let maps = s.window().mappings();
+        assert_eq!(maps.len(), 1, "round {round}: {maps:?}");
+        assert!(maps[0].writable, "round {round}");
+        assert_eq!((maps[0].offset, maps[0].fd_offset), (moffset, foffset));
+        assert_eq!(s.remove(&[(moffset, SLOT)]), 0, "round {round}");
+    }
+    assert_eq!(s.channel().stats().failed, 0, "{:?}", s.channel().log());
+    // Per round: MAP (read), UNMAP + MAP (upgrade), UNMAP (remove).
+    assert_eq!(s.channel().stats().shmem_map, 2 * ROUNDS);
+    assert_eq!(s.channel().stats().shmem_unmap, 2 * ROUNDS);
+    let m = daemon.fresh_metrics();
+    assert_eq!(m.get("daxfsd_dax_upgrades_total"), ROUNDS);
+    assert_eq!(m.get("daxfsd_dax_already_mapped_total"), ROUNDS);
+    assert_eq!(m.get("daxfsd_dax_live_mappings"), 0);
+}

@@ -236,3 +236,24 @@ fn after_removemapping_the_range_is_prot_none_again() {
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 3 * SLOT, SLOT, SLOT, READ), 0);
     assert!(s.window().read(SLOT, SLOT as usize).unwrap() == pattern(3 * SLOT, SLOT));
 }
+
+#[test]
+fn a_file_shorter_than_the_range_maps_and_shows_its_bytes() {
+    // The guest maps whole 2 MiB ranges, also of small files.
+    let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
+    let path = daemon.backend.shared_dir().join("small");
+    std::fs::write(&path, b"a small file\n").unwrap();
+    let s = daemon.connect();
+    let nodeid = s.lookup("small");
+    assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
+    let page = s.window().read(0, PAGE as usize).unwrap();
+    assert_eq!(&page[..13], b"a small file\n");
+    assert!(page[13..].iter().all(|&b| b == 0));
+    // Pages wholly past the end would fault; the harness refuses them.
+    assert!(matches!(
+        s.window().read(PAGE, 1),
+        Err(WindowError::BeyondFileEnd { .. })
+    ));
+    s.window().write(2, b"S").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"a Small file\n");
+}
