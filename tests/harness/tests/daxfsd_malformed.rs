@@ -354,6 +354,26 @@ fn sizes_over_the_limits_are_e2big() {
         .bytes(&data)
         .finish();
     assert_refused(&s, &[&write], libc::E2BIG, unique_of(&write));
+    // Far beyond it (2 MiB): the daemon reads no more than the largest valid request,
+    // so it sees a truncated chain (EINVAL) rather than the size (E2BIG); either way the
+    // request is refused whole.
+    let data = vec![b'z'; 2 << 20];
+    let write = s
+        .req(Opcode::Write, e.nodeid)
+        .push(&WriteIn {
+            fh,
+            size: 2 << 20,
+            ..WriteIn::default()
+        })
+        .bytes(&data)
+        .finish();
+    let reply = reply_to(&s, &[&write]);
+    assert_eq!(reply.header.unique, unique_of(&write));
+    assert!(
+        [libc::EINVAL, libc::E2BIG].contains(&reply.errno()),
+        "errno {}",
+        reply.errno()
+    );
     assert_eq!(std::fs::read(s.path("f")).unwrap(), b"content");
     let getxattr = s
         .req(Opcode::Getxattr, e.nodeid)

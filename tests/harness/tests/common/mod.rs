@@ -436,7 +436,7 @@ impl Session {
     }
 
     pub fn read(&self, nodeid: u64, fh: u64, offset: u64, size: u32) -> FuseResult<Vec<u8>> {
-        self.read_cap(nodeid, fh, offset, size, size + 16)
+        self.read_cap(nodeid, fh, offset, size, size.saturating_add(16))
     }
 
     /// READ with `capacity` bytes of reply room.
@@ -562,7 +562,7 @@ impl Session {
                 ..ReadIn::default()
             })
             .finish();
-        let body = bytes(self.send_cap(&req, size + 16))?;
+        let body = bytes(self.send_cap(&req, size.saturating_add(16)))?;
         assert!(body.len() <= size as usize, "READDIR reply over its size");
         Ok(parse_dirents(&body, false)
             .into_iter()
@@ -586,7 +586,7 @@ impl Session {
                 ..ReadIn::default()
             })
             .finish();
-        let body = bytes(self.send_cap(&req, size + 16))?;
+        let body = bytes(self.send_cap(&req, size.saturating_add(16)))?;
         assert!(
             body.len() <= size as usize,
             "READDIRPLUS reply over its size"
@@ -771,11 +771,12 @@ pub fn bytes(reply: FuseReply) -> FuseResult<Vec<u8>> {
 /// The reply room Linux gives GETXATTR / LISTXATTR: the value's size, or a
 /// `fuse_getxattr_out` for a size query.
 fn xattr_room(size: u32) -> u32 {
-    16 + if size == 0 {
+    let body = if size == 0 {
         size_of::<GetxattrOut>() as u32
     } else {
         size
-    }
+    };
+    body.saturating_add(16)
 }
 
 fn xattr_reply(reply: FuseReply, size: u32) -> FuseResult<XattrReply> {
