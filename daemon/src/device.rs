@@ -27,11 +27,14 @@ use vmm_sys_util::event::{
 use zerocopy::IntoBytes;
 
 use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
+use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
 const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
+/// Size of a FUSE request header.
+const IN_HEADER_LEN: usize = 40;
 
 /// Errors of the device's event handling, reported to vhost-user-backend.
 #[derive(Debug, thiserror::Error)]
@@ -217,31 +220,31 @@ impl FsDevice {
         let capacity = writer.available_bytes();
         let request = &mut buffers.request;
         request.clear();
-        let read = Reader::new(&**mem, chain)
-            .map_err(io::Error::other)
-            .and_then(|mut reader| {
-                let len = reader.available_bytes();
-                if len > MAX_REQUEST {
-                    // Read just the header so the error reply can echo `unique`;
-                    // the parser then refuses the length mismatch.
-                    request.resize(40, 0);
-                    reader.read_exact(request)?;
-                } else {
-                    request.resize(len, 0);
-                    reader.read_exact(request)?;
-                }
-                Ok(())
-            });
-        if let Err(e) = read {
-            self.bad_chain("readable descriptors unusable", &e);
-            // Reply EFAULT if the header made it, so the guest's request ends.
-            if request.len() < 16 {
+        let mut reader = match Reader::new(&**mem, chain) {
+            Ok(r) => r,
+            Err(e) => {
+                self.bad_chain("readable descriptors unusable", &e);
                 return 0;
             }
+        };
+        let len = reader.available_bytes();
+        // An oversized request is refused from its header alone (E2BIG,
+        // echoing its unique) without copying the rest.
+        let oversized = len > MAX_REQUEST;
+        request.resize(if oversized { IN_HEADER_LEN } else { len }, 0);
+        if let Err(e) = reader.read_exact(request) {
+            // Reader::new validated every descriptor, so this is not
+            // expected; the request may be partial, so it is not served.
+            self.bad_chain("reading the request", &e);
+            return 0;
         }
-        let outcome = self
-            .dispatcher
-            .dispatch(request, &mut buffers.reply, capacity);
+        let outcome = if oversized {
+            self.dispatcher
+                .refuse(request, Errno::E2BIG, &mut buffers.reply, capacity)
+        } else {
+            self.dispatcher
+                .dispatch(request, &mut buffers.reply, capacity)
+        };
         let Outcome::Reply(len) = outcome else {
             return 0;
         };

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
-    GetxattrOut, LseekOut, OutHeader, WriteOut, FSYNC_FDATASYNC, GETATTR_FH,
+    AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
+    FSYNC_FDATASYNC, GETATTR_FH,
 };
 use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
@@ -140,7 +141,7 @@ impl Dispatcher {
         }
         let req = match parse(request, &self.limits) {
             Ok(req) => req,
-            Err(e) => return self.refuse(request, &e, reply),
+            Err(e) => return self.refuse_malformed(request, &e, reply),
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let unique = req.header.unique;
@@ -160,17 +161,32 @@ impl Dispatcher {
         }
     }
 
-    fn refuse(&self, request: &[u8], error: &ParseError, reply: &mut Vec<u8>) -> Outcome {
+    fn refuse_malformed(&self, request: &[u8], error: &ParseError, reply: &mut Vec<u8>) -> Outcome {
         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-        // The unique id sits at bytes 8..16 of the header; echo it when present.
-        let unique = request
-            .get(8..16)
-            .and_then(|b| u64::read_from_bytes(b).ok())
-            .unwrap_or(0);
         if let Some(suppressed) = self.malformed_log.check() {
-            tracing::warn!(unique, suppressed, %error, "malformed request refused");
+            tracing::warn!(unique = request_unique(request), suppressed, %error, "malformed request refused");
         }
-        write_error(reply, unique, Errno(error.errno()))
+        write_error(reply, request_unique(request), Errno(error.errno()))
+    }
+
+    /// Refuses a request the queue worker would not even read whole (too
+    /// large for any reply the daemon gives): an error reply echoing the
+    /// unique id in `head`, the request's first bytes.
+    pub fn refuse(
+        &self,
+        head: &[u8],
+        errno: Errno,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+    ) -> Outcome {
+        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        if capacity < OUT_HEADER_LEN {
+            return Outcome::NoReply;
+        }
+        if let Some(suppressed) = self.malformed_log.check() {
+            tracing::warn!(unique = request_unique(head), suppressed, %errno, "oversized request refused");
+        }
+        write_error(reply, request_unique(head), errno)
     }
 
     fn handle(
@@ -189,6 +205,12 @@ impl Dispatcher {
         let nodeid = h.nodeid;
         if !matches!(req.op, Operation::Init { .. }) && !self.initialized.load(Ordering::Acquire) {
             return Err(Errno::EIO);
+        }
+        // Refuse before acting when even the fixed part of the reply cannot
+        // fit: an entry or handle the guest never hears of could never be
+        // forgotten or released.
+        if capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
+            return Err(Errno::ERANGE);
         }
         let mut r = ReplyBuf::new(reply, h.unique);
         match &req.op {
@@ -359,6 +381,37 @@ impl Dispatcher {
             }
         }
         Ok(Outcome::Reply(r.finish().len()))
+    }
+}
+
+/// The unique id at bytes 8..16 of a request header, or 0 when absent.
+fn request_unique(request: &[u8]) -> u64 {
+    request
+        .get(8..16)
+        .and_then(|b| u64::read_from_bytes(b).ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of reply body an operation always produces on success.
+fn min_reply_body(op: &Operation<'_>) -> usize {
+    use std::mem::size_of;
+    match op {
+        Operation::Init { .. } => size_of::<InitOut>(),
+        Operation::Lookup { .. }
+        | Operation::Mknod { .. }
+        | Operation::Mkdir { .. }
+        | Operation::Symlink { .. }
+        | Operation::Link { .. } => size_of::<EntryOut>(),
+        Operation::Create { .. } => size_of::<EntryOut>() + size_of::<OpenOut>(),
+        Operation::Open(_) | Operation::Opendir(_) => size_of::<OpenOut>(),
+        Operation::Getattr(_) | Operation::Setattr(_) => size_of::<AttrOut>(),
+        Operation::Statfs => size_of::<StatfsOut>(),
+        Operation::Write { .. } | Operation::CopyFileRange(_) => size_of::<WriteOut>(),
+        Operation::Lseek(_) => size_of::<LseekOut>(),
+        Operation::Getxattr { size: 0, .. } | Operation::Listxattr { size: 0 } => {
+            size_of::<GetxattrOut>()
+        }
+        _ => 0,
     }
 }
 

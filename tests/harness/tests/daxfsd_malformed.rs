@@ -496,10 +496,6 @@ fn no_room_for_a_reply_means_nothing_is_done_and_nothing_written() {
 /// An operation whose reply cannot fit must not leave behind a reference (an O_PATH fd)
 /// or an open handle the guest never hears of: it cannot FORGET or RELEASE them.
 #[test]
-#[ignore = "daemon bug (dispatch/mod.rs, lead's file): the reply size is checked only \
-            after the operation ran, so MKDIR/CREATE into a 16-byte reply buffer create \
-            the entry, take a lookup reference (CREATE also an open handle) and answer \
-            ERANGE; the fds leak until DESTROY"]
 fn a_reply_that_cannot_fit_leaks_no_reference() {
     let s = Session::start(&[]);
     let baseline = s.fd_count();
@@ -521,6 +517,15 @@ fn a_reply_that_cannot_fit_leaks_no_reference() {
         s.fd_count(),
         baseline,
         "references the guest never received"
+    );
+    // Refused before acting: nothing was created on the host either.
+    assert!(
+        !s.dir().join("tight").exists(),
+        "MKDIR ran although its reply could not fit"
+    );
+    assert!(
+        !s.dir().join("tight-file").exists(),
+        "CREATE ran although its reply could not fit"
     );
 }
 
