@@ -110,3 +110,41 @@ fn destroy_unmaps_the_whole_window_through_the_frontend() {
     let m = daemon.fresh_metrics();
     assert_eq!(m.get("daxfsd_dax_live_mappings"), 1);
 }
+
+/// A guest that resets without unmounting (a crash, a hard reset) sends INIT again on
+/// the same connection, with no DESTROY; the VMM keeps the window's mappings. The index
+/// must still describe them: new maps replace them, an identical one is already there.
+#[test]
+fn init_again_without_destroy_keeps_the_index_consistent_with_the_vmm() {
+    let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
+    daemon.patterned_file("a", 4 * MIB);
+    std::fs::write(
+        daemon.backend.shared_dir().join("b"),
+        pattern(3 * 4096 + 1, 4 * MIB),
+    )
+    .unwrap();
+    let s = daemon.connect();
+    let a = s.lookup("a");
+    assert_eq!(s.setup(a, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
+    assert_eq!(s.setup(a, FH_BY_NODEID, SLOT, SLOT, SLOT, READ), 0);
+
+    let init = dax_common::check(
+        s.backend(),
+        s.dev
+            .fuse_init(1, s.uniques.next(), daxfsd_protocol::abi::MAP_ALIGNMENT),
+    );
+    assert_eq!(init.map_alignment, 12);
+    // The new guest knows nothing of slots 0 and 1 and maps another file there.
+    let b = s.lookup("b");
+    assert_eq!(s.setup(b, FH_BY_NODEID, 0, SLOT, 0, READ), 0);
+    assert!(s.window().read(0, SLOT as usize).unwrap() == pattern(3 * 4096 + 1, SLOT));
+    // ... and the same range of the same file it mapped before.
+    let a = s.lookup("a");
+    assert_eq!(s.setup(a, FH_BY_NODEID, SLOT, SLOT, SLOT, READ), 0);
+    assert!(s.window().read(SLOT, SLOT as usize).unwrap() == pattern(SLOT, SLOT));
+    assert_eq!(s.window().mappings().len(), 2);
+    assert_eq!(s.channel().stats().failed, 0, "{:?}", s.channel().log());
+    assert_eq!(s.remove(&[(0, SLOT), (SLOT, SLOT)]), 0);
+    assert!(s.window().mappings().is_empty());
+    assert_eq!(s.channel().stats().failed, 0, "{:?}", s.channel().log());
+}
