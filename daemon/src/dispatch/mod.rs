@@ -209,7 +209,7 @@ impl Dispatcher {
         // Refuse before acting when even the fixed part of the reply cannot
         // fit: an entry or handle the guest never hears of could never be
         // forgotten or released.
-        if capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
+        if !is_no_reply(&req.op) && capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
             return Err(Errno::ERANGE);
         }
         let mut r = ReplyBuf::new(reply, h.unique);
