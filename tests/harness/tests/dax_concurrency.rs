@@ -168,6 +168,9 @@ fn two_queues_hammering_overlapping_mappings_leave_the_index_matching_the_window
             shift,
         })
         .collect();
+    let fds_before = daemon.open_shared_files();
+    // The inode table holds each looked-up file: the count sees them.
+    assert!(fds_before >= files.len(), "{fds_before}");
     // Widen the window between a request's effect and its reply.
     s.channel().set_reply_delay(Duration::from_micros(50));
 
@@ -268,6 +271,8 @@ fn two_queues_hammering_overlapping_mappings_leave_the_index_matching_the_window
     let metrics = daemon.fresh_metrics();
     assert_eq!(metrics.get("daxfsd_dax_live_mappings"), 0);
     assert_eq!(metrics.get("daxfsd_dax_window_mapped_bytes"), 0);
+    // Every descriptor opened for a mapping was closed again.
+    assert_eq!(daemon.open_shared_files(), fds_before, "seed {seed}");
 }
 
 /// The guest's write fault on a read mapping, raced from two queues: both ask for the

@@ -173,6 +173,18 @@ impl DaxDaemon {
         }
     }
 
+    /// How many of the daemon's open descriptors refer to files under the shared
+    /// directory (the inode table's O_PATH descriptors included).
+    pub fn open_shared_files(&self) -> usize {
+        let shared = self.backend.shared_dir().canonicalize().unwrap();
+        let dir = format!("/proc/{}/fd", self.backend.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&shared) && *target != shared)
+            .count()
+    }
+
     /// Whether the daemon is still running.
     pub fn is_running(&self) -> bool {
         check(&self.backend, self.backend.is_running())
