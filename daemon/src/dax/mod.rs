@@ -12,7 +12,9 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use dax_window::{InodeId, MapRequest, MappingRecord, SetupOutcome, Window, WindowGeometry};
+use dax_window::{
+    InodeId, MapRequest, MappingRecord, SetupOutcome, Window, WindowGeometry, PAGE_SIZE,
+};
 use daxfsd_protocol::abi::{RemoveMappingOne, SetupMappingIn, SETUPMAPPING_FLAG_WRITE};
 use daxfsd_protocol::request::Records;
 use vhost::vhost_user::Backend;
@@ -31,6 +33,25 @@ pub enum DaxSetupError {
     /// The placeholder memfd could not be created.
     #[error("cannot create the placeholder memory for the window")]
     Placeholder(#[source] std::io::Error),
+}
+
+/// A SETUPMAPPING whose file range no mapping can have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "file range {foffset:#x}+{len:#x} is not page aligned or ends past the largest file offset"
+)]
+struct FileRangeError {
+    foffset: u64,
+    len: u64,
+}
+
+/// Whether `[foffset, foffset + len)` can be mapped: page aligned, and ending
+/// within `off_t` (mmap refuses larger offsets).
+fn file_range_is_valid(foffset: u64, len: u64) -> bool {
+    foffset % PAGE_SIZE == 0
+        && foffset
+            .checked_add(len)
+            .is_some_and(|end| i64::try_from(end).is_ok())
 }
 
 /// The DAX window of one device.
@@ -94,9 +115,17 @@ impl Dax {
     ) -> Result<(), Errno> {
         self.reclaim_if_stale();
         let writable = arg.flags & SETUPMAPPING_FLAG_WRITE != 0;
-        // Validate the window range before touching the file: a bad request
-        // leaves everything as it was.
+        // Validate the window and file ranges before touching the file or the
+        // window: a bad request leaves everything as it was (the index would
+        // find a bad file range only after unmapping what is in the way).
         if let Err(e) = self.window.geometry().range(arg.moffset, arg.len) {
+            return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
+        }
+        if !file_range_is_valid(arg.foffset, arg.len) {
+            let e = FileRangeError {
+                foffset: arg.foffset,
+                len: arg.len,
+            };
             return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
         }
         let file = open(writable)?;
