@@ -68,6 +68,21 @@ fn bad_setupmapping_gets_einval_and_changes_nothing() {
             2 * PAGE,
             2 * SLOT,
         ),
+        // The same on the mapped slot: nothing may be unmapped to make room first.
+        ("misaligned foffset on a mapped slot", 100, SLOT, SLOT),
+        (
+            "file end overflows on a mapped slot",
+            u64::MAX - PAGE + 1,
+            SLOT,
+            SLOT,
+        ),
+        // Beyond off_t: mmap in the VMM would refuse it, after the unmap.
+        (
+            "file offset past off_t on a mapped slot",
+            1 << 63,
+            SLOT,
+            SLOT,
+        ),
     ];
     let mut refused = 0;
     for &(what, foffset, len, moffset) in cases {
