@@ -76,6 +76,15 @@ fn bad_setupmapping_gets_einval_and_changes_nothing() {
             SLOT,
             SLOT,
         ),
+        // Pages inside the 2 MiB mapping: a standard frontend cannot map over part of a
+        // mapping, and the guest never asks for it.
+        ("pages inside a mapping", 0, PAGE, SLOT + PAGE),
+        (
+            "half a mapping and half the next slot",
+            0,
+            SLOT,
+            SLOT + SLOT / 2,
+        ),
         // Beyond off_t: mmap in the VMM would refuse it, after the unmap.
         (
             "file offset past off_t on a mapped slot",
@@ -237,4 +246,32 @@ fn a_refused_map_leaves_the_index_as_it_was() {
     assert_eq!(m.get("daxfsd_dax_window_mapped_bytes"), SLOT);
     assert_eq!(m.get("daxfsd_dax_vmm_map_failures_total"), 3);
     assert_eq!(m.get("daxfsd_dax_refusals_total"), 3);
+}
+
+#[test]
+fn mappings_of_what_cannot_be_mapped_are_refused_before_the_vmm() {
+    let daemon = DaxDaemon::start(WINDOW, 1, &["--readonly"]);
+    daemon.patterned_file("data", SLOT);
+    std::fs::create_dir(daemon.backend.shared_dir().join("dir")).unwrap();
+    let s = daemon.connect();
+    let nodeid = s.lookup("data");
+    let dir = s.lookup("dir");
+    let b = before(&s);
+    // Writable mappings of a read-only share.
+    assert_eq!(
+        s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE),
+        libc::EROFS
+    );
+    // A directory, the root, a nodeid the guest never looked up.
+    assert_eq!(s.setup(dir, FH_BY_NODEID, 0, SLOT, 0, READ), libc::EISDIR);
+    assert_eq!(s.setup(1, FH_BY_NODEID, 0, SLOT, 0, READ), libc::EISDIR);
+    let errno = s.setup(nodeid + 1000, FH_BY_NODEID, 0, SLOT, 0, READ);
+    assert!(
+        errno != 0 && errno != libc::EIO,
+        "unknown nodeid: errno {errno}"
+    );
+    assert_unchanged(&s, &b, "unmappable files");
+    // Read-only mappings of the read-only share work.
+    assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ), 0);
+    assert!(s.window().read(0, 16).is_ok());
 }
