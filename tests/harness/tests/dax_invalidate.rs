@@ -6,14 +6,14 @@
 
 mod dax_common;
 
-use dax_common::{DaxDaemon, FH_BY_NODEID, MIB, READ, READ_WRITE, SLOT};
-use daxfsd_protocol::abi::{SetattrIn, FATTR_SIZE};
+use dax_common::{pattern, DaxDaemon, Session, FH_BY_NODEID, MIB, READ, READ_WRITE, SLOT};
+use daxfsd_protocol::abi::{OpenIn, SetattrIn, FATTR_SIZE};
 use daxfsd_protocol::encode::RequestEncoder;
 use daxfsd_protocol::Opcode;
 
-#[test]
-#[ignore = "dispatch: SETATTR with FATTR_SIZE does not call Dax::invalidate(nodeid, size) yet"]
-fn truncation_through_the_guest_replaces_mapped_extents_with_zero_placeholders() {
+/// Maps two extents of a 4 MiB file, lets `truncate` shrink it to 0 through the guest,
+/// and checks the window and the metrics.
+fn extents_become_zero_placeholders(truncate: impl FnOnce(&Session<'_>, u64)) {
     let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
     let path = daemon.patterned_file("data", 4 * MIB);
     let s = daemon.connect();
@@ -21,14 +21,7 @@ fn truncation_through_the_guest_replaces_mapped_extents_with_zero_placeholders()
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, SLOT, SLOT, SLOT, READ), 0);
 
-    let truncate = RequestEncoder::new(Opcode::Setattr, s.uniques.next(), nodeid)
-        .push(&SetattrIn {
-            valid: FATTR_SIZE,
-            size: 0,
-            ..SetattrIn::default()
-        })
-        .finish();
-    assert_eq!(s.fuse(1, &truncate).errno(), 0);
+    truncate(&s, nodeid);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 
     // Every byte of both extents is readable (no SIGBUS, no SIGSEGV) and zero.
@@ -54,11 +47,40 @@ fn truncation_through_the_guest_replaces_mapped_extents_with_zero_placeholders()
         s.window().mappings()
     );
     // And the file maps again once it has grown.
-    std::fs::write(&path, dax_common::pattern(0, SLOT)).unwrap();
+    std::fs::write(&path, pattern(0, SLOT)).unwrap();
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ), 0);
-    assert!(s.window().read(0, SLOT as usize).unwrap() == dax_common::pattern(0, SLOT));
+    assert!(s.window().read(0, SLOT as usize).unwrap() == pattern(0, SLOT));
 
     let m = daemon.fresh_metrics();
     assert_eq!(m.get("daxfsd_dax_invalidated_mappings_total"), 2);
     assert_eq!(m.get("daxfsd_dax_live_mappings"), 1);
+}
+
+#[test]
+#[ignore = "dispatch: SETATTR with FATTR_SIZE does not call Dax::invalidate(nodeid, size) yet"]
+fn truncation_by_setattr_replaces_mapped_extents_with_zero_placeholders() {
+    extents_become_zero_placeholders(|s, nodeid| {
+        let req = RequestEncoder::new(Opcode::Setattr, s.uniques.next(), nodeid)
+            .push(&SetattrIn {
+                valid: FATTR_SIZE,
+                size: 0,
+                ..SetattrIn::default()
+            })
+            .finish();
+        assert_eq!(s.fuse(1, &req).errno(), 0);
+    });
+}
+
+#[test]
+#[ignore = "dispatch: OPEN with O_TRUNC (ATOMIC_O_TRUNC is offered) does not call Dax::invalidate(nodeid, 0) yet"]
+fn truncation_by_open_o_trunc_replaces_mapped_extents_with_zero_placeholders() {
+    extents_become_zero_placeholders(|s, nodeid| {
+        let req = RequestEncoder::new(Opcode::Open, s.uniques.next(), nodeid)
+            .push(&OpenIn {
+                flags: (libc::O_WRONLY | libc::O_TRUNC) as u32,
+                open_flags: 0,
+            })
+            .finish();
+        assert_eq!(s.fuse(1, &req).errno(), 0);
+    });
 }
