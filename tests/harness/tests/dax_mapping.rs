@@ -257,3 +257,34 @@ fn a_file_shorter_than_the_range_maps_and_shows_its_bytes() {
     s.window().write(2, b"S").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"a Small file\n");
 }
+
+#[test]
+fn metrics_count_setups_removals_and_a_range_mapped_again_soon_after_removal() {
+    let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
+    daemon.patterned_file("data", 8 * MIB);
+    let s = daemon.connect();
+    let nodeid = s.lookup("data");
+    assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ), 0);
+    assert_eq!(s.setup(nodeid, FH_BY_NODEID, SLOT, SLOT, SLOT, READ), 0);
+    assert_eq!(
+        s.setup(nodeid, FH_BY_NODEID, SLOT, SLOT, SLOT, READ_WRITE),
+        0
+    );
+    assert_eq!(s.remove(&[(0, SLOT)]), 0);
+    // The window is too small for the working set: the range just removed comes back.
+    assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 2 * SLOT, READ), 0);
+
+    let m = daemon.fresh_metrics();
+    assert_eq!(m.get("daxfsd_dax_setupmapping_total"), 3);
+    assert_eq!(m.get("daxfsd_dax_upgrades_total"), 1);
+    assert_eq!(m.get("daxfsd_dax_removed_mappings_total"), 1);
+    assert_eq!(m.get("daxfsd_dax_thrash_total"), 1);
+    assert_eq!(m.get("daxfsd_dax_live_mappings"), 2);
+    assert_eq!(m.get("daxfsd_dax_window_mapped_bytes"), 2 * SLOT);
+    assert_eq!(m.get("daxfsd_dax_window_bytes"), 8 * MIB);
+    // The VMM saw 3 maps + the upgrade's map, and the upgrade's unmap + the removal.
+    assert_eq!(m.get("daxfsd_dax_vmm_maps_total"), 4);
+    assert_eq!(m.get("daxfsd_dax_vmm_unmaps_total"), 2);
+    assert_eq!(s.channel().stats().shmem_map, 4);
+    assert_eq!(s.channel().stats().shmem_unmap, 2);
+}
