@@ -25,4 +25,7 @@ section "loom models of the window index"
 section "real guest (QEMU TCG, stock QEMU, no DAX)"
 "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
+section "real guest with DAX (patched QEMU, dax=always, 8 MiB window)"
+"$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
+
 section "all tests passed"

@@ -200,6 +200,12 @@ pub fn render(device: &FsDevice) -> String {
     out
 }
 
+/// Writes the metrics file once, now (the writer thread's last word before
+/// the daemon exits, so the file ends with the final counts).
+pub fn write_now(device: &FsDevice, path: &Path) -> std::io::Result<()> {
+    write_atomically(path, &render(device))
+}
+
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut tmp: PathBuf = path.to_owned();
     tmp.as_mut_os_string().push(".tmp");

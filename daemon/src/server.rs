@@ -153,6 +153,11 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             }
         }
         if !args.persist {
+            if let Some(path) = &args.metrics_file {
+                if let Err(error) = crate::metrics::write_now(&device, path) {
+                    tracing::warn!(path = %path.display(), %error, "cannot write the final metrics");
+                }
+            }
             return Ok(());
         }
         tracing::info!("--persist: waiting for the next frontend");

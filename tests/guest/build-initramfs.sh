@@ -36,6 +36,12 @@ for w in "$here"/workloads/*.sh; do
   n=$((n + 1))
 done
 [ "$n" -gt 0 ] || die "no guest workloads in $here/workloads"
+# Static helpers (C, built with the host's gcc and static libc).
+command -v gcc >/dev/null || die "gcc missing (apt-get install gcc libc6-dev)"
+for c in "$here"/helpers/*.c; do
+  gcc -static -O2 -Wall -Werror -o "$root/bin/$(basename "$c" .c)" "$c" ||
+    die "building helper $c"
+done
 
 mkdir -p "$(dirname "$out")"
 # Fixed owner and timestamps, sorted names: the same inputs give the same image.

@@ -10,7 +10,9 @@
 #                         PATH --socket-path {sock} --shared-dir {dir} --tag {tag} --cache {cache}
 #   --daemon-args ARGS    extra flags after the standard ones       DAXFSD_DAEMON_ARGS
 #   --daemon CMD          whole command line instead, with          DAXFSD_DAEMON
-#                         {sock} {dir} {tag} {cache} substituted
+#                         {sock} {dir} {tag} {cache} {state} substituted
+#                         ({state}: the workload's private host-side dir,
+#                         e.g. for --metrics-file {state}/metrics.prom)
 #   --cache MODE          value for {cache} (default auto)          DAXFSD_CACHE_POLICY
 #   --tag TAG             virtio-fs tag (default daxfsd)            DAXFSD_TAG
 # The guest:
@@ -150,6 +152,7 @@ read -r -a words <<<"$daemon_cmd"
 cmd=()
 for w in "${words[@]}"; do
   w=${w//\{sock\}/$sock}; w=${w//\{dir\}/$shared}; w=${w//\{tag\}/$tag}; w=${w//\{cache\}/$cache_policy}
+  w=${w//\{state\}/$state}
   cmd+=("$w")
 done
 echo "run-guest: daemon: ${cmd[*]}" >&2

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The real-guest DAX tests: builds (or reuses) the DAX-capable QEMU from
+# tests/qemu/, then runs each DAX workload with the guest mounting
+# `dax=always` and the daemon serving a small window, so the guest's own
+# reclaim sends REMOVEMAPPING.
+#
+#   tests/guest/run-dax.sh [run-guest.sh OPTIONS]
+#
+# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax); DAXFSD_DAX_WINDOW
+# the window size (default 8M). Ends with "guest-dax: N passed, N failed".
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+t0=$SECONDS
+"$here/setup.sh" >/dev/null
+qemu=$("$repo/tests/qemu/build-qemu.sh")
+# shellcheck source=SCRIPTDIR/daemon-default.sh
+. "$here/daemon-default.sh"
+initrd=$("$here/build-initramfs.sh")
+echo "guest-dax: QEMU $qemu, setup ready in $((SECONDS - t0))s" >&2
+
+window=${DAXFSD_DAX_WINDOW:-8M}
+passed=0
+failed=0
+failures=()
+for w in ${DAXFSD_DAX_WORKLOADS:-dax}; do
+  t=$SECONDS
+  if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
+    --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
+    --fs-device-opts "cache-size=$window" --mount-opts dax=always \
+    --daemon-args "--cache-size $window --metrics-file {state}/metrics.prom" "$@"; then
+    passed=$((passed + 1))
+    echo "guest-dax: PASS $w ($((SECONDS - t))s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$w")
+    echo "guest-dax: FAIL $w ($((SECONDS - t))s)"
+  fi
+done
+[ "$failed" = 0 ] || echo "guest-dax: failed workloads: ${failures[*]}" >&2
+echo "guest-dax: $passed passed, $failed failed"
+[ "$failed" = 0 ]
