@@ -22,7 +22,7 @@ metric() {
 }
 
 verify() {
-  local shared=$1 state=$2 log=$3 big metrics=$2/metrics.prom
+  local shared=$1 log=$3 big metrics=$2/metrics.prom
   check hello.txt eq "hello.txt" "$(cat "$shared/hello.txt")" "HELLO FROM the host"
   check mapped.txt eq "mapped.txt" "$(cat "$shared/mapped.txt")" "0123MMAP89"
   big=$(guest_value "$log" big.bin.md5)
