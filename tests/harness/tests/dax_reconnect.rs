@@ -148,3 +148,49 @@ fn init_again_without_destroy_keeps_the_index_consistent_with_the_vmm() {
     assert!(s.window().mappings().is_empty());
     assert_eq!(s.channel().stats().failed, 0, "{:?}", s.channel().log());
 }
+
+/// The frontend goes away while the daemon waits for its answer to a SHMEM_MAP (the
+/// answer still comes, late). The next session starts empty and the daemon serves on.
+#[test]
+fn a_disconnect_during_a_map_round_trip_leaves_the_next_session_empty() {
+    let daemon = DaxDaemon::start(8 * MIB, 1, &["--persist"]);
+    daemon.patterned_file("data", 8 * MIB);
+    let first = daemon.connect();
+    let nodeid = first.lookup("data");
+    first
+        .channel()
+        .set_reply_delay(std::time::Duration::from_millis(300));
+    let req = first.setup_request(
+        nodeid,
+        daxfsd_protocol::abi::SetupMappingIn {
+            fh: FH_BY_NODEID,
+            foffset: 0,
+            len: SLOT,
+            flags: READ,
+            moffset: 2 * SLOT,
+        },
+    );
+    dax_common::check(
+        first.backend(),
+        first.dev.fuse_submit(1, &req, DEFAULT_REPLY_CAPACITY),
+    );
+    // Wait until the SHMEM_MAP reached the frontend, then leave mid-round-trip.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while first.channel().log().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no SHMEM_MAP arrived");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.dev.disconnect();
+
+    let second = daemon.connect();
+    let nodeid = second.lookup("data");
+    assert_eq!(
+        second.setup(nodeid, FH_BY_NODEID, SLOT, SLOT, 2 * SLOT, READ),
+        0
+    );
+    assert_eq!(second.window().mappings().len(), 1);
+    assert!(second.window().read(2 * SLOT, SLOT as usize).unwrap() == pattern(SLOT, SLOT));
+    let m = daemon.fresh_metrics();
+    assert_eq!(m.get("daxfsd_dax_live_mappings"), 1, "{m:?}");
+    assert!(daemon.is_running());
+}
