@@ -491,7 +491,12 @@ pub fn locate_daxfsd() -> Result<PathBuf> {
     // takes the build-directory lock and re-checks the whole dependency graph.
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| build_daxfsd().map_err(|e| error_chain(&e)))
+        .get_or_init(|| {
+            build_daxfsd().map_err(|e| match e {
+                HarnessError::BinaryUnavailable(why) => why,
+                other => error_chain(&other),
+            })
+        })
         .clone()
         .map_err(HarnessError::BinaryUnavailable)
 }
