@@ -210,6 +210,7 @@ fn after_removemapping_the_range_is_prot_none_again() {
         );
     }
     assert_eq!(s.window().mappings().len(), 3);
+    assert_eq!(dax_common::protection_at(s.window(), SLOT), "rw-s");
     // One request removing two of them (the guest batches on inode eviction).
     assert_eq!(s.remove(&[(SLOT, SLOT), (3 * SLOT, SLOT)]), 0);
     let maps = s.window().mappings();
@@ -217,6 +218,12 @@ fn after_removemapping_the_range_is_prot_none_again() {
     assert_eq!(maps[0].offset, 2 * SLOT);
     for gone in [SLOT, 3 * SLOT] {
         assert!(s.window().mapping_at(gone).is_none());
+        // Really PROT_NONE in the address space, not only absent from the table.
+        assert_eq!(dax_common::protection_at(s.window(), gone), "---p");
+        assert_eq!(
+            dax_common::protection_at(s.window(), gone + SLOT - PAGE),
+            "---p"
+        );
         assert!(matches!(
             s.window().read(gone, 1),
             Err(WindowError::NotMapped { .. })

@@ -383,3 +383,25 @@ pub fn summary(record: &BackendRequestRecord) -> (&'static str, u64, u64, u64, b
 pub fn same_file(a: &Path, b: &Path) -> bool {
     a.canonicalize().ok() == b.canonicalize().ok()
 }
+
+/// The permissions column of /proc/self/maps for window offset `offset` ("---p" for the
+/// PROT_NONE reservation, "rw-s" / "r--s" for a shared file mapping).
+pub fn protection_at(window: &Window, offset: u64) -> String {
+    let addr = window.host_base() + offset as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let lo = usize::from_str_radix(lo, 16).unwrap();
+        let hi = usize::from_str_radix(hi, 16).unwrap();
+        if (lo..hi).contains(&addr) {
+            return perms.to_string();
+        }
+    }
+    panic!("window offset {offset:#x} ({addr:#x}) is not mapped at all");
+}
