@@ -122,6 +122,11 @@ install_runtime() {
   install_missing -t "$suite" "${backports_runtime_deps[@]}"
 }
 
+# One build at a time per cache dir (CI and a developer may start together).
+mkdir -p "$root"
+exec 9>"$root/.lock"
+flock 9
+
 if [ $force -eq 0 ] && [ -x "$bin" ] && [ "$(cat "$root/stamp" 2>/dev/null)" = "$recipe_hash" ]; then
   install_runtime
   log "up to date ($bin)"
