@@ -15,6 +15,7 @@
 #   -L /usr/share/seabios -L /usr/share/qemu -nic none
 #
 # Env: DAXFSD_CACHE (cache root), DAXFSD_QEMU_JOBS (ninja -j, default 2).
+# What the patch does and how to run a DAX guest: docs/qemu-dax.md.
 # Needs root when packages are missing (apt-get); about 4 minutes of build on
 # two cores.
 set -euo pipefail
