@@ -193,6 +193,8 @@ impl DaxDaemon {
 
 impl Drop for DaxDaemon {
     fn drop(&mut self) {
+        // Stop the writer first: a rewrite racing the removal would leave the directory.
+        let _ = self.backend.kill();
         if let Some(dir) = self.metrics_path.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
