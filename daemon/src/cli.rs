@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::dax::DaxProtocol;
 use crate::passthrough::{CachePolicy, InodeDaxPolicy};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
@@ -62,6 +63,14 @@ pub struct Args {
     /// The frontend must support the vhost-user SHMEM protocol feature.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub cache_size: u64,
+
+    /// With --cache-size, how the daemon asks the frontend to map the window:
+    /// shmem (standard vhost-user SHMEM_MAP/SHMEM_UNMAP, window size reported
+    /// with GET_SHMEM_CONFIG) or legacy (FS_MAP/FS_UNMAP on request ids 6/7,
+    /// as alioth and Kata Dragonball speak; the frontend's window must be
+    /// exactly --cache-size, and it must negotiate REPLY_ACK).
+    #[arg(long, value_enum, default_value_t = DaxProtocol::Shmem)]
+    pub dax_protocol: DaxProtocol,
 
     /// With --cache-size, which files a guest that mounts with `dax=inode`
     /// should access through the window: never, always, or

@@ -26,6 +26,7 @@ use vmm_sys_util::event::{
 };
 use zerocopy::IntoBytes;
 
+use crate::dax::DaxProtocol;
 use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
@@ -288,12 +289,18 @@ impl VhostUserBackend for FsDevice {
         let base = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK;
-        if self.dispatcher.dax().is_some() {
-            base | VhostUserProtocolFeatures::BACKEND_REQ
-                | VhostUserProtocolFeatures::BACKEND_SEND_FD
-                | VhostUserProtocolFeatures::SHMEM
-        } else {
-            base
+        match self.dispatcher.dax().map(|dax| dax.protocol()) {
+            None => base,
+            Some(protocol) => {
+                let channel = base
+                    | VhostUserProtocolFeatures::BACKEND_REQ
+                    | VhostUserProtocolFeatures::BACKEND_SEND_FD;
+                match protocol {
+                    DaxProtocol::Shmem => channel | VhostUserProtocolFeatures::SHMEM,
+                    // Legacy frontends know nothing of SHMEM (bit 22).
+                    DaxProtocol::Legacy => channel,
+                }
+            }
         }
     }
 
@@ -307,7 +314,11 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
-        match self.dispatcher.dax() {
+        match self
+            .dispatcher
+            .dax()
+            .filter(|dax| dax.protocol() == DaxProtocol::Shmem)
+        {
             Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.size()])),
             None => Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -76,7 +76,10 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
     })?;
     let dax = match args.cache_size {
         0 => None,
-        size => Some(Arc::new(Dax::new(size).map_err(ServerError::Dax)?)),
+        size => Some(Arc::new(
+            Dax::new(size, args.dax_protocol, args.socket_path.clone())
+                .map_err(ServerError::Dax)?,
+        )),
     };
     let policy = InitPolicy {
         cache: args.cache,

@@ -6,8 +6,11 @@
 #
 #   tests/guest/run-dax.sh [run-guest.sh OPTIONS]
 #
-# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax); DAXFSD_DAX_WINDOW
-# the window size (default 8M). Ends with "guest-dax: N passed, N failed".
+# Each workload runs once per DAX protocol: the standard SHMEM_MAP/UNMAP and
+# the legacy FS_MAP/FS_UNMAP (the patched QEMU speaks both).
+# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax), DAXFSD_DAX_PROTOCOLS
+# the protocols (default: shmem legacy), DAXFSD_DAX_WINDOW the window size
+# (default 8M). Ends with "guest-dax: N passed, N failed".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -25,18 +28,20 @@ passed=0
 failed=0
 failures=()
 for w in ${DAXFSD_DAX_WORKLOADS:-dax}; do
-  t=$SECONDS
-  if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
-    --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
-    --fs-device-opts "cache-size=$window" --mount-opts dax=always \
-    --daemon-args "--cache-size $window --metrics-file {state}/metrics.prom" "$@"; then
-    passed=$((passed + 1))
-    echo "guest-dax: PASS $w ($((SECONDS - t))s)"
-  else
-    failed=$((failed + 1))
-    failures+=("$w")
-    echo "guest-dax: FAIL $w ($((SECONDS - t))s)"
-  fi
+  for p in ${DAXFSD_DAX_PROTOCOLS:-shmem legacy}; do
+    t=$SECONDS
+    if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
+      --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
+      --fs-device-opts "cache-size=$window" --mount-opts dax=always \
+      --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom" "$@"; then
+      passed=$((passed + 1))
+      echo "guest-dax: PASS $w/$p ($((SECONDS - t))s)"
+    else
+      failed=$((failed + 1))
+      failures+=("$w/$p")
+      echo "guest-dax: FAIL $w/$p ($((SECONDS - t))s)"
+    fi
+  done
 done
 [ "$failed" = 0 ] || echo "guest-dax: failed workloads: ${failures[*]}" >&2
 echo "guest-dax: $passed passed, $failed failed"

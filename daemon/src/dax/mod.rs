@@ -5,10 +5,12 @@
 //! and in which order; [`VmmMapper`] carries it out in the VMM. Nothing here
 //! holds a lock across a VMM round trip except the index's own entry locks.
 
+pub mod legacy;
 mod metrics;
 mod vmm_mapper;
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -20,7 +22,7 @@ use daxfsd_protocol::request::Records;
 use vhost::vhost_user::Backend;
 
 pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot};
-pub use self::vmm_mapper::{VmmMapError, VmmMapper, WINDOW_SHMID};
+pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
 
@@ -68,15 +70,23 @@ pub struct Dax {
     stale: AtomicBool,
     /// Serialises reclaiming a stale window; held only while reclaiming.
     reclaim_lock: Mutex<()>,
+    /// The vhost-user socket, by which the legacy channel is found.
+    socket_path: PathBuf,
 }
 
 impl Dax {
-    /// A window of `size` bytes (a multiple of 2 MiB).
-    pub fn new(size: u64) -> Result<Self, DaxSetupError> {
+    /// A window of `size` bytes (a multiple of 2 MiB), mapped with
+    /// `protocol` by the frontend connected to `socket_path`.
+    pub fn new(
+        size: u64,
+        protocol: DaxProtocol,
+        socket_path: PathBuf,
+    ) -> Result<Self, DaxSetupError> {
         let geometry = WindowGeometry::new(size).map_err(DaxSetupError::Geometry)?;
         Ok(Self {
             window: Window::new(geometry),
-            mapper: VmmMapper::new(size, true).map_err(DaxSetupError::Placeholder)?,
+            mapper: VmmMapper::new(size, protocol, true).map_err(DaxSetupError::Placeholder)?,
+            socket_path,
             metrics: DaxMetrics::default(),
             refusal_log: RateLimit::per_second(10),
             stale: AtomicBool::new(false),
@@ -99,9 +109,14 @@ impl Dax {
         self.metrics.snapshot(&self.window)
     }
 
+    /// The DAX protocol the frontend speaks.
+    pub fn protocol(&self) -> DaxProtocol {
+        self.mapper.protocol()
+    }
+
     /// Installs the backend channel the frontend opened (SET_BACKEND_REQ_FD).
     pub fn set_channel(&self, channel: Option<Backend>) {
-        self.mapper.set_channel(channel);
+        self.mapper.set_channel(channel, &self.socket_path);
     }
 
     /// Serves FUSE_SETUPMAPPING for `nodeid`. `open` opens the file to map

@@ -1,18 +1,21 @@
 //! The [`Mapper`] that asks the VMM to change the window, over the vhost-user
-//! backend channel with the standard SHMEM_MAP / SHMEM_UNMAP requests.
+//! backend channel: the standard SHMEM_MAP / SHMEM_UNMAP requests, or the
+//! legacy FS_MAP / FS_UNMAP of older frontends (`--dax-protocol legacy`).
 //!
 //! Requests are sent from the queue worker that serves the guest's request,
 //! never from a frontend-message handler (the frontend waits for that
 //! message's reply and would deadlock with our request).
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::RwLock;
 
 use dax_window::Mapper;
 use rustix::fs::{fallocate, ftruncate, memfd_create, FallocateFlags, MemfdFlags};
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+
+use super::legacy::{self, LegacyChannel, LegacyError, FS_MAP, FS_UNMAP};
 
 /// The shared memory region id of the DAX window (`VIRTIO_FS_SHMCAP_ID_CACHE`).
 pub const WINDOW_SHMID: u8 = 0;
@@ -23,6 +26,19 @@ pub enum VmmMapError {
     /// The frontend never sent SET_BACKEND_REQ_FD (or the session ended).
     #[error("the frontend has not opened a backend channel")]
     NoChannel,
+    /// The legacy channel could not be found, or refused.
+    #[error("legacy {what} at window offset {moffset:#x}+{len:#x}")]
+    Legacy {
+        /// "FS_MAP" or "FS_UNMAP".
+        what: &'static str,
+        /// Window offset.
+        moffset: u64,
+        /// Length.
+        len: u64,
+        /// Cause.
+        #[source]
+        source: LegacyError,
+    },
     /// The frontend refused or the channel broke.
     #[error("{what} at window offset {moffset:#x}+{len:#x} refused by the frontend")]
     Refused {
@@ -49,13 +65,31 @@ pub enum VmmMapError {
     },
 }
 
+/// Which DAX protocol the frontend speaks (`--dax-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DaxProtocol {
+    /// Standard vhost-user SHMEM_MAP / SHMEM_UNMAP (protocol feature SHMEM).
+    #[default]
+    Shmem,
+    /// Legacy FS_MAP / FS_UNMAP on backend request ids 6 / 7 (alioth, Kata
+    /// Dragonball); the frontend must negotiate REPLY_ACK.
+    Legacy,
+}
+
+/// The installed backend channel.
+enum Channel {
+    Shmem(Backend),
+    Legacy(LegacyChannel),
+}
+
 /// Talks to the VMM about the window.
 pub struct VmmMapper {
+    protocol: DaxProtocol,
     /// The backend channel of the current connection; `None` between
     /// connections. Written by the frontend-message thread on
-    /// SET_BACKEND_REQ_FD and on disconnect, read by queue workers; the
-    /// channel serialises requests internally.
-    channel: RwLock<Option<Backend>>,
+    /// SET_BACKEND_REQ_FD and on disconnect, read by queue workers; each
+    /// channel serialises its request/reply exchanges internally.
+    channel: RwLock<Option<Channel>>,
     /// A sparse memfd as large as the window, mapped in place of file pages
     /// that invalidation removed: each window page at its own offset, so no
     /// two window pages alias, and hole-punched before each use so it reads
@@ -66,6 +100,7 @@ pub struct VmmMapper {
 impl std::fmt::Debug for VmmMapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VmmMapper")
+            .field("protocol", &self.protocol)
             .field("channel", &self.has_channel())
             .field("placeholder", &self.placeholder)
             .finish()
@@ -75,7 +110,7 @@ impl std::fmt::Debug for VmmMapper {
 impl VmmMapper {
     /// A mapper for a window of `size` bytes; `placeholders` enables the
     /// zero-page repair of invalidated extents.
-    pub fn new(size: u64, placeholders: bool) -> std::io::Result<Self> {
+    pub fn new(size: u64, protocol: DaxProtocol, placeholders: bool) -> std::io::Result<Self> {
         let placeholder = if placeholders {
             let fd = memfd_create("daxfsd-window-placeholder", MemfdFlags::CLOEXEC)?;
             ftruncate(&fd, size)?;
@@ -84,13 +119,32 @@ impl VmmMapper {
             None
         };
         Ok(Self {
+            protocol,
             channel: RwLock::new(None),
             placeholder,
         })
     }
 
-    /// Installs (or, with `None`, drops) the backend channel.
-    pub fn set_channel(&self, channel: Option<Backend>) {
+    /// The protocol spoken.
+    pub fn protocol(&self) -> DaxProtocol {
+        self.protocol
+    }
+
+    /// Installs (or, with `None`, drops) the backend channel. In legacy mode
+    /// the channel's socket is found next to the frontend connection on
+    /// `socket_path` (see [`LegacyChannel::discover`]).
+    pub fn set_channel(&self, backend: Option<Backend>, socket_path: &std::path::Path) {
+        let channel = match (backend, self.protocol) {
+            (None, _) => None,
+            (Some(b), DaxProtocol::Shmem) => Some(Channel::Shmem(b)),
+            (Some(_), DaxProtocol::Legacy) => match LegacyChannel::discover(socket_path) {
+                Ok(c) => Some(Channel::Legacy(c)),
+                Err(error) => {
+                    tracing::error!(error = %crate::error_chain(&error), "legacy DAX channel unusable");
+                    None
+                }
+            },
+        };
         *self.channel.write().unwrap_or_else(|e| e.into_inner()) = channel;
     }
 
@@ -102,38 +156,66 @@ impl VmmMapper {
             .is_some()
     }
 
+    /// Maps `fd` at `fd_offset` over `[moffset, moffset + len)` (or unmaps
+    /// the range when `fd` is `None`).
     fn send(
         &self,
-        what: &'static str,
         moffset: u64,
         len: u64,
-        call: impl FnOnce(&Backend, &VhostUserMMap) -> std::io::Result<u64>,
+        fd: Option<BorrowedFd<'_>>,
         fd_offset: u64,
         writable: bool,
     ) -> Result<(), VmmMapError> {
         let channel = self.channel.read().unwrap_or_else(|e| e.into_inner());
-        let backend = channel.as_ref().ok_or(VmmMapError::NoChannel)?;
-        let flags = if writable {
-            VhostUserMMapFlags::WRITABLE
-        } else {
-            VhostUserMMapFlags::empty()
-        };
-        let msg = VhostUserMMap {
-            shmid: WINDOW_SHMID,
-            padding: [0; 7],
-            fd_offset,
-            shm_offset: moffset,
-            len,
-            flags: flags.bits(),
-        };
-        call(backend, &msg)
-            .map(|_| ())
-            .map_err(|source| VmmMapError::Refused {
-                what,
-                moffset,
-                len,
-                source,
-            })
+        match channel.as_ref().ok_or(VmmMapError::NoChannel)? {
+            Channel::Shmem(backend) => {
+                let flags = if writable {
+                    VhostUserMMapFlags::WRITABLE
+                } else {
+                    VhostUserMMapFlags::empty()
+                };
+                let msg = VhostUserMMap {
+                    shmid: WINDOW_SHMID,
+                    padding: [0; 7],
+                    fd_offset,
+                    shm_offset: moffset,
+                    len,
+                    flags: flags.bits(),
+                };
+                let (what, sent) = match fd {
+                    Some(fd) => ("SHMEM_MAP", backend.shmem_map(&msg, &fd)),
+                    None => ("SHMEM_UNMAP", backend.shmem_unmap(&msg)),
+                };
+                sent.map(|_| ()).map_err(|source| VmmMapError::Refused {
+                    what,
+                    moffset,
+                    len,
+                    source,
+                })
+            }
+            Channel::Legacy(channel) => {
+                let (what, sent) = match fd {
+                    Some(fd) => (
+                        "FS_MAP",
+                        channel.request(
+                            FS_MAP,
+                            &legacy::map_msg(moffset, len, fd_offset, writable),
+                            Some(fd),
+                        ),
+                    ),
+                    None => (
+                        "FS_UNMAP",
+                        channel.request(FS_UNMAP, &legacy::unmap_msg(moffset, len), None),
+                    ),
+                };
+                sent.map_err(|source| VmmMapError::Legacy {
+                    what,
+                    moffset,
+                    len,
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -149,25 +231,17 @@ impl Mapper for VmmMapper {
         foffset: u64,
         writable: bool,
     ) -> Result<(), VmmMapError> {
-        self.send(
-            "SHMEM_MAP",
-            moffset,
-            len,
-            |backend, msg| backend.shmem_map(msg, file),
-            foffset,
-            writable,
-        )
+        self.send(moffset, len, Some(file.as_fd()), foffset, writable)
     }
 
     fn unmap(&self, moffset: u64, len: u64) -> Result<(), VmmMapError> {
-        self.send(
-            "SHMEM_UNMAP",
-            moffset,
-            len,
-            |backend, msg| backend.shmem_unmap(msg),
-            0,
-            false,
-        )
+        self.send(moffset, len, None, 0, false)
+    }
+
+    /// The legacy FS_MAP replaces whatever the range holds (MAP_FIXED), so
+    /// a read-to-write upgrade needs no unmap and leaves no gap.
+    fn map_replaces_existing(&self) -> bool {
+        self.protocol == DaxProtocol::Legacy
     }
 
     fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, VmmMapError> {
@@ -186,15 +260,7 @@ impl Mapper for VmmMapper {
             len,
             source,
         })?;
-        let fd = memfd.as_fd();
-        self.send(
-            "SHMEM_MAP",
-            moffset,
-            len,
-            |backend, msg| backend.shmem_map(msg, &fd),
-            moffset,
-            true,
-        )?;
+        self.send(moffset, len, Some(memfd.as_fd()), moffset, true)?;
         Ok(true)
     }
 }
