@@ -158,7 +158,8 @@ fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
             // getsockname gives a socketpair end (and `abstract_name` is an
             // empty name); no path and no non-empty abstract name is what
             // "unnamed" means here.
-            unnamed: unix.path_bytes().is_none() && unix.abstract_name().is_none_or(<[u8]>::is_empty),
+            unnamed: unix.path_bytes().is_none()
+                && unix.abstract_name().is_none_or(<[u8]>::is_empty),
             peer_pid: cred.pid.as_raw_nonzero().get(),
         });
     }
