@@ -134,6 +134,14 @@ fn init_again_without_destroy_keeps_the_index_consistent_with_the_vmm() {
             .fuse_init(1, s.uniques.next(), daxfsd_protocol::abi::MAP_ALIGNMENT),
     );
     assert_eq!(init.map_alignment, 12);
+    // A second INIT starts a new session: the old guest's mappings are
+    // unmapped at once (INIT arrives on a queue worker, which may use the
+    // backend channel), so the window is empty before the new guest maps.
+    assert!(
+        s.window().mappings().is_empty(),
+        "old session's mappings survived a new INIT: {:?}",
+        s.window().mappings()
+    );
     // The new guest knows nothing of slots 0 and 1 and maps another file there.
     let b = s.lookup("b");
     assert_eq!(s.setup(b, FH_BY_NODEID, 0, SLOT, 0, READ), 0);
