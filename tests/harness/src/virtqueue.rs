@@ -299,6 +299,26 @@ impl SplitQueue {
     /// Errors describe backend misbehaviour that cannot be attributed to one request.
     pub(crate) fn harvest(&mut self, mem: &GuestMemory) -> Result<Vec<GuestBuf>> {
         let mut to_free = Vec::new();
+        loop {
+            self.harvest_once(mem, &mut to_free)?;
+            if !self.event_idx {
+                return Ok(to_free);
+            }
+            // used_event: interrupt me when the used index passes what I have seen.
+            let used_event = self.avail + 4 + 2 * u64::from(self.size);
+            mem.store_u16(self.last_used, used_event, Ordering::Release)?;
+            fence(Ordering::SeqCst);
+            // An element used after the load of used.idx above but before this store
+            // was not notified (the device saw the old used_event): look again, as the
+            // Linux driver does after re-enabling callbacks.
+            if mem.load_u16(self.used + 2, Ordering::Acquire)? == self.last_used {
+                return Ok(to_free);
+            }
+        }
+    }
+
+    /// Moves the used elements published so far into `done`.
+    fn harvest_once(&mut self, mem: &GuestMemory, to_free: &mut Vec<GuestBuf>) -> Result<()> {
         let used_idx = mem.load_u16(self.used + 2, Ordering::Acquire)?;
         let pending = used_idx.wrapping_sub(self.last_used);
         if pending > self.size {
@@ -331,13 +351,7 @@ impl SplitQueue {
             to_free.extend(flight.owned);
             self.done.insert(flight.token, result);
         }
-        if self.event_idx {
-            // used_event: interrupt me when the used index passes what I have seen.
-            let used_event = self.avail + 4 + 2 * u64::from(self.size);
-            mem.store_u16(self.last_used, used_event, Ordering::Release)?;
-            fence(Ordering::SeqCst);
-        }
-        Ok(to_free)
+        Ok(())
     }
 
     /// Takes the completion of `token`, if it arrived.
