@@ -1,0 +1,182 @@
+//! `daxfsd-bench`: daxfsd against upstream virtiofsd through the frontend harness, and
+//! the DAX map/unmap cycle against its measured limit. Not part of the test suite; see
+//! docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo run --release -p daxfsd-bench              # full run (a few minutes)
+//! cargo run --release -p daxfsd-bench -- --quick   # smoke run
+//! ```
+
+mod backends;
+mod dax;
+mod error;
+mod ops;
+mod report;
+mod workload;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::backends::Binaries;
+use crate::error::{BenchError, Result};
+use crate::ops::Workload;
+use crate::report::Table;
+
+/// Parts of the benchmark. A real-guest section (QEMU with the DAX patch, fio in the
+/// guest) will join these once tests/qemu/ provides that QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// FUSE operations, daxfsd vs virtiofsd, plus peak RSS.
+    Ops,
+    /// DAX SETUPMAPPING + REMOVEMAPPING cycles vs the measured limit.
+    Dax,
+}
+
+/// Side-by-side benchmark of daxfsd and upstream virtiofsd over the vhost-user frontend
+/// harness (identical request streams, runs alternating A B A B, medians and ratios),
+/// and of daxfsd's DAX map/unmap cycle against the limit measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "daxfsd-bench")]
+struct Args {
+    /// Smoke run: 2 pairs of 0.2 s runs.
+    #[arg(long)]
+    quick: bool,
+    /// Sections to run.
+    #[arg(long, value_delimiter = ',', default_values = ["ops", "dax"])]
+    sections: Vec<Section>,
+    /// A/B pairs of timed runs per row (default 5, --quick 2).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Seconds per timed run (default 1, --quick 0.2).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Requests in flight per request queue.
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Request-queue counts of the operations section.
+    #[arg(long, value_delimiter = ',', default_values = ["1", "2"])]
+    queues: Vec<usize>,
+    /// Only these workloads of the operations section (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// `--cache` mode of both daemons.
+    #[arg(long, default_value = "auto")]
+    cache: String,
+    /// DAX window size in MiB (a multiple of 2).
+    #[arg(long, default_value_t = 64)]
+    window_mib: u64,
+    /// Extra argument for daxfsd (repeatable).
+    #[arg(long = "daxfsd-arg", allow_hyphen_values = true)]
+    daxfsd_args: Vec<String>,
+    /// Extra argument for virtiofsd (repeatable), e.g. --thread-pool-size=2.
+    #[arg(long = "virtiofsd-arg", allow_hyphen_values = true)]
+    virtiofsd_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daxfsd-bench: {}", daxfsd_harness::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: daxfsd-bench is a debug build; the harness's own cost distorts the ratios (use --release)");
+    }
+    let pairs = args.pairs.unwrap_or(if args.quick { 2 } else { 5 });
+    let run = Duration::from_secs_f64(args.seconds.unwrap_or(if args.quick { 0.2 } else { 1.0 }));
+    let warmup = if args.quick {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(300)
+    };
+    let need_virtiofsd = args.sections.contains(&Section::Ops);
+    let bins = Binaries::locate(need_virtiofsd)?;
+    let workdir = tempfile::Builder::new()
+        .prefix("daxfsd-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::io("creating the benchmark directory", e))?;
+
+    print_machine(&bins, need_virtiofsd);
+    println!(
+        "\nruns: {pairs} A/B pairs of {:.1} s per row (daxfsd first), warm-up {:.2} s per daemon; cache={}",
+        run.as_secs_f64(),
+        warmup.as_secs_f64(),
+        args.cache
+    );
+    let mut table = Table::default();
+    if args.sections.contains(&Section::Ops) {
+        let cfg = ops::OpsConfig {
+            queue_counts: args.queues.clone(),
+            depth: args.depth,
+            pairs,
+            run,
+            warmup,
+            workloads: if args.only.is_empty() {
+                Workload::ALL.to_vec()
+            } else {
+                args.only.clone()
+            },
+            cache: args.cache.clone(),
+            daxfsd_args: args.daxfsd_args.clone(),
+            virtiofsd_args: args.virtiofsd_args.clone(),
+        };
+        ops::run(&bins, &cfg, workdir.path(), &mut table)?;
+    }
+    if args.sections.contains(&Section::Dax) {
+        let cfg = dax::DaxConfig {
+            window: args.window_mib << 20,
+            threads: vec![1, 2],
+            pairs,
+            run,
+            warmup,
+            daxfsd_args: args.daxfsd_args.clone(),
+        };
+        dax::run(&bins, &cfg, workdir.path(), &mut table)?;
+    }
+    println!("\nload average at the end: {}", loadavg());
+    Ok(())
+}
+
+/// The machine and the binaries, for the record.
+fn print_machine(bins: &Binaries, virtiofsd: bool) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {nproc} CPUs, {cpu}, Linux {kernel}");
+    println!("load average at the start: {}", loadavg());
+    println!(
+        "daxfsd: {} ({})",
+        bins.daxfsd.display(),
+        backends::version(&bins.daxfsd)
+    );
+    if virtiofsd {
+        println!(
+            "virtiofsd: {} ({})",
+            bins.virtiofsd.display(),
+            backends::version(&bins.virtiofsd)
+        );
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
