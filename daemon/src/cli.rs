@@ -19,8 +19,19 @@ use crate::passthrough::{CachePolicy, InodeDaxPolicy};
 #[command(name = "daxfsd", version, about, long_about, verbatim_doc_comment)]
 pub struct Args {
     /// vhost-user socket path to listen on (created; an old socket file is replaced).
-    #[arg(long, value_name = "PATH")]
-    pub socket_path: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "mount_point")]
+    pub socket_path: Option<PathBuf>,
+
+    /// Instead of a vhost-user socket, mount the share on this host
+    /// directory over /dev/fuse (needs root) and serve the host kernel's FUSE
+    /// client with the same request path; SIGTERM/SIGINT unmount it. For
+    /// testing (pjdfstest, debugging) without a VM. See docs/architecture.md.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["socket_path", "cache_size", "persist", "metrics_file"]
+    )]
+    pub mount_point: Option<PathBuf>,
 
     /// Host directory to share with the guest.
     #[arg(long, value_name = "DIR")]
@@ -179,5 +190,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--socket-path"), "{err}");
+    }
+
+    #[test]
+    fn mount_point_replaces_the_socket() {
+        let args =
+            Args::try_parse_from(["daxfsd", "--shared-dir", "d", "--mount-point", "m"]).unwrap();
+        assert_eq!(args.mount_point, Some(PathBuf::from("m")));
+        assert_eq!(args.socket_path, None);
+        for extra in [
+            &["--socket-path", "s"][..],
+            &["--cache-size", "2M"][..],
+            &["--persist"][..],
+        ] {
+            let err = Args::try_parse_from(
+                ["daxfsd", "--shared-dir", "d", "--mount-point", "m"]
+                    .iter()
+                    .chain(extra),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod dax;
 pub mod device;
 pub mod dispatch;
 pub mod errno;
+pub mod fuse_dev;
 pub mod metrics;
 pub mod passthrough;
 pub mod ratelimit;

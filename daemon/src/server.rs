@@ -51,6 +51,12 @@ pub enum ServerError {
         #[source]
         source: vhost::vhost_user::Error,
     },
+    /// Neither `--socket-path` nor `--mount-point` was given.
+    #[error("no transport: give --socket-path or --mount-point")]
+    NoTransport,
+    /// The host FUSE transport (`--mount-point`) failed.
+    #[error("host FUSE transport")]
+    Fuse(#[source] crate::fuse_dev::FuseDevError),
     /// Serving a connection failed.
     #[error("serving {socket}: {cause}")]
     Serve {
@@ -63,6 +69,19 @@ pub enum ServerError {
 
 /// Builds the filesystem and device from the command line.
 pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
+    let dispatcher = build_dispatcher(args)?;
+    Ok(Arc::new(FsDevice::new(
+        DeviceConfig {
+            tag: args.tag.clone(),
+            num_request_queues: args.num_request_queues,
+            queue_size: args.queue_size,
+        },
+        dispatcher,
+    )))
+}
+
+/// Builds the filesystem, DAX window and dispatcher from the command line.
+pub fn build_dispatcher(args: &Args) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
         shared_dir: args.shared_dir.clone(),
         cache: args.cache,
@@ -77,8 +96,12 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
     let dax = match args.cache_size {
         0 => None,
         size => Some(Arc::new(
-            Dax::new(size, args.dax_protocol, args.socket_path.clone())
-                .map_err(ServerError::Dax)?,
+            Dax::new(
+                size,
+                args.dax_protocol,
+                args.socket_path.clone().unwrap_or_default(),
+            )
+            .map_err(ServerError::Dax)?,
         )),
     };
     let policy = InitPolicy {
@@ -86,15 +109,7 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
         dax_window: dax.is_some(),
         inode_dax: dax.is_some(),
     };
-    let dispatcher = Arc::new(Dispatcher::new(Arc::new(fs), policy, dax));
-    Ok(Arc::new(FsDevice::new(
-        DeviceConfig {
-            tag: args.tag.clone(),
-            num_request_queues: args.num_request_queues,
-            queue_size: args.queue_size,
-        },
-        dispatcher,
-    )))
+    Ok(Arc::new(Dispatcher::new(Arc::new(fs), policy, dax)))
 }
 
 /// Serves the socket: one frontend connection, or one after another with
@@ -104,6 +119,11 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
     // umask must not mask them again.
     rustix::process::umask(rustix::fs::Mode::empty());
     raise_fd_limit();
+    let socket_path = match (&args.mount_point, &args.socket_path) {
+        (Some(mount_point), _) => return run_fuse(args, mount_point),
+        (None, Some(socket_path)) => socket_path,
+        (None, None) => return Err(ServerError::NoTransport),
+    };
     let device = build_device(args)?;
     if let Some(path) = &args.metrics_file {
         crate::metrics::spawn_writer(
@@ -117,7 +137,7 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
         })?;
     }
     tracing::info!(
-        socket = %args.socket_path.display(),
+        socket = %socket_path.display(),
         shared_dir = %args.shared_dir.display(),
         tag = %args.tag,
         queues = args.num_request_queues,
@@ -126,11 +146,10 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
     // One listener for the daemon's whole life: a frontend that connects
     // while the previous session is winding down waits in its backlog
     // instead of landing on a stale socket.
-    let mut listener =
-        Listener::new(&args.socket_path, true).map_err(|source| ServerError::Listen {
-            socket: args.socket_path.clone(),
-            source,
-        })?;
+    let mut listener = Listener::new(socket_path, true).map_err(|source| ServerError::Listen {
+        socket: socket_path.clone(),
+        source,
+    })?;
     loop {
         let mut daemon = VhostUserDaemon::new(
             "daxfsd".to_owned(),
@@ -150,7 +169,7 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             )) => tracing::info!("frontend disconnected"),
             Err(cause) => {
                 return Err(ServerError::Serve {
-                    socket: args.socket_path.clone(),
+                    socket: socket_path.clone(),
                     cause,
                 })
             }
@@ -165,6 +184,19 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
         }
         tracing::info!("--persist: waiting for the next frontend");
     }
+}
+
+/// Serves the share over /dev/fuse on `mount_point` until it is unmounted.
+fn run_fuse(args: &Args, mount_point: &std::path::Path) -> Result<(), ServerError> {
+    let dispatcher = build_dispatcher(args)?;
+    crate::fuse_dev::run(
+        &dispatcher,
+        &args.shared_dir,
+        mount_point,
+        &args.tag,
+        args.num_request_queues,
+    )
+    .map_err(ServerError::Fuse)
 }
 
 /// Every inode the guest holds keeps an O_PATH descriptor open, so the soft
