@@ -47,8 +47,11 @@ pub struct InodeId(pub u64);
 pub enum MappingState {
     /// The VMM maps the file range at this extent.
     Live,
-    /// Invalidation tore the file mapping down; the extent stays associated with
-    /// its inode until the guest removes it or the window is reset.
+    /// The file pages this extent stands for lie at or beyond the file's end:
+    /// the file mapping was torn down by a repair after the file shrank, or
+    /// never made because the file was already shorter. The extent stays
+    /// associated with its inode (and its file offset) until the guest removes
+    /// it or the window is reset, and maps the file again if the file grows.
     Zapped {
         /// Whether a placeholder mapping (see [`crate::Mapper::map_placeholder`])
         /// now occupies exactly this extent in the VMM and must be unmapped when
@@ -58,7 +61,13 @@ pub enum MappingState {
 }
 
 /// One mapping the daemon sent to the VMM: exactly the extent a later UNMAP has
-/// to name.
+/// to name (a zapped record without placeholder holds nothing in the VMM).
+///
+/// One guest mapping (one SETUPMAPPING extent within a slot) is one record, or
+/// — when the file ends inside it — a live record for the pages below the end
+/// followed by a zapped record (the placeholder) for the rest. Repairs after
+/// the file shrinks or grows split a record the same way; consecutive records
+/// of one guest mapping show consecutive file offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MappingRecord {
     /// Window offset of the mapping.
@@ -69,7 +78,8 @@ pub struct MappingRecord {
     pub inode: InodeId,
     /// Offset in the file of the first mapped byte.
     pub foffset: u64,
-    /// Whether the VMM maps it writable.
+    /// Whether the VMM maps it writable (for a placeholder: whether the
+    /// guest mapping it stands in for was writable).
     pub writable: bool,
     /// Set when a writable mapping is established; cleared by
     /// [`crate::Window::clear_dirty`].
@@ -105,6 +115,18 @@ impl MappingRecord {
         )
     }
 
+    /// Whether the record agrees with a file of `size` bytes: a live record maps
+    /// no file page at or beyond `round_up(size, 4 KiB)` (such a page would
+    /// raise SIGBUS in the VMM), and a zapped one stands for no file page below
+    /// it (such a page should show the file again).
+    pub const fn conforms_to(&self, size: u64) -> bool {
+        let kept = file_pages_end(size);
+        match self.state {
+            MappingState::Live => self.file_end() <= kept,
+            MappingState::Zapped { .. } => self.foffset >= kept,
+        }
+    }
+
     /// First page of the record relative to its slot.
     pub(crate) const fn first_page(&self) -> u16 {
         ((self.moffset % SLOT_SIZE) / PAGE_SIZE) as u16
@@ -118,6 +140,30 @@ impl MappingRecord {
     /// Whether the record covers its whole slot.
     pub(crate) const fn is_full_slot(&self) -> bool {
         self.moffset % SLOT_SIZE == 0 && self.len == SLOT_SIZE
+    }
+}
+
+/// End of the file pages a file of `size` bytes has: `size` rounded up to
+/// whole 4 KiB pages (saturating). Bytes of the last, partial page past `size`
+/// read as zeros through a mapping; whole pages at or beyond it raise SIGBUS.
+pub const fn file_pages_end(size: u64) -> u64 {
+    match size.checked_next_multiple_of(PAGE_SIZE) {
+        Some(end) => end,
+        None => u64::MAX - u64::MAX % PAGE_SIZE,
+    }
+}
+
+/// How many bytes at the start of an extent of `len` bytes showing the file
+/// from `foffset` lie below the file pages of a file of `size` bytes: what
+/// may map the file, the rest being past its end.
+pub const fn file_part(foffset: u64, len: u64, size: u64) -> u64 {
+    let kept = file_pages_end(size);
+    if foffset >= kept {
+        0
+    } else if kept - foffset < len {
+        kept - foffset
+    } else {
+        len
     }
 }
 

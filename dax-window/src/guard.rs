@@ -8,8 +8,9 @@
 
 use thiserror::Error;
 
-use crate::entry::{InodeId, MappingRecord, MappingState};
+use crate::entry::{InodeId, MappingRecord};
 use crate::geometry::{Order, WindowRange, PAGE_SIZE, SLOT_SIZE};
+use crate::repair::Extent;
 use crate::stats;
 use crate::{Mapper, Window};
 
@@ -113,6 +114,10 @@ pub struct SlotGuard<'w> {
     /// Set once a record was removed or zapped under the guard: the release
     /// then wakes every waiter instead of one.
     changed: bool,
+    /// Slots of an [`Order::Slot`] guard whose entry was turned into 512
+    /// locked 4 KiB entries to hold a mapping cut at the file's end (see
+    /// [`SlotGuard::map`]); released page by page.
+    paged: Vec<u32>,
 }
 
 /// Unregisters an in-flight map from the reverse index unless disarmed
@@ -139,6 +144,7 @@ impl<'w> SlotGuard<'w> {
             range,
             order,
             changed: false,
+            paged: Vec::new(),
         }
     }
 
@@ -167,10 +173,18 @@ impl<'w> SlotGuard<'w> {
     /// mapping per slot the range touches, and records each. The range must be
     /// free of records.
     ///
-    /// Each piece's inode is registered in the reverse index *before* the
-    /// mapper is called, so a mapper that checks the file size inside
-    /// [`Mapper::map`] is guaranteed that any invalidation starting after that
-    /// check finds this slot (and waits for this guard).
+    /// When the mapper reports the file's size ([`Mapper::file_size`]), each
+    /// slot's piece maps the file only over its pages below `round_up(size, 4
+    /// KiB)`, and a placeholder ([`Mapper::map_placeholder`]) over the rest: a
+    /// live record and a zapped one. (A guest maps whole 2 MiB ranges of
+    /// shorter files; a VMM page past the file's end would raise SIGBUS.) A
+    /// 2 MiB entry that gets two records is turned into locked 4 KiB entries,
+    /// released with the guard.
+    ///
+    /// Each piece's inode is registered in the reverse index *before* the size
+    /// is read and the mapper is called, so any repair that starts after a
+    /// truncation either finds this slot (and waits for this guard) or this
+    /// map reads the truncated size.
     ///
     /// On failure the index is as it was: pieces already mapped are unmapped
     /// again (see [`MapError::Mapper`] for pieces whose rollback failed).
@@ -198,8 +212,14 @@ impl<'w> SlotGuard<'w> {
         for slot in self.slots() {
             let (first, end) = self.range.pages_in_slot(slot);
             let moffset = u64::from(slot) * SLOT_SIZE + u64::from(first) * PAGE_SIZE;
-            let len = u64::from(end - first) * PAGE_SIZE;
-            let piece_foffset = foffset + (moffset - self.range.moffset());
+            let extent = Extent {
+                moffset,
+                len: u64::from(end - first) * PAGE_SIZE,
+                inode,
+                foffset: foffset + (moffset - self.range.moffset()),
+                writable,
+                dirty: false,
+            };
             let mut registration = Registration {
                 window,
                 inode,
@@ -209,38 +229,48 @@ impl<'w> SlotGuard<'w> {
             if !late_register {
                 window.reverse.add(inode, slot);
             }
-            match mapper.map(moffset, len, file, piece_foffset, writable) {
-                Ok(()) => {
-                    if late_register {
-                        window.reverse.add(inode, slot);
-                    }
-                    registration.armed = false;
-                    let record = MappingRecord {
-                        moffset,
-                        len,
-                        inode,
-                        foffset: piece_foffset,
-                        writable,
-                        dirty: writable,
-                        generation: window.next_generation(),
-                        state: MappingState::Live,
-                    };
-                    let (mut shard, local) = window.shard(slot);
-                    window.insert_record(&mut shard, local, record);
-                    stats::bump(&window.counters.maps);
-                    made.push((slot, record));
-                }
+            let size = match mapper.file_size(file) {
+                Ok(size) => size,
                 Err(source) => {
                     drop(registration);
                     stats::bump(&window.counters.map_failures);
                     let stuck = self.roll_back(mapper, made);
                     return Err(MapError::Mapper {
-                        moffset,
-                        len,
+                        moffset: extent.moffset,
+                        len: extent.len,
                         stuck,
                         source,
                     });
                 }
+            };
+            let placed = window.place(mapper, &extent, file, size, false);
+            if !placed.made.is_empty() {
+                if late_register {
+                    window.reverse.add(inode, slot);
+                }
+                registration.armed = false;
+                for _ in 1..placed.made.len() {
+                    window.reverse.add(inode, slot);
+                }
+                let (mut shard, local) = window.shard(slot);
+                if placed.made.len() > 1 && self.order == Order::Slot {
+                    window.convert_locked_to_pages(&mut shard, local, slot);
+                    self.paged.push(slot);
+                }
+                for record in placed.made {
+                    window.insert_record(&mut shard, local, record);
+                    made.push((slot, record));
+                }
+            }
+            if let Some(failure) = placed.failures.into_iter().next() {
+                drop(registration);
+                let stuck = self.roll_back(mapper, made);
+                return Err(MapError::Mapper {
+                    moffset: failure.moffset,
+                    len: failure.len,
+                    stuck,
+                    source: failure.source,
+                });
             }
         }
         Ok(made.into_iter().map(|(_, record)| record).collect())
@@ -255,13 +285,15 @@ impl<'w> SlotGuard<'w> {
     ) -> Vec<MappingRecord> {
         let mut stuck = Vec::new();
         for (slot, record) in made.into_iter().rev() {
-            if mapper.unmap(record.moffset, record.len).is_err() {
-                stats::bump(&self.window.counters.unmap_failures);
-                stuck.push(record);
-                continue;
+            if record.in_vmm() {
+                if mapper.unmap(record.moffset, record.len).is_err() {
+                    stats::bump(&self.window.counters.unmap_failures);
+                    stuck.push(record);
+                    continue;
+                }
+                stats::bump(&self.window.counters.unmaps);
             }
             self.forget(slot, record.moffset);
-            stats::bump(&self.window.counters.unmaps);
         }
         stuck
     }
@@ -394,12 +426,11 @@ impl Drop for SlotGuard<'_> {
         let window = self.window;
         for slot in self.slots() {
             let (mut shard, local) = window.shard(slot);
-            match self.order {
-                Order::Slot => window.unlock_whole(&mut shard, local, slot, self.changed),
-                Order::Page => {
-                    let pages = self.range.pages_in_slot(slot);
-                    window.unlock_pages(&mut shard, local, slot, pages, self.changed);
-                }
+            if self.order == Order::Slot && !self.paged.contains(&slot) {
+                window.unlock_whole(&mut shard, local, slot, self.changed);
+            } else {
+                let pages = self.range.pages_in_slot(slot);
+                window.unlock_pages(&mut shard, local, slot, pages, self.changed);
             }
         }
     }

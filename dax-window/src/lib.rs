@@ -15,8 +15,10 @@
 //!   (or a [`GrabConflict`]); under the guard the daemon maps, upgrades and
 //!   unmaps through its [`Mapper`]. No mutex is held while the mapper runs.
 //! * [`Window::setup_mapping`] / [`Window::remove_mapping`] serve
-//!   FUSE_SETUPMAPPING / FUSE_REMOVEMAPPING; [`Window::invalidate`] tears down an
-//!   inode's mappings past a file offset; [`Window::reset`] empties the window.
+//!   FUSE_SETUPMAPPING / FUSE_REMOVEMAPPING; [`Window::repair`] keeps an
+//!   inode's mappings page-granularly within its file's size after the file
+//!   shrank or grew (no VMM mapping of a page past the end, which would raise
+//!   SIGBUS in the VMM); [`Window::reset`] empties the window.
 //! * Waiters sleep on a hashed [`WaitTable`]; the wake rules are in the
 //!   `window` module documentation and in `docs/dax-window.md`.
 //!
@@ -43,6 +45,7 @@ mod guard;
 mod maintenance;
 mod mapper;
 pub mod memory_mapper;
+mod repair;
 mod reverse;
 mod shard;
 mod stats;
@@ -51,15 +54,16 @@ mod wait;
 mod window;
 
 pub use check::InvariantViolation;
-pub use entry::{InodeId, MappingRecord, MappingState};
+pub use entry::{file_pages_end, file_part, InodeId, MappingRecord, MappingState};
 pub use geometry::{
     GeometryError, Order, RangeError, WindowGeometry, WindowRange, MAX_WINDOW_SIZE, PAGES_PER_SLOT,
     PAGE_SIZE, SLOT_SIZE,
 };
 pub use guard::{MapError, SlotGuard, UnmapError, UpgradeError};
-pub use maintenance::{InvalidateReport, ResetReport, TeardownFailure};
+pub use maintenance::{ResetReport, TeardownFailure};
 pub use mapper::{MapRequest, Mapper, RemoveError, SetupError, SetupOutcome};
 pub use memory_mapper::MemoryMapper;
+pub use repair::RepairReport;
 pub use stats::WindowStats;
 pub use wait::{WaitKey, WaitTable};
 #[cfg(loom)]

@@ -1,5 +1,6 @@
-//! Whole-inode and whole-window operations: invalidation, reset, waiting for a
-//! range to settle, the reverse index and dirty marks.
+//! Whole-inode and whole-window operations: reset, waiting for a range to
+//! settle, the reverse index and dirty marks (repairs after a file changed
+//! size are in `repair.rs`).
 //!
 //! Each walks slots one at a time and holds at most one entry lock at a time,
 //! so it can run concurrently with grabs (which lock in ascending order) without
@@ -7,7 +8,7 @@
 
 use thiserror::Error;
 
-use crate::entry::{InodeId, MappingRecord, MappingState};
+use crate::entry::{InodeId, MappingRecord};
 use crate::geometry::{RangeError, PAGES_PER_SLOT, SLOT_SIZE};
 use crate::stats;
 use crate::wait::WaitKind;
@@ -16,7 +17,7 @@ use crate::{Mapper, Window};
 
 const ALL_PAGES: (u16, u16) = (0, PAGES_PER_SLOT as u16);
 
-/// A VMM call that failed while tearing a record down.
+/// A VMM call that failed while tearing a record down or repairing it.
 #[derive(Debug, Error)]
 pub enum TeardownFailure<E: std::error::Error + 'static> {
     /// The file mapping could not be unmapped; the record stays live.
@@ -28,24 +29,26 @@ pub enum TeardownFailure<E: std::error::Error + 'static> {
         #[source]
         source: E,
     },
-    /// The file mapping is gone but no placeholder could be put in its place.
-    #[error("mapping a placeholder at {:#x}+{:#x} failed", record.moffset, record.len)]
-    Placeholder {
-        /// The record (now zapped without placeholder).
+    /// The file mapping was unmapped for a repair but mapping the part below
+    /// the file's end back failed: that part holds a placeholder (or nothing).
+    #[error("mapping the file back at {:#x}+{:#x} failed", record.moffset, record.len)]
+    Remap {
+        /// The record as it was before the repair.
         record: MappingRecord,
         /// The mapper's error.
         #[source]
         source: E,
     },
-}
-
-/// What [`Window::invalidate`] did.
-#[derive(Debug)]
-pub struct InvalidateReport<E: std::error::Error + 'static> {
-    /// Records zapped, as they are now.
-    pub zapped: Vec<MappingRecord>,
-    /// Calls that failed; an unmap failure leaves its record live.
-    pub failures: Vec<TeardownFailure<E>>,
+    /// No placeholder could be put in place of file pages past the file's
+    /// end: that part holds nothing.
+    #[error("mapping a placeholder in {:#x}+{:#x} failed", record.moffset, record.len)]
+    Placeholder {
+        /// The record as it was before the repair.
+        record: MappingRecord,
+        /// The mapper's error.
+        #[source]
+        source: E,
+    },
 }
 
 /// What [`Window::reset`] did.
@@ -58,132 +61,6 @@ pub struct ResetReport<E: std::error::Error + 'static> {
 }
 
 impl Window {
-    /// Tears down every live mapping of `inode` whose file range reaches at or
-    /// beyond file offset `from`: unmaps it through `mapper`, asks for a
-    /// placeholder ([`Mapper::map_placeholder`]), marks the record zapped (it
-    /// stays associated with the inode) and wakes *every* waiter of the entry.
-    ///
-    /// Call it after the file changed (e.g. after truncating it): every map that
-    /// registered before this call read the reverse index is found and waited
-    /// for; every map registering later checks the file after the change.
-    pub fn invalidate<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        inode: InodeId,
-        from: u64,
-    ) -> InvalidateReport<M::Error> {
-        stats::bump(&self.counters.invalidations);
-        let mut report = InvalidateReport {
-            zapped: Vec::new(),
-            failures: Vec::new(),
-        };
-        for slot in self.reverse.slots(inode) {
-            self.invalidate_slot(mapper, slot, inode, from, &mut report);
-        }
-        report
-    }
-
-    fn invalidate_slot<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        slot: u32,
-        inode: InodeId,
-        from: u64,
-        report: &mut InvalidateReport<M::Error>,
-    ) {
-        // The entry whose hand-off woke us, until we take it or pass it on.
-        let mut woken: Option<EntryAt> = None;
-        let mut refused: Vec<u64> = Vec::new();
-        loop {
-            let (mut shard, local) = self.shard(slot);
-            // Wait for anything in flight in the slot: a map of this inode may
-            // have registered and not yet recorded.
-            if let Some(locked) = shard.first_locked(local, ALL_PAGES.0, ALL_PAGES.1) {
-                if let Some(previous) = woken.filter(|previous| *previous != locked) {
-                    self.pass_on(&mut shard, local, slot, previous);
-                }
-                self.sleep_on(shard, local, slot, locked, WaitKind::Exclusive);
-                woken = Some(locked);
-                continue;
-            }
-            let target = shard
-                .records(local, ALL_PAGES.0, ALL_PAGES.1)
-                .into_iter()
-                .find(|record| {
-                    record.inode == inode
-                        && record.is_live()
-                        && record.file_end() > from
-                        && !refused.contains(&record.moffset)
-                });
-            let Some(target) = target else {
-                if let Some(previous) = woken {
-                    self.pass_on(&mut shard, local, slot, previous);
-                }
-                return;
-            };
-            let split = shard.words[local].split();
-            let pages = (target.first_page(), target.end_page());
-            if let (true, Some(split)) = (split, shard.split_mut(local)) {
-                for page in pages.0..pages.1 {
-                    split.locked.set(page, true);
-                }
-            } else {
-                shard.words[local] = shard.words[local].set_locked(true);
-            }
-            if let Some(previous) = woken.take() {
-                let taken = match previous {
-                    EntryAt::Whole => !split,
-                    EntryAt::Page(page) => split && (pages.0..pages.1).contains(&page),
-                };
-                if !taken {
-                    self.pass_on(&mut shard, local, slot, previous);
-                }
-            }
-            drop(shard);
-
-            let unmapped = mapper.unmap(target.moffset, target.len);
-            let placeholder = match unmapped {
-                Ok(()) => match mapper.map_placeholder(target.moffset, target.len) {
-                    Ok(placed) => placed,
-                    Err(source) => {
-                        report.failures.push(TeardownFailure::Placeholder {
-                            record: target,
-                            source,
-                        });
-                        false
-                    }
-                },
-                Err(_) => false,
-            };
-
-            let (mut shard, local) = self.shard(slot);
-            let changed = match unmapped {
-                Ok(()) => {
-                    stats::bump(&self.counters.zaps);
-                    let zapped = self.update_record(&mut shard, local, target.moffset, |record| {
-                        record.state = MappingState::Zapped { placeholder }
-                    });
-                    report.zapped.extend(zapped);
-                    true
-                }
-                Err(source) => {
-                    stats::bump(&self.counters.unmap_failures);
-                    refused.push(target.moffset);
-                    report.failures.push(TeardownFailure::Unmap {
-                        record: target,
-                        source,
-                    });
-                    false
-                }
-            };
-            if split {
-                self.unlock_pages(&mut shard, local, slot, pages, changed);
-            } else {
-                self.unlock_whole(&mut shard, local, slot, changed);
-            }
-        }
-    }
-
     /// Empties the whole window: waits for each locked entry, unmaps every
     /// record the VMM holds (file or placeholder) through `mapper`, forgets all
     /// records and wakes every waiter. Slots are processed one at a time, so a

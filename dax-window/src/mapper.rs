@@ -42,13 +42,27 @@ pub trait Mapper {
         false
     }
 
-    /// Called after invalidation unmapped a file mapping: may map a harmless
-    /// placeholder at exactly `[moffset, moffset + len)` so a guest still using
-    /// the extent does not fault the VMM. Returns whether it did; a placeholder
-    /// is unmapped like a mapping when the extent is removed or reset.
-    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, Self::Error> {
-        let _ = (moffset, len);
+    /// Maps a harmless placeholder at exactly `[moffset, moffset + len)` (the
+    /// same rules as [`map`](Self::map)) in place of file pages that lie past
+    /// the file's end, so a guest still using the extent reads zeros instead of
+    /// faulting the VMM. `writable` is the access of the guest mapping it
+    /// stands in for. Returns whether it mapped anything; a placeholder is
+    /// unmapped like a mapping when the extent is removed, repaired or reset.
+    fn map_placeholder(&self, moffset: u64, len: u64, writable: bool) -> Result<bool, Self::Error> {
+        let _ = (moffset, len, writable);
         Ok(false)
+    }
+
+    /// The current size of `file`, or `None` to map whole extents regardless
+    /// of it. With a size, the index maps only the pages below
+    /// `round_up(size, 4 KiB)` to the file and a placeholder over the rest.
+    ///
+    /// The index asks *after* registering the map in its reverse index (see
+    /// [`crate::SlotGuard::map`]), so a repair started after a truncation
+    /// either finds the map or the map sees the truncated size.
+    fn file_size(&self, file: &Self::File) -> Result<Option<u64>, Self::Error> {
+        let _ = file;
+        Ok(None)
     }
 }
 
@@ -75,8 +89,12 @@ impl<M: Mapper + ?Sized> Mapper for &M {
         (**self).map_replaces_existing()
     }
 
-    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, Self::Error> {
-        (**self).map_placeholder(moffset, len)
+    fn map_placeholder(&self, moffset: u64, len: u64, writable: bool) -> Result<bool, Self::Error> {
+        (**self).map_placeholder(moffset, len, writable)
+    }
+
+    fn file_size(&self, file: &Self::File) -> Result<Option<u64>, Self::Error> {
+        (**self).file_size(file)
     }
 }
 

@@ -2,16 +2,18 @@
 //!
 //! It keeps the set of mappings a VMM would hold and enforces the vhost-user
 //! SHMEM rules: a map must land on a free range (unless built with
-//! [`MemoryMapper::replacing`], the legacy `MAP_FIXED` behaviour) and an unmap
-//! must name exactly one existing mapping. Failures can be injected, and a
-//! per-inode end of file makes maps past it fail, like a daemon that checks the
-//! file size before mapping.
+//! [`MemoryMapper::replacing`], the legacy `MAP_FIXED` behaviour, where a map
+//! cuts whatever it overlaps) and an unmap must name exactly one existing
+//! mapping. Failures can be injected. A per-inode end of file
+//! ([`MemoryMapper::set_eof`]) is reported as the file's size, so the index
+//! maps only the pages below it; [`MemoryMapper::mappings_past_eof`] lists the
+//! file mappings that would raise SIGBUS in a real VMM.
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::entry::{InodeId, MappingRecord};
+use crate::entry::{file_pages_end, InodeId, MappingRecord};
 use crate::sync::{self, Mutex};
 use crate::{Mapper, Window};
 
@@ -24,7 +26,7 @@ pub struct VmmMapping {
     pub len: u64,
     /// The file mapped, or `None` for a placeholder.
     pub inode: Option<InodeId>,
-    /// File offset.
+    /// File offset (0 for a placeholder).
     pub foffset: u64,
     /// Writable.
     pub writable: bool,
@@ -48,18 +50,6 @@ pub enum MemoryMapperError {
         moffset: u64,
         /// Length.
         len: u64,
-    },
-    /// The file range ends past the inode's end of file.
-    #[error("file range {foffset:#x}+{len:#x} of inode {} ends past EOF {eof:#x}", inode.0)]
-    PastEof {
-        /// The inode.
-        inode: InodeId,
-        /// File offset.
-        foffset: u64,
-        /// Length.
-        len: u64,
-        /// End of file.
-        eof: u64,
     },
     /// A failure injected by the test.
     #[error("injected failure of call {call}")]
@@ -144,7 +134,7 @@ impl MemoryMapper {
         sync::lock(&self.state).unmap_failures.next = count;
     }
 
-    /// Sets the end of file of `inode`: maps reaching past it fail.
+    /// Sets the end of file of `inode`, reported by [`Mapper::file_size`].
     pub fn set_eof(&self, inode: InodeId, eof: u64) {
         sync::lock(&self.state).eof.insert(inode, eof);
     }
@@ -157,6 +147,24 @@ impl MemoryMapper {
     /// The mappings the VMM holds, in window order.
     pub fn mappings(&self) -> Vec<VmmMapping> {
         sync::lock(&self.state).mappings.values().copied().collect()
+    }
+
+    /// File mappings that reach a page at or beyond `round_up(eof, 4 KiB)` of
+    /// their inode (touching it would raise SIGBUS in a real VMM).
+    pub fn mappings_past_eof(&self) -> Vec<VmmMapping> {
+        let state = sync::lock(&self.state);
+        state
+            .mappings
+            .values()
+            .filter(|mapping| {
+                mapping.inode.is_some_and(|inode| {
+                    state.eof.get(&inode).is_some_and(|&eof| {
+                        mapping.foffset.saturating_add(mapping.len) > file_pages_end(eof)
+                    })
+                })
+            })
+            .copied()
+            .collect()
     }
 
     /// Number of map and unmap calls received (including refused ones).
@@ -179,7 +187,7 @@ impl MemoryMapper {
                 len: record.len,
                 inode: record.is_live().then_some(record.inode),
                 foffset: if record.is_live() { record.foffset } else { 0 },
-                writable: record.is_live() && record.writable,
+                writable: record.writable,
             })
             .collect();
         let actual = self.mappings();
@@ -199,18 +207,6 @@ impl MemoryMapper {
         if state.map_failures.should_fail(call) {
             return Err(MemoryMapperError::Injected { call });
         }
-        if let Some(inode) = mapping.inode {
-            if let Some(&eof) = state.eof.get(&inode) {
-                if mapping.foffset.saturating_add(mapping.len) > eof {
-                    return Err(MemoryMapperError::PastEof {
-                        inode,
-                        foffset: mapping.foffset,
-                        len: mapping.len,
-                        eof,
-                    });
-                }
-            }
-        }
         let end = mapping.moffset + mapping.len;
         let overlapping: Vec<u64> = state
             .mappings
@@ -225,8 +221,34 @@ impl MemoryMapper {
                     len: mapping.len,
                 });
             }
+            // MAP_FIXED: what the new mapping overlaps is cut away; the parts
+            // of old mappings outside it stay.
             for start in overlapping {
-                state.mappings.remove(&start);
+                let Some(old) = state.mappings.remove(&start) else {
+                    continue;
+                };
+                let old_end = old.moffset + old.len;
+                if old.moffset < mapping.moffset {
+                    let head = VmmMapping {
+                        len: mapping.moffset - old.moffset,
+                        ..old
+                    };
+                    state.mappings.insert(head.moffset, head);
+                }
+                if old_end > end {
+                    let shift = end - old.moffset;
+                    let tail = VmmMapping {
+                        moffset: end,
+                        len: old_end - end,
+                        foffset: if old.inode.is_some() {
+                            old.foffset + shift
+                        } else {
+                            0
+                        },
+                        ..old
+                    };
+                    state.mappings.insert(tail.moffset, tail);
+                }
             }
         }
         state.mappings.insert(mapping.moffset, mapping);
@@ -275,7 +297,12 @@ impl Mapper for MemoryMapper {
         self.replaces
     }
 
-    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, MemoryMapperError> {
+    fn map_placeholder(
+        &self,
+        moffset: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<bool, MemoryMapperError> {
         if !self.placeholders {
             return Ok(false);
         }
@@ -284,8 +311,12 @@ impl Mapper for MemoryMapper {
             len,
             inode: None,
             foffset: 0,
-            writable: false,
+            writable,
         })
         .map(|()| true)
+    }
+
+    fn file_size(&self, file: &InodeId) -> Result<Option<u64>, MemoryMapperError> {
+        Ok(self.eof(*file))
     }
 }

@@ -25,7 +25,10 @@ pub(crate) struct Counters {
     pub(crate) wait_nanos: StatCounter,
     pub(crate) conflicts: StatCounter,
     pub(crate) invalidations: StatCounter,
-    pub(crate) zaps: StatCounter,
+    pub(crate) clips: StatCounter,
+    pub(crate) clipped_bytes: StatCounter,
+    pub(crate) restores: StatCounter,
+    pub(crate) restored_bytes: StatCounter,
     pub(crate) resets: StatCounter,
 }
 
@@ -56,11 +59,13 @@ pub struct WindowStats {
     pub split_slots: u64,
     /// Successful grabs.
     pub grabs: u64,
-    /// Mappings made (including the second half of upgrades).
+    /// Maps the VMM accepted: files and placeholders, including the second
+    /// half of upgrades and the maps of repairs.
     pub maps: u64,
     /// Maps the mapper refused.
     pub map_failures: u64,
-    /// Mappings torn down by removal (invalidation counts in `zaps`).
+    /// Unmaps the VMM accepted: removals, replacements, upgrades, repairs,
+    /// resets.
     pub unmaps: u64,
     /// Unmaps the mapper refused.
     pub unmap_failures: u64,
@@ -72,10 +77,18 @@ pub struct WindowStats {
     pub wait_time: Duration,
     /// Grabs answered with a conflict.
     pub conflicts: u64,
-    /// Calls to invalidate.
+    /// Repair passes that clipped at least one record (a mapped file shrank).
     pub invalidations: u64,
-    /// Records zapped by invalidation.
-    pub zaps: u64,
+    /// Records whose file pages at or beyond the file's end were replaced by
+    /// a placeholder.
+    pub clips: u64,
+    /// Window bytes that stopped mapping a file in those repairs.
+    pub clipped_bytes: u64,
+    /// Records whose placeholder pages below the file's end map the file
+    /// again (a mapped file grew).
+    pub restores: u64,
+    /// Window bytes that map a file again in those repairs.
+    pub restored_bytes: u64,
     /// Calls to reset.
     pub resets: u64,
 }
@@ -99,7 +112,10 @@ impl Counters {
             wait_time: Duration::from_nanos(get(&self.wait_nanos)),
             conflicts: get(&self.conflicts),
             invalidations: get(&self.invalidations),
-            zaps: get(&self.zaps),
+            clips: get(&self.clips),
+            clipped_bytes: get(&self.clipped_bytes),
+            restores: get(&self.restores),
+            restored_bytes: get(&self.restored_bytes),
             resets: get(&self.resets),
         }
     }

@@ -290,7 +290,7 @@ impl Window {
     }
 
     /// The wake mode for an entry that was removed, zapped, emptied or split.
-    fn removal_mode(&self) -> WakeMode {
+    pub(crate) fn removal_mode(&self) -> WakeMode {
         if self.faulty(fault_point!(RemovalWakesNext)) {
             WakeMode::Next
         } else {
@@ -300,7 +300,7 @@ impl Window {
 
     /// Wakes waiters of the order-9 entry of `slot` (if any are queued) and
     /// keeps the WAITERS bit exact.
-    fn wake_whole(&self, shard: &mut Shard, local: usize, slot: u32, mode: WakeMode) {
+    pub(crate) fn wake_whole(&self, shard: &mut Shard, local: usize, slot: u32, mode: WakeMode) {
         let word = shard.words[local];
         if word.waiters() {
             let remaining = self.waits.wake(self.key(slot, EntryAt::Whole), mode);

@@ -198,7 +198,7 @@ fn invalidators_and_mapper(fault: Option<InjectedFault>) {
         .map(|from| {
             let (window, mapper) = (window.clone(), mapper.clone());
             thread::spawn(move || {
-                window.invalidate(&*mapper, X, from);
+                window.repair(&*mapper, X, &X, from);
             })
         })
         .collect();
@@ -251,7 +251,7 @@ fn map_unmap_invalidate(fault: Option<InjectedFault>) {
     let invalidator = {
         let (window, mapper) = (window.clone(), mapper.clone());
         thread::spawn(move || {
-            window.invalidate(&*mapper, X, 0);
+            window.repair(&*mapper, X, &X, 0);
         })
     };
     let outcome = window
@@ -297,7 +297,7 @@ fn reset_while_waiting(fault: Option<InjectedFault>) {
     let invalidator = {
         let (window, mapper) = (window.clone(), mapper.clone());
         thread::spawn(move || {
-            window.invalidate(&*mapper, X, 0);
+            window.repair(&*mapper, X, &X, 0);
         })
     };
     let report = window.reset(&*mapper);
@@ -402,39 +402,77 @@ fn model4_fails_when_reset_keeps_a_hand_off() {
 
 // ---- Model 5: truncation races a map and an unmap of the same slot.
 
-fn truncate_races_map_and_unmap(fault: Option<InjectedFault>) {
+/// The file is cut 5 pages and 7 bytes in: 6 pages stay file pages.
+const NEW_EOF: u64 = 5 * PAGE_SIZE + 7;
+const KEPT: u64 = 6 * PAGE_SIZE;
+
+/// A one-slot window holding a 2 MiB mapping of file offset 0 of a 4 MiB file,
+/// with placeholders.
+fn mapped_slot(fault: Option<InjectedFault>) -> (Arc<Window>, Arc<MemoryMapper>) {
     let window = Arc::new(one_slot(fault));
-    let mapper = Arc::new(MemoryMapper::new());
+    let mapper = Arc::new(MemoryMapper::new().with_placeholders(true));
     mapper.set_eof(X, 2 * SLOT);
     window
         .setup_mapping(&*mapper, &map_request(false, 0))
         .unwrap();
-    let new_eof = SLOT;
-    let truncator = {
-        let (window, mapper) = (window.clone(), mapper.clone());
-        thread::spawn(move || {
-            // The file shrinks first; then its mappings past the new end go.
-            mapper.set_eof(X, new_eof);
-            window.invalidate(&*mapper, X, new_eof);
-        })
-    };
+    (window, mapper)
+}
+
+/// Shrinks the file, then repairs (as the daemon does after a truncation).
+fn truncator(window: &Arc<Window>, mapper: &Arc<MemoryMapper>) -> thread::JoinHandle<()> {
+    let (window, mapper) = (window.clone(), mapper.clone());
+    thread::spawn(move || {
+        mapper.set_eof(X, NEW_EOF);
+        let report = window.repair(&*mapper, X, &X, NEW_EOF);
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+    })
+}
+
+/// After everything: index = VMM, nothing maps a page past the new end, and
+/// a surviving mapping of file offset 0 still shows its first 6 pages — the
+/// head of a mapping cut by the truncation stays mapped, the rest is the
+/// placeholder.
+fn assert_page_granular(window: &Window, mapper: &MemoryMapper) {
+    assert_consistent(window, mapper);
+    assert_eq!(mapper.mappings_past_eof(), Vec::new(), "a page past EOF");
+    let records: Vec<_> = window
+        .mappings_of(X)
+        .iter()
+        .map(|r| (r.moffset, r.len, r.foffset, r.state))
+        .collect();
+    if !records.is_empty() {
+        assert_eq!(
+            records,
+            vec![
+                (0, KEPT, 0, MappingState::Live),
+                (
+                    KEPT,
+                    SLOT - KEPT,
+                    KEPT,
+                    MappingState::Zapped { placeholder: true }
+                )
+            ]
+        );
+    }
+}
+
+fn truncate_races_map_and_unmap(fault: Option<InjectedFault>) {
+    let (window, mapper) = mapped_slot(fault);
+    let truncator = truncator(&window, &mapper);
     let unmapper = {
         let (window, mapper) = (window.clone(), mapper.clone());
         thread::spawn(move || {
             window.remove_mapping(&*mapper, 0, SLOT).unwrap();
         })
     };
-    // Maps file offset 2 MiB: allowed before the truncation, refused after.
-    let _ = window.setup_mapping(&*mapper, &map_request(false, SLOT));
+    // Maps (or upgrades) file offset 0 writable: whole before the truncation,
+    // 6 pages + placeholder after.
+    window
+        .setup_mapping(&*mapper, &map_request(true, 0))
+        .unwrap();
     truncator.join().unwrap();
     unmapper.join().unwrap();
-    assert_consistent(&window, &mapper);
-    for record in window.mappings_of(X) {
-        assert!(
-            !record.is_live() || record.file_end() <= new_eof,
-            "mapping {record:?} survived past EOF {new_eof:#x}"
-        );
-    }
+    assert_page_granular(&window, &mapper);
 }
 
 #[test]
@@ -447,4 +485,48 @@ fn model5_fails_when_a_map_registers_late() {
     expect_failure("model5_fails_when_a_map_registers_late", false, || {
         truncate_races_map_and_unmap(Some(InjectedFault::RegisterAfterMap))
     });
+}
+
+// ---- Model 6: a repair turns the 2 MiB entry into 4 KiB entries under waiters.
+
+/// The repair of a 2 MiB mapping cut by the truncation stores two records, so
+/// it turns its locked 2 MiB entry into 4 KiB entries: the 2 MiB key
+/// disappears while a remover and a re-mapper sleep on it, and every one of
+/// them must be woken.
+fn repair_splits_under_waiters(fault: Option<InjectedFault>) {
+    let (window, mapper) = mapped_slot(fault);
+    let truncator = truncator(&window, &mapper);
+    let remover = {
+        let (window, mapper) = (window.clone(), mapper.clone());
+        thread::spawn(move || {
+            window.remove_mapping(&*mapper, 0, SLOT).unwrap();
+        })
+    };
+    let observer = {
+        let window = window.clone();
+        thread::spawn(move || {
+            window.wait_unlocked(0, SLOT).unwrap();
+        })
+    };
+    window
+        .setup_mapping(&*mapper, &map_request(false, 0))
+        .unwrap();
+    truncator.join().unwrap();
+    remover.join().unwrap();
+    observer.join().unwrap();
+    assert_page_granular(&window, &mapper);
+}
+
+#[test]
+fn model6_repair_split_wakes_every_waiter() {
+    builder().check(|| repair_splits_under_waiters(None));
+}
+
+#[test]
+fn model6_fails_when_the_repair_split_wakes_only_one() {
+    expect_failure(
+        "model6_fails_when_the_repair_split_wakes_only_one",
+        true,
+        || repair_splits_under_waiters(Some(InjectedFault::RemovalWakesNext)),
+    );
 }

@@ -6,8 +6,10 @@
 //! times (a checker thread runs alongside); every thread, waiters included,
 //! finishes; at the end the in-memory VMM holds exactly what the index says, no
 //! VMM call ever broke the SHMEM rules (map over a mapping, unmap of something
-//! that is not exactly one mapping), and — with truncations racing maps and
-//! unmaps — no live mapping reaches past its file's end.
+//! that is not exactly one mapping), and — with truncations and extensions
+//! racing maps and unmaps — no VMM mapping shows a file page past its file's
+//! end, and (without injected failures) every page of a mapping below the end
+//! shows the file again.
 #![cfg(not(loom))]
 
 use std::error::Error;
@@ -85,7 +87,52 @@ fn note_violation(shared: &Shared, error: &(dyn Error + 'static)) {
     }
 }
 
-fn worker(shared: &Shared, seed: u64, truncations: bool) {
+/// What a stress run exercises.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    /// Files change size (serialised per inode, then repaired); resets too.
+    truncations: bool,
+    /// Every 13th map (and, without truncations, every 29th unmap) fails.
+    failures: bool,
+}
+
+/// Records a violation if the VMM maps a page of `inode` past `eof`, or
+/// (without injected failures) a page of a mapping of it below `eof` does not
+/// show the file.
+fn check_conforms(shared: &Shared, inode: InodeId, eof: u64, mode: Mode) {
+    let end = file_pages_end(eof);
+    let mut found: Vec<String> = shared
+        .mapper
+        .mappings_past_eof()
+        .into_iter()
+        .filter(|mapping| mapping.inode == Some(inode))
+        .map(|mapping| format!("VMM maps past EOF {eof:#x}: {mapping:?}"))
+        .collect();
+    if !mode.failures {
+        found.extend(
+            shared
+                .window
+                .mappings_of(inode)
+                .into_iter()
+                .filter(|record| !record.is_live() && record.foffset < end)
+                .map(|record| format!("placeholder below EOF {eof:#x}: {record:?}")),
+        );
+    }
+    shared.violations.lock().unwrap().extend(found);
+}
+
+/// A new file size: page aligned or not, shrinking or growing.
+fn random_size(rng: &mut StdRng) -> u64 {
+    let pages = rng.random_range(0..=FILE_SIZE / PAGE_SIZE);
+    if rng.random_bool(0.5) {
+        pages * PAGE_SIZE
+    } else {
+        (pages * PAGE_SIZE).saturating_sub(rng.random_range(1..PAGE_SIZE))
+    }
+}
+
+fn worker(shared: &Shared, seed: u64, mode: Mode) {
+    let truncations = mode.truncations;
     let mut rng = StdRng::seed_from_u64(seed);
     let window = &shared.window;
     let mapper = &shared.mapper;
@@ -120,16 +167,23 @@ fn worker(shared: &Shared, seed: u64, truncations: bool) {
                 }
             }
             55..65 if truncations => {
+                // The file changes size first, then its mappings are repaired.
                 let _serialised = shared.inode_locks[inode.0 as usize].lock().unwrap();
-                let eof = rng.random_range(0..=FILE_SIZE / PAGE_SIZE) * PAGE_SIZE;
+                let eof = random_size(&mut rng);
                 mapper.set_eof(inode, eof);
-                let report = window.invalidate(mapper, inode, eof);
+                let report = window.repair(mapper, inode, &inode, eof);
                 for failure in &report.failures {
                     note_violation(shared, failure);
                 }
+                // While the size holds still, nothing of the inode may map a
+                // page past it: maps in flight were waited for and repaired,
+                // later ones read the new size.
+                check_conforms(shared, inode, eof, mode);
             }
             55..65 => {
-                window.invalidate(mapper, inode, rng.random_range(0..FILE_SIZE));
+                // A repair for a size the mapper does not report (the file
+                // "changed" without telling it): exercises both directions.
+                window.repair(mapper, inode, &inode, random_size(&mut rng));
             }
             65..75 => {
                 let order = if rng.random_bool(0.5) {
@@ -166,7 +220,8 @@ fn worker(shared: &Shared, seed: u64, truncations: bool) {
     }
 }
 
-fn run(name: &str, truncations: bool) {
+fn run(name: &str, mode: Mode) {
+    let truncations = mode.truncations;
     let seed = seed();
     let limit = duration();
     println!("{name}: seed {seed} (DAX_WINDOW_STRESS_SEED), {limit:?}");
@@ -179,8 +234,10 @@ fn run(name: &str, truncations: bool) {
         },
     );
     let mapper = MemoryMapper::new().with_placeholders(truncations);
-    mapper.fail_every_map(13);
-    if !truncations {
+    if mode.failures {
+        mapper.fail_every_map(13);
+    }
+    if mode.failures && !truncations {
         // Unmap failures leave live mappings behind by design, which the EOF
         // check of the truncation run would rightly flag; reset forgets
         // records whose unmap failed, which the VMM comparison would flag.
@@ -203,7 +260,7 @@ fn run(name: &str, truncations: bool) {
         .map(|index| {
             let (shared, done) = (Arc::clone(&shared), done.clone());
             thread::spawn(move || {
-                worker(&shared, seed.wrapping_add(index as u64), truncations);
+                worker(&shared, seed.wrapping_add(index as u64), mode);
                 done.send(index).unwrap();
             })
         })
@@ -250,15 +307,29 @@ fn run(name: &str, truncations: bool) {
     }
     let stats = shared.window.stats();
     if truncations {
+        let past_eof = shared.mapper.mappings_past_eof();
+        assert!(
+            past_eof.is_empty(),
+            "seed {seed}: the VMM maps file pages past EOF: {past_eof:#?}"
+        );
         for inode in (1..=INODES).map(InodeId) {
             let eof = shared.mapper.eof(inode).unwrap();
             for record in shared.window.mappings_of(inode) {
                 assert!(
-                    !record.is_live() || record.file_end() <= eof,
+                    !record.is_live() || record.file_end() <= file_pages_end(eof),
                     "seed {seed}: {record:?} survived past EOF {eof:#x}"
+                );
+                // Without failures, every page below the end shows the file.
+                assert!(
+                    mode.failures || record.is_live() || record.foffset >= file_pages_end(eof),
+                    "seed {seed}: {record:?} does not show the file below EOF {eof:#x}"
                 );
             }
         }
+        assert!(
+            stats.clips > 0 && stats.restores > 0,
+            "seed {seed}: no repair in either direction: {stats:?}"
+        );
     }
     println!(
         "{name}: {} ops, {} invariant checks, {stats:?}",
@@ -272,11 +343,39 @@ fn run(name: &str, truncations: bool) {
 }
 
 #[test]
-fn stress_maps_unmaps_and_invalidations_with_failures() {
-    run("stress", false);
+fn stress_maps_unmaps_and_repairs_with_failures() {
+    run(
+        "stress",
+        Mode {
+            truncations: false,
+            failures: true,
+        },
+    );
 }
 
+/// Invalidation races concurrent maps and unmaps of the same slots: every
+/// thread finishes and no mapping survives past EOF (failed maps included).
 #[test]
 fn stress_truncations_race_maps_and_unmaps() {
-    run("truncation stress", true);
+    run(
+        "truncation stress",
+        Mode {
+            truncations: true,
+            failures: true,
+        },
+    );
+}
+
+/// The same without failures: also every page below EOF shows the file, so
+/// the head of a mapping cut by a truncation stays mapped and a file that
+/// grows shows again through its placeholders.
+#[test]
+fn stress_resizes_are_page_granular() {
+    run(
+        "resize stress",
+        Mode {
+            truncations: true,
+            failures: false,
+        },
+    );
 }

@@ -304,87 +304,6 @@ fn failed_map_leaves_the_index_as_it_was() {
 }
 
 #[test]
-fn invalidate_zaps_past_the_offset_and_keeps_the_association() {
-    let window = window(4);
-    let mapper = MemoryMapper::new().with_placeholders(true);
-    let inode = InodeId(11);
-    for slot in 0..3 {
-        window
-            .setup_mapping(
-                &mapper,
-                &request(11, slot * SLOT_SIZE, SLOT_SIZE, slot * SLOT_SIZE, slot == 2),
-            )
-            .unwrap();
-    }
-    window
-        .setup_mapping(&mapper, &request(12, 3 * SLOT_SIZE, SLOT_SIZE, 0, false))
-        .unwrap();
-    // Truncate inode 11 to 3 MiB: the mapping of [2, 4) MiB straddles it.
-    let report = window.invalidate(&mapper, inode, 3 * MIB);
-    assert!(report.failures.is_empty());
-    let zapped: Vec<u64> = report.zapped.iter().map(|record| record.moffset).collect();
-    assert_eq!(zapped, vec![SLOT_SIZE, 2 * SLOT_SIZE]);
-    assert!(report
-        .zapped
-        .iter()
-        .all(|r| r.state == MappingState::Zapped { placeholder: true }));
-    // Still associated with the inode until the guest removes them.
-    assert_eq!(window.slots_of(inode).len(), 3);
-    assert_eq!(window.lookup(0).unwrap().state, MappingState::Live);
-    assert_eq!(window.lookup(3 * SLOT_SIZE).unwrap().inode, InodeId(12));
-    let stats = window.stats();
-    assert_eq!(
-        (stats.live_mappings, stats.zapped_mappings, stats.zaps),
-        (2, 2, 2)
-    );
-    assert_consistent(&window, &mapper);
-    // Invalidating again finds nothing left to do.
-    assert!(window.invalidate(&mapper, inode, 0).zapped.len() == 1);
-    assert!(window.invalidate(&mapper, inode, 0).zapped.is_empty());
-
-    // The guest removes a zapped extent: its placeholder is unmapped.
-    let removed = window
-        .remove_mapping(&mapper, SLOT_SIZE, SLOT_SIZE)
-        .unwrap();
-    assert_eq!(removed.len(), 1);
-    assert_consistent(&window, &mapper);
-    // A re-setup over a zapped extent replaces it.
-    window
-        .setup_mapping(&mapper, &request(11, 2 * SLOT_SIZE, SLOT_SIZE, 0, false))
-        .unwrap();
-    assert!(window.lookup(2 * SLOT_SIZE).unwrap().is_live());
-    assert_consistent(&window, &mapper);
-
-    // Without placeholders a zapped extent is forgotten without a VMM call.
-    let plain = MemoryMapper::new();
-    let window = self::window(1);
-    window
-        .setup_mapping(&plain, &request(1, 0, SLOT_SIZE, 0, false))
-        .unwrap();
-    assert_eq!(window.invalidate(&plain, InodeId(1), 0).zapped.len(), 1);
-    let calls = plain.calls();
-    window.remove_mapping(&plain, 0, SLOT_SIZE).unwrap();
-    assert_eq!(plain.calls(), calls);
-    assert_consistent(&window, &plain);
-}
-
-#[test]
-fn invalidate_reports_refused_unmaps() {
-    let window = window(2);
-    let mapper = MemoryMapper::new();
-    window
-        .setup_mapping(&mapper, &request(1, 0, 2 * SLOT_SIZE, 0, false))
-        .unwrap();
-    mapper.fail_next_unmaps(1);
-    let report = window.invalidate(&mapper, InodeId(1), 0);
-    assert_eq!(report.zapped.len(), 1);
-    assert_eq!(report.failures.len(), 1);
-    assert!(matches!(report.failures[0], TeardownFailure::Unmap { .. }));
-    assert_eq!(window.stats().live_mappings, 1);
-    assert_consistent(&window, &mapper);
-}
-
-#[test]
 fn reset_reports_and_unmaps_everything() {
     let window = window(3);
     let mapper = MemoryMapper::new().with_placeholders(true);
@@ -403,7 +322,12 @@ fn reset_reports_and_unmaps_everything() {
     window
         .setup_mapping(&mapper, &request(4, 2 * SLOT_SIZE, SLOT_SIZE, 0, false))
         .unwrap();
-    window.invalidate(&mapper, InodeId(4), 0);
+    // Truncated to 0: the 2 MiB mapping becomes a placeholder, also unmapped.
+    mapper.set_eof(InodeId(4), 0);
+    assert_eq!(
+        window.repair(&mapper, InodeId(4), &InodeId(4), 0).clipped,
+        1
+    );
     let report = window.reset(&mapper);
     assert!(report.failures.is_empty());
     assert_eq!(report.removed.len(), 4);

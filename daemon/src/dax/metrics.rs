@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use dax_window::{MappingRecord, SetupOutcome, Window, WindowStats};
+use dax_window::{MappingRecord, RepairReport, SetupOutcome, Window, WindowStats};
 
 /// Slots of the recent-removal table; a power of two.
 const RECENT_SLOTS: usize = 4096;
@@ -22,6 +22,11 @@ pub struct DaxMetrics {
     removed_mappings: AtomicU64,
     invalidated_mappings: AtomicU64,
     invalidated_bytes: AtomicU64,
+    restored_mappings: AtomicU64,
+    restored_bytes: AtomicU64,
+    repair_failures: AtomicU64,
+    host_events: AtomicU64,
+    host_repairs: AtomicU64,
     refusals: AtomicU64,
     thrash: AtomicU64,
     /// Recently removed file ranges: each slot holds a hash of
@@ -42,12 +47,27 @@ impl Default for DaxMetrics {
             removed_mappings: AtomicU64::new(0),
             invalidated_mappings: AtomicU64::new(0),
             invalidated_bytes: AtomicU64::new(0),
+            restored_mappings: AtomicU64::new(0),
+            restored_bytes: AtomicU64::new(0),
+            repair_failures: AtomicU64::new(0),
+            host_events: AtomicU64::new(0),
+            host_repairs: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             thrash: AtomicU64::new(0),
             recent_key: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             recent_time: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
+}
+
+/// What caused a repair of an inode's mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairSource {
+    /// The daemon changed the file's size for the guest (SETATTR, OPEN or
+    /// CREATE with O_TRUNC, FALLOCATE, WRITE, COPY_FILE_RANGE).
+    Daemon,
+    /// Another host process did (seen through the file's watch).
+    Host,
 }
 
 /// A point-in-time copy of the DAX counters and the window's own.
@@ -61,10 +81,26 @@ pub struct DaxMetricsSnapshot {
     pub already_mapped: u64,
     /// Mappings removed by REMOVEMAPPING or replaced by SETUPMAPPING.
     pub removed_mappings: u64,
-    /// Mappings torn down because their file shrank.
+    /// Mappings whose file pages past the file's end were replaced by zero
+    /// placeholders because the file shrank.
     pub invalidated_mappings: u64,
-    /// Bytes of window repaired with zero placeholders.
+    /// Window bytes replaced by zero placeholders that way.
     pub invalidated_bytes: u64,
+    /// Placeholders replaced by the file again because the file grew.
+    pub restored_mappings: u64,
+    /// Window bytes that map their file again that way.
+    pub restored_bytes: u64,
+    /// VMM calls that failed during repairs.
+    pub repair_failures: u64,
+    /// Host-side change events read from the watches of mapped files.
+    pub host_events: u64,
+    /// Repairs caused by host-side changes (another process truncated or
+    /// extended a mapped file) that changed at least one mapping.
+    pub host_repairs: u64,
+    /// Gauge: files with mappings, held open (and watched) by the daemon.
+    pub mapped_files: u64,
+    /// Mapped files whose inotify watch could not be added.
+    pub unwatched_files: u64,
     /// Requests refused (EINVAL or EIO).
     pub refusals: u64,
     /// File ranges mapped again within [`THRASH_WINDOW_MS`] of their removal.
@@ -119,17 +155,33 @@ impl DaxMetrics {
         }
     }
 
-    pub(super) fn record_invalidated(&self, zapped: &[MappingRecord]) {
-        for record in zapped {
-            self.invalidated_mappings.fetch_add(1, Relaxed);
-            self.invalidated_bytes.fetch_add(record.len, Relaxed);
+    pub(super) fn record_repair<E: std::error::Error>(
+        &self,
+        source: RepairSource,
+        report: &RepairReport<E>,
+    ) {
+        self.invalidated_mappings.fetch_add(report.clipped, Relaxed);
+        self.invalidated_bytes
+            .fetch_add(report.clipped_bytes, Relaxed);
+        self.restored_mappings.fetch_add(report.restored, Relaxed);
+        self.restored_bytes
+            .fetch_add(report.restored_bytes, Relaxed);
+        self.repair_failures
+            .fetch_add(report.failures.len() as u64, Relaxed);
+        if source == RepairSource::Host && report.changed() {
+            self.host_repairs.fetch_add(1, Relaxed);
         }
+    }
+
+    pub(super) fn host_events(&self, count: u64) {
+        self.host_events.fetch_add(count, Relaxed);
     }
 
     pub(super) fn refused(&self) {
         self.refusals.fetch_add(1, Relaxed);
     }
 
+    /// A snapshot; the file gauges are filled in by the caller.
     pub(super) fn snapshot(&self, window: &Window) -> DaxMetricsSnapshot {
         DaxMetricsSnapshot {
             setups: self.setups.load(Relaxed),
@@ -138,6 +190,13 @@ impl DaxMetrics {
             removed_mappings: self.removed_mappings.load(Relaxed),
             invalidated_mappings: self.invalidated_mappings.load(Relaxed),
             invalidated_bytes: self.invalidated_bytes.load(Relaxed),
+            restored_mappings: self.restored_mappings.load(Relaxed),
+            restored_bytes: self.restored_bytes.load(Relaxed),
+            repair_failures: self.repair_failures.load(Relaxed),
+            host_events: self.host_events.load(Relaxed),
+            host_repairs: self.host_repairs.load(Relaxed),
+            mapped_files: 0,
+            unwatched_files: 0,
             refusals: self.refusals.load(Relaxed),
             thrash: self.thrash.load(Relaxed),
             window: window.stats(),

@@ -5,6 +5,7 @@
 //! and in which order; [`VmmMapper`] carries it out in the VMM. Nothing here
 //! holds a lock across a VMM round trip except the index's own entry locks.
 
+mod host_watch;
 pub mod legacy;
 mod metrics;
 mod vmm_mapper;
@@ -12,7 +13,7 @@ mod vmm_mapper;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use dax_window::{
     InodeId, MapRequest, MappingRecord, SetupOutcome, Window, WindowGeometry, PAGE_SIZE,
@@ -21,7 +22,8 @@ use daxfsd_protocol::abi::{RemoveMappingOne, SetupMappingIn, SETUPMAPPING_FLAG_W
 use daxfsd_protocol::request::Records;
 use vhost::vhost_user::Backend;
 
-pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot};
+use self::host_watch::{HostWatcher, MappedFiles};
+pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot, RepairSource};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
@@ -56,12 +58,74 @@ fn file_range_is_valid(foffset: u64, len: u64) -> bool {
             .is_some_and(|end| i64::try_from(end).is_ok())
 }
 
-/// The DAX window of one device.
+/// Environment variable that switches off keeping mappings within their
+/// files' sizes (no placeholders past the end, no repair after truncations,
+/// no host watch), so tests can show that a shrunk mapped file then kills
+/// the VMM with SIGBUS. Honoured by debug builds only; a release build
+/// ignores it.
+pub const NO_REPAIR_ENV: &str = "DAXFSD_TEST_NO_DAX_REPAIR";
+
+fn repair_switched_off() -> bool {
+    cfg!(debug_assertions) && std::env::var_os(NO_REPAIR_ENV).is_some_and(|value| value == "1")
+}
+
+/// What the request paths and the host watcher share.
 #[derive(Debug)]
-pub struct Dax {
+struct Core {
     window: Window,
     mapper: VmmMapper,
     metrics: DaxMetrics,
+    /// Files of the inodes with mappings (for repairs) and their watches.
+    files: MappedFiles,
+    /// Whether mappings are kept within their files' sizes.
+    repair: bool,
+}
+
+impl Core {
+    /// Repairs the mappings of `nodeid` to the current size of its file.
+    fn repair_to_current_size(&self, nodeid: u64, source: RepairSource) {
+        let Some(file) = self.files.file(nodeid) else {
+            return;
+        };
+        match rustix::fs::fstat(&*file) {
+            Ok(stat) => self.repair(
+                nodeid,
+                &file,
+                u64::try_from(stat.st_size).unwrap_or(0),
+                source,
+            ),
+            Err(error) => tracing::warn!(nodeid, %error, "cannot stat a mapped file to repair it"),
+        }
+    }
+
+    /// Repairs the mappings of `nodeid` (mapped from `file`) to `size`.
+    fn repair(&self, nodeid: u64, file: &File, size: u64, source: RepairSource) {
+        let report = self
+            .window
+            .repair(&self.mapper, InodeId(nodeid), file, size);
+        for failure in &report.failures {
+            tracing::error!(nodeid, size, error = %crate::error_chain(failure), "DAX repair incomplete");
+        }
+        if report.changed() {
+            tracing::debug!(
+                nodeid,
+                size,
+                ?source,
+                clipped = report.clipped,
+                restored = report.restored,
+                "DAX mappings repaired"
+            );
+        }
+        self.metrics.record_repair(source, &report);
+    }
+}
+
+/// The DAX window of one device.
+#[derive(Debug)]
+pub struct Dax {
+    core: Arc<Core>,
+    /// Repairs mappings after host-side changes; `None` when off.
+    _watcher: Option<HostWatcher>,
     refusal_log: RateLimit,
     /// Set when a session ended without the chance to unmap (device reset in
     /// the frontend-message handler, disconnect): the index still records
@@ -83,11 +147,33 @@ impl Dax {
         socket_path: PathBuf,
     ) -> Result<Self, DaxSetupError> {
         let geometry = WindowGeometry::new(size).map_err(DaxSetupError::Geometry)?;
-        Ok(Self {
+        let repair = !repair_switched_off();
+        if !repair {
+            tracing::warn!(
+                "{NO_REPAIR_ENV}=1: DAX repair switched off (test builds only); \
+                 a mapped file that shrinks can kill the VMM with SIGBUS"
+            );
+        }
+        let core = Arc::new(Core {
             window: Window::new(geometry),
-            mapper: VmmMapper::new(size, protocol, true).map_err(DaxSetupError::Placeholder)?,
-            socket_path,
+            mapper: VmmMapper::new(size, protocol, repair).map_err(DaxSetupError::Placeholder)?,
             metrics: DaxMetrics::default(),
+            files: MappedFiles::new(repair),
+            repair,
+        });
+        let watcher = if core.files.watching() {
+            HostWatcher::start(Arc::clone(&core))
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot watch mapped files: host-side truncations are not repaired");
+                })
+                .ok()
+        } else {
+            None
+        };
+        Ok(Self {
+            core,
+            _watcher: watcher,
+            socket_path,
             refusal_log: RateLimit::per_second(10),
             stale: AtomicBool::new(false),
             reclaim_lock: Mutex::new(()),
@@ -96,27 +182,31 @@ impl Dax {
 
     /// Window size in bytes.
     pub fn size(&self) -> u64 {
-        self.window.geometry().size()
+        self.core.window.geometry().size()
     }
 
     /// The index (tests, metrics).
     pub fn window(&self) -> &Window {
-        &self.window
+        &self.core.window
     }
 
     /// Counters for the metrics file.
     pub fn metrics(&self) -> DaxMetricsSnapshot {
-        self.metrics.snapshot(&self.window)
+        DaxMetricsSnapshot {
+            mapped_files: self.core.files.len() as u64,
+            unwatched_files: self.core.files.unwatched(),
+            ..self.core.metrics.snapshot(&self.core.window)
+        }
     }
 
     /// The DAX protocol the frontend speaks.
     pub fn protocol(&self) -> DaxProtocol {
-        self.mapper.protocol()
+        self.core.mapper.protocol()
     }
 
     /// Installs the backend channel the frontend opened (SET_BACKEND_REQ_FD).
     pub fn set_channel(&self, channel: Option<Backend>) {
-        self.mapper.set_channel(channel, &self.socket_path);
+        self.core.mapper.set_channel(channel, &self.socket_path);
     }
 
     /// Serves FUSE_SETUPMAPPING for `nodeid`. `open` opens the file to map
@@ -133,7 +223,7 @@ impl Dax {
         // Validate the window and file ranges before touching the file or the
         // window: a bad request leaves everything as it was (the index would
         // find a bad file range only after unmapping what is in the way).
-        if let Err(e) = self.window.geometry().range(arg.moffset, arg.len) {
+        if let Err(e) = self.core.window.geometry().range(arg.moffset, arg.len) {
             return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
         }
         if !file_range_is_valid(arg.foffset, arg.len) {
@@ -152,16 +242,44 @@ impl Dax {
             foffset: arg.foffset,
             writable,
         };
-        match self.window.setup_mapping(&self.mapper, &request) {
+        let core = &*self.core;
+        // Held (and watched) before the map reads the file's size, so a
+        // host-side truncation after that read is seen and repaired.
+        let pin = core
+            .repair
+            .then(|| core.files.pin(&core.window, nodeid, &file, writable));
+        let result = core.window.setup_mapping(&core.mapper, &request);
+        drop(pin);
+        match result {
             Ok(outcome) => {
-                self.metrics.record_setup(nodeid, arg.foffset, &outcome);
+                core.metrics.record_setup(nodeid, arg.foffset, &outcome);
                 if let SetupOutcome::Mapped { replaced, .. } = &outcome {
-                    self.metrics.record_removed(replaced);
+                    core.metrics.record_removed(replaced);
+                    self.release_files(replaced);
                 }
                 Ok(())
             }
-            Err(e) if e.is_invalid_request() => Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL)),
-            Err(e) => Err(self.refuse("SETUPMAPPING", &e, Errno::EIO)),
+            Err(e) => {
+                // What was unmapped before the failure is not itemised.
+                core.files.sweep(&core.window);
+                let errno = if e.is_invalid_request() {
+                    Errno::EINVAL
+                } else {
+                    Errno::EIO
+                };
+                Err(self.refuse("SETUPMAPPING", &e, errno))
+            }
+        }
+    }
+
+    /// Drops the files of inodes of `records` that have no mapping left.
+    fn release_files(&self, records: &[MappingRecord]) {
+        let mut nodes: Vec<u64> = records.iter().map(|record| record.inode.0).collect();
+        nodes.dedup();
+        for nodeid in nodes {
+            self.core
+                .files
+                .release_if_unmapped(&self.core.window, nodeid);
         }
     }
 
@@ -174,57 +292,73 @@ impl Dax {
     pub fn remove(&self, ranges: Records<'_, RemoveMappingOne>) -> Result<(), Errno> {
         self.reclaim_if_stale();
         for range in ranges {
-            if let Err(e) = self.window.geometry().range(range.moffset, range.len) {
+            if let Err(e) = self.core.window.geometry().range(range.moffset, range.len) {
                 return Err(self.refuse("REMOVEMAPPING", &e, Errno::EINVAL));
             }
         }
         for range in ranges {
             match self
+                .core
                 .window
-                .remove_mapping(&self.mapper, range.moffset, range.len)
+                .remove_mapping(&self.core.mapper, range.moffset, range.len)
             {
-                Ok(removed) => self.metrics.record_removed(&removed),
+                Ok(removed) => {
+                    self.core.metrics.record_removed(&removed);
+                    self.release_files(&removed);
+                }
                 Err(e) if e.is_invalid_request() => {
                     return Err(self.refuse("REMOVEMAPPING", &e, Errno::EINVAL))
                 }
-                Err(e) => return Err(self.refuse("REMOVEMAPPING", &e, Errno::EIO)),
+                Err(e) => {
+                    self.core.files.sweep(&self.core.window);
+                    return Err(self.refuse("REMOVEMAPPING", &e, Errno::EIO));
+                }
             }
         }
         Ok(())
     }
 
-    /// Tears down every mapping of `nodeid` at or beyond file offset `from`
-    /// (the file shrank to `from`), putting zero placeholders in their place.
-    /// Returns the records zapped.
-    pub fn invalidate(&self, nodeid: u64, from: u64) -> Vec<MappingRecord> {
-        let report = self.window.invalidate(&self.mapper, InodeId(nodeid), from);
-        for failure in &report.failures {
-            tracing::error!(nodeid, error = %failure, "DAX invalidation incomplete");
+    /// Keeps the mappings of `nodeid` within its file after the daemon may
+    /// have changed the file's size (SETATTR with a size, OPEN or CREATE with
+    /// O_TRUNC, FALLOCATE, WRITE, COPY_FILE_RANGE): reads the size now, then
+    /// file pages at or beyond `round_up(size, 4 KiB)` are replaced by zero
+    /// placeholders (the head of a mapping stays mapped) and placeholders
+    /// below it show the file again. Call it *after* the change and before
+    /// replying, so the guest never sees the new size with the old window.
+    /// Cheap when `nodeid` has no mapping; a no-op with repair switched off.
+    pub fn file_changed(&self, nodeid: u64) {
+        if self.core.repair {
+            self.core
+                .repair_to_current_size(nodeid, RepairSource::Daemon);
         }
-        self.metrics.record_invalidated(&report.zapped);
-        report.zapped
+    }
+
+    /// Whether `nodeid` has (or is getting) mappings.
+    pub fn has_mappings(&self, nodeid: u64) -> bool {
+        self.core.files.contains(nodeid)
     }
 
     /// Generation to pass to [`Dax::synced`] once a sync of `nodeid` started
     /// now has completed.
     pub fn sync_point(&self) -> u64 {
-        self.window.current_generation()
+        self.core.window.current_generation()
     }
 
     /// Whether `nodeid` has writable mappings made since its last sync.
     pub fn is_dirty(&self, nodeid: u64) -> bool {
-        !self.window.dirty_mappings(InodeId(nodeid)).is_empty()
+        !self.core.window.dirty_mappings(InodeId(nodeid)).is_empty()
     }
 
     /// Clears the dirty marks of `nodeid` up to `through` (from [`Dax::sync_point`]).
     pub fn synced(&self, nodeid: u64, through: u64) -> usize {
-        self.window.clear_dirty(InodeId(nodeid), through)
+        self.core.window.clear_dirty(InodeId(nodeid), through)
     }
 
     /// Empties the window (device reset, disconnect): every waiter is woken
     /// and every mapping unmapped while the channel still exists.
     pub fn reset(&self) {
-        let report = self.window.reset(&self.mapper);
+        let report = self.core.window.reset(&self.core.mapper);
+        self.core.files.sweep(&self.core.window);
         if !report.removed.is_empty() || !report.failures.is_empty() {
             tracing::info!(
                 mappings = report.removed.len(),
@@ -255,7 +389,7 @@ impl Dax {
     }
 
     fn refuse(&self, what: &str, error: &dyn std::error::Error, errno: Errno) -> Errno {
-        self.metrics.refused();
+        self.core.metrics.refused();
         if let Some(suppressed) = self.refusal_log.check() {
             tracing::warn!(suppressed, %errno, "{what} refused: {}", crate::error_chain(error));
         }

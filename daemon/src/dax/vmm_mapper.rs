@@ -52,6 +52,9 @@ pub enum VmmMapError {
         #[source]
         source: std::io::Error,
     },
+    /// The size of the file to map could not be read.
+    #[error("cannot read the size of the file to map")]
+    Stat(#[source] rustix::io::Errno),
     /// The zero-filled placeholder could not be prepared.
     #[error("preparing the placeholder at {moffset:#x}+{len:#x}")]
     Placeholder {
@@ -91,9 +94,11 @@ pub struct VmmMapper {
     /// channel serialises its request/reply exchanges internally.
     channel: RwLock<Option<Channel>>,
     /// A sparse memfd as large as the window, mapped in place of file pages
-    /// that invalidation removed: each window page at its own offset, so no
-    /// two window pages alias, and hole-punched before each use so it reads
-    /// as zeros and never shows an earlier occupant's data.
+    /// that lie past the file's end (at map time, or after a repair): each
+    /// window page at its own offset, so no two window pages alias, and
+    /// hole-punched before each use so it reads as zeros and never shows an
+    /// earlier occupant's data. `None`: repair switched off (test builds
+    /// only), whole ranges are mapped as the guest asks.
     placeholder: Option<OwnedFd>,
 }
 
@@ -108,8 +113,8 @@ impl std::fmt::Debug for VmmMapper {
 }
 
 impl VmmMapper {
-    /// A mapper for a window of `size` bytes; `placeholders` enables the
-    /// zero-page repair of invalidated extents.
+    /// A mapper for a window of `size` bytes; `placeholders` enables mapping
+    /// only the file pages below the file's end and zero pages past it.
     pub fn new(size: u64, protocol: DaxProtocol, placeholders: bool) -> std::io::Result<Self> {
         let placeholder = if placeholders {
             let fd = memfd_create("daxfsd-window-placeholder", MemfdFlags::CLOEXEC)?;
@@ -244,7 +249,9 @@ impl Mapper for VmmMapper {
         self.protocol == DaxProtocol::Legacy
     }
 
-    fn map_placeholder(&self, moffset: u64, len: u64) -> Result<bool, VmmMapError> {
+    /// Writable when the guest mapping was, so a stale guest write lands in
+    /// the placeholder instead of faulting the VMM.
+    fn map_placeholder(&self, moffset: u64, len: u64, writable: bool) -> Result<bool, VmmMapError> {
         let Some(memfd) = &self.placeholder else {
             return Ok(false);
         };
@@ -260,7 +267,17 @@ impl Mapper for VmmMapper {
             len,
             source,
         })?;
-        self.send(moffset, len, Some(memfd.as_fd()), moffset, true)?;
+        self.send(moffset, len, Some(memfd.as_fd()), moffset, writable)?;
         Ok(true)
+    }
+
+    /// fstat of the file, read after the index registered the map (so a
+    /// repair after a truncation finds the map or the map sees the new size).
+    fn file_size(&self, file: &File) -> Result<Option<u64>, VmmMapError> {
+        if self.placeholder.is_none() {
+            return Ok(None);
+        }
+        let stat = rustix::fs::fstat(file).map_err(VmmMapError::Stat)?;
+        Ok(Some(u64::try_from(stat.st_size).unwrap_or(0)))
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
     AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
-    FSYNC_FDATASYNC, GETATTR_FH,
+    FATTR_SIZE, FSYNC_FDATASYNC, GETATTR_FH,
 };
 use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
@@ -270,7 +270,13 @@ impl Dispatcher {
                 r.push(&fs.getattr(ctx, nodeid, fh)?);
             }
             Operation::Setattr(arg) => {
-                r.push(&fs.setattr(ctx, nodeid, arg)?);
+                let out = fs.setattr(ctx, nodeid, arg);
+                // Also after a failure: a later step may fail after the
+                // truncation happened.
+                if arg.valid & FATTR_SIZE != 0 {
+                    self.dax_file_changed(nodeid);
+                }
+                r.push(&out?);
             }
             Operation::Readlink => {
                 r.push_bytes(&fs.readlink(ctx, nodeid)?);
@@ -296,10 +302,18 @@ impl Dispatcher {
                 r.push(&fs.link(ctx, *oldnodeid, nodeid, name.as_cstr())?);
             }
             Operation::Open(arg) => {
-                r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
+                let out = fs.open(ctx, nodeid, arg.flags, arg.open_flags);
+                if arg.flags & libc::O_TRUNC as u32 != 0 {
+                    self.dax_file_changed(nodeid);
+                }
+                r.push(&out?);
             }
             Operation::Create { arg, name } => {
                 let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
+                // O_TRUNC of an existing file that may be mapped.
+                if arg.flags & libc::O_TRUNC as u32 != 0 {
+                    self.dax_file_changed(entry.nodeid);
+                }
                 r.push(&entry).push(&open);
             }
             Operation::Read(arg) => {
@@ -309,6 +323,8 @@ impl Dispatcher {
             }
             Operation::Write { arg, data } => {
                 let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
+                // A write past the end makes placeholders file pages again.
+                self.dax_file_changed(nodeid);
                 r.push(&WriteOut {
                     size: n as u32,
                     padding: 0,
@@ -349,7 +365,15 @@ impl Dispatcher {
             }
             Operation::Removexattr { name } => fs.removexattr(ctx, nodeid, name)?,
             Operation::Fallocate(arg) => {
-                fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode)?
+                let done = fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode);
+                // Without KEEP_SIZE the size may change: grow (default mode,
+                // ZERO_RANGE, INSERT_RANGE) or shrink (COLLAPSE_RANGE). A hole
+                // punch keeps the size: its pages read as zeros through the
+                // still valid mapping, nothing to repair.
+                if arg.mode & libc::FALLOC_FL_KEEP_SIZE as u32 == 0 {
+                    self.dax_file_changed(nodeid);
+                }
+                done?
             }
             Operation::Lseek(arg) => {
                 let offset = fs.lseek(ctx, nodeid, arg.fh, arg.offset, arg.whence)?;
@@ -367,6 +391,7 @@ impl Dispatcher {
                     arg.len,
                     arg.flags,
                 )?;
+                self.dax_file_changed(arg.nodeid_out);
                 r.push(&WriteOut {
                     size: u32::try_from(n).unwrap_or(u32::MAX),
                     padding: 0,
@@ -421,6 +446,18 @@ fn min_reply_body(op: &Operation<'_>) -> usize {
             size_of::<GetxattrOut>()
         }
         _ => 0,
+    }
+}
+
+impl Dispatcher {
+    /// After an operation that may have changed the size of `nodeid`'s file:
+    /// keeps its DAX mappings within the file before the reply tells the
+    /// guest the new size (see [`Dax::file_changed`]). Nothing to do for a
+    /// file without mappings.
+    fn dax_file_changed(&self, nodeid: u64) {
+        if let Some(dax) = &self.dax {
+            dax.file_changed(nodeid);
+        }
     }
 }
 

@@ -1,0 +1,403 @@
+//! Files with mappings in the window, and the thread that notices when
+//! another host process changes their size.
+//!
+//! [`MappedFiles`] keeps, for every inode with records in the window (or a
+//! SETUPMAPPING in flight), a descriptor of its file — read-write once a
+//! writable mapping was made — so a repair can map the part below the end
+//! back, and an inotify watch on it. [`HostWatcher`] reads the watches'
+//! events (`IN_MODIFY`: writes, truncate, fallocate; `IN_ATTRIB`;
+//! `IN_CLOSE_WRITE`), fstats the file and repairs its mappings
+//! ([`dax_window::Window::repair`]) in both directions.
+//!
+//! Why inotify rather than fanotify: it works unprivileged, watches exactly
+//! the inodes that need it (a watch per mapped inode, on the file the daemon
+//! holds open, reached through `/proc/self/fd`, so renames and other links do
+//! not matter) and reports truncations by any process; fanotify needs
+//! CAP_SYS_ADMIN and marks whole mounts or inodes just the same. The limit is
+//! `fs.inotify.max_user_watches`; a file whose watch cannot be added is still
+//! mapped (and repaired on the daemon's own truncations), counted in
+//! `dax_unwatched_files_total`.
+//!
+//! Lock order: the registry mutex may be held while the window's reverse
+//! index is read (`slots_of`), never the other way round; no VMM call is made
+//! under it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use dax_window::{InodeId, Window};
+use rustix::fs::inotify;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::metrics::RepairSource;
+use super::Core;
+
+/// Events that may mean a size change.
+const WATCHED: inotify::WatchFlags = inotify::WatchFlags::MODIFY
+    .union(inotify::WatchFlags::ATTRIB)
+    .union(inotify::WatchFlags::CLOSE_WRITE);
+
+/// One mapped inode.
+#[derive(Debug)]
+struct Entry {
+    /// The file, shared with repairs in progress.
+    file: Arc<File>,
+    /// Whether `file` was opened for writing (can back writable mappings).
+    writable: bool,
+    /// The inotify watch, if one could be added.
+    wd: Option<i32>,
+    /// SETUPMAPPINGs of the inode in progress; the entry stays while any is.
+    pins: u32,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_node: HashMap<u64, Entry>,
+    /// Nodeids per watch (inotify gives one watch per inode, so two nodeids
+    /// of one inode would share it).
+    by_wd: HashMap<i32, Vec<u64>>,
+}
+
+/// The files of the inodes with mappings, and their watches.
+#[derive(Debug)]
+pub(super) struct MappedFiles {
+    registry: Mutex<Registry>,
+    /// The inotify instance; `None` when host changes are not watched.
+    inotify: Option<OwnedFd>,
+    /// Files whose watch could not be added.
+    unwatched: AtomicU64,
+}
+
+impl MappedFiles {
+    /// A registry; with `watch`, an inotify instance for its watches (if the
+    /// kernel gives one).
+    pub(super) fn new(watch: bool) -> Self {
+        let inotify = watch
+            .then(|| inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK))
+            .and_then(|created| {
+                created
+                    .map_err(|error| {
+                        tracing::warn!(%error, "no inotify instance: host-side truncations of mapped files are not repaired");
+                    })
+                    .ok()
+            });
+        Self {
+            registry: Mutex::new(Registry::default()),
+            inotify,
+            unwatched: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether host-side changes are watched.
+    pub(super) fn watching(&self) -> bool {
+        self.inotify.is_some()
+    }
+
+    /// How many files could not be watched.
+    pub(super) fn unwatched(&self) -> u64 {
+        self.unwatched.load(Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a SETUPMAPPING of `nodeid` from `file` (opened for writing
+    /// when `writable`) before it maps anything: keeps a descriptor and adds
+    /// a watch the first time, and a writable descriptor once one is offered.
+    /// The returned pin keeps the entry until the map is done.
+    pub(super) fn pin<'a>(
+        &'a self,
+        window: &'a Window,
+        nodeid: u64,
+        file: &File,
+        writable: bool,
+    ) -> Pin<'a> {
+        let mut registry = self.lock();
+        let held = registry.by_node.get(&nodeid).map(|entry| entry.writable);
+        if held.is_none() || (writable && held == Some(false)) {
+            match file.try_clone() {
+                Ok(copy) => {
+                    let file = Arc::new(copy);
+                    match registry.by_node.get_mut(&nodeid) {
+                        Some(entry) => {
+                            entry.file = file;
+                            entry.writable = true;
+                        }
+                        None => {
+                            let wd = self.add_watch(&file, nodeid);
+                            if let Some(wd) = wd {
+                                registry.by_wd.entry(wd).or_default().push(nodeid);
+                            }
+                            registry.by_node.insert(
+                                nodeid,
+                                Entry {
+                                    file,
+                                    writable,
+                                    wd,
+                                    pins: 0,
+                                },
+                            );
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(nodeid, %error, "cannot keep a descriptor of a mapped file; it is not repaired");
+                }
+            }
+        }
+        if let Some(entry) = registry.by_node.get_mut(&nodeid) {
+            entry.pins += 1;
+        }
+        Pin {
+            files: self,
+            window,
+            nodeid,
+        }
+    }
+
+    fn add_watch(&self, file: &File, nodeid: u64) -> Option<i32> {
+        let inotify = self.inotify.as_ref()?;
+        match inotify::add_watch(inotify, watch_path(file).as_str(), WATCHED) {
+            Ok(wd) => Some(wd),
+            Err(error) => {
+                self.unwatched.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    nodeid,
+                    %error,
+                    "cannot watch a mapped file (fs.inotify.max_user_watches?): host-side truncations of it are not repaired"
+                );
+                None
+            }
+        }
+    }
+
+    /// Forgets `nodeid` if no SETUPMAPPING of it is in progress and the
+    /// window holds no record of it.
+    pub(super) fn release_if_unmapped(&self, window: &Window, nodeid: u64) {
+        let mut registry = self.lock();
+        let unused = registry
+            .by_node
+            .get(&nodeid)
+            .is_some_and(|entry| entry.pins == 0 && window.slots_of(InodeId(nodeid)).is_empty());
+        if unused {
+            self.forget(&mut registry, nodeid);
+        }
+    }
+
+    /// [`Self::release_if_unmapped`] for every entry (after a reset or a
+    /// failed request whose side effects are not itemised).
+    pub(super) fn sweep(&self, window: &Window) {
+        let mut registry = self.lock();
+        let unused: Vec<u64> = registry
+            .by_node
+            .iter()
+            .filter(|(nodeid, entry)| {
+                entry.pins == 0 && window.slots_of(InodeId(**nodeid)).is_empty()
+            })
+            .map(|(nodeid, _)| *nodeid)
+            .collect();
+        for nodeid in unused {
+            self.forget(&mut registry, nodeid);
+        }
+    }
+
+    fn forget(&self, registry: &mut Registry, nodeid: u64) {
+        let Some(entry) = registry.by_node.remove(&nodeid) else {
+            return;
+        };
+        let Some(wd) = entry.wd else {
+            return;
+        };
+        let last = match registry.by_wd.get_mut(&wd) {
+            Some(nodes) => {
+                nodes.retain(|n| *n != nodeid);
+                nodes.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            registry.by_wd.remove(&wd);
+            if let Some(inotify) = &self.inotify {
+                // Fails harmlessly if the kernel already dropped the watch.
+                let _ = inotify::remove_watch(inotify, wd);
+            }
+        }
+    }
+
+    /// The file of `nodeid`, if it has mappings.
+    pub(super) fn file(&self, nodeid: u64) -> Option<Arc<File>> {
+        self.lock()
+            .by_node
+            .get(&nodeid)
+            .map(|entry| Arc::clone(&entry.file))
+    }
+
+    /// Whether `nodeid` has (or is getting) mappings.
+    pub(super) fn contains(&self, nodeid: u64) -> bool {
+        self.lock().by_node.contains_key(&nodeid)
+    }
+
+    /// Number of files held.
+    pub(super) fn len(&self) -> usize {
+        self.lock().by_node.len()
+    }
+
+    /// The nodeids a watch stands for.
+    fn nodes_of(&self, wd: i32) -> Vec<u64> {
+        self.lock().by_wd.get(&wd).cloned().unwrap_or_default()
+    }
+
+    /// Every nodeid held (after lost events).
+    fn all_nodes(&self) -> Vec<u64> {
+        self.lock().by_node.keys().copied().collect()
+    }
+
+    /// The kernel dropped watch `wd` (IN_IGNORED): forget the number, which
+    /// it may reuse.
+    fn watch_gone(&self, wd: i32) {
+        let mut registry = self.lock();
+        if let Some(nodes) = registry.by_wd.remove(&wd) {
+            for nodeid in nodes {
+                if let Some(entry) = registry.by_node.get_mut(&nodeid) {
+                    entry.wd = None;
+                }
+            }
+        }
+    }
+}
+
+/// The path inotify resolves to `file`'s inode: its `/proc/self/fd` link
+/// (inotify takes no descriptor). Where `/proc` is not mounted at `/proc`
+/// (a sandbox that keeps only a descriptor of `/proc/self/fd`), the watch
+/// cannot be added and the file is counted as unwatched.
+fn watch_path(file: &File) -> String {
+    format!("/proc/self/fd/{}", file.as_raw_fd())
+}
+
+/// A SETUPMAPPING in progress; dropping it releases the entry if the map
+/// left no record.
+#[derive(Debug)]
+pub(super) struct Pin<'a> {
+    files: &'a MappedFiles,
+    window: &'a Window,
+    nodeid: u64,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        {
+            let mut registry = self.files.lock();
+            if let Some(entry) = registry.by_node.get_mut(&self.nodeid) {
+                entry.pins = entry.pins.saturating_sub(1);
+            }
+        }
+        self.files.release_if_unmapped(self.window, self.nodeid);
+    }
+}
+
+/// The thread that reads the watches' events; stopped and joined on drop.
+#[derive(Debug)]
+pub(super) struct HostWatcher {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+const STOP: u64 = 0;
+const EVENTS: u64 = 1;
+
+impl HostWatcher {
+    /// Starts reading the events of `core.files`' watches.
+    pub(super) fn start(core: Arc<Core>) -> std::io::Result<Self> {
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        let Some(inotify) = &core.files.inotify else {
+            return Err(std::io::Error::other("no inotify instance to watch"));
+        };
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, STOP),
+        )?;
+        epoll.ctl(
+            ControlOperation::Add,
+            inotify.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, EVENTS),
+        )?;
+        let thread = std::thread::Builder::new()
+            .name("daxfsd-host-watch".into())
+            .spawn(move || watch(&core, &epoll))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HostWatcher {
+    fn drop(&mut self) {
+        if self.stop.write(1).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The watcher's loop: wait, drain the events, repair each inode named once.
+fn watch(core: &Core, epoll: &Epoll) {
+    let Some(inotify) = &core.files.inotify else {
+        return;
+    };
+    let mut ready = [EpollEvent::default(); 2];
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    loop {
+        let count = match epoll.wait(-1, &mut ready) {
+            Ok(count) => count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::error!(%error, "host watch stopped: host-side truncations are no longer repaired");
+                return;
+            }
+        };
+        if ready[..count].iter().any(|event| event.data() == STOP) {
+            return;
+        }
+        let mut nodes: Vec<u64> = Vec::new();
+        let mut events = 0u64;
+        let mut reader = inotify::Reader::new(inotify.as_fd(), &mut buf);
+        loop {
+            match reader.next() {
+                Ok(event) => {
+                    events += 1;
+                    let flags = event.events();
+                    if flags.contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                        tracing::warn!("host watch events were lost; checking every mapped file");
+                        nodes = core.files.all_nodes();
+                    } else if flags.contains(inotify::ReadFlags::IGNORED) {
+                        core.files.watch_gone(event.wd());
+                    } else {
+                        nodes.extend(core.files.nodes_of(event.wd()));
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => {
+                    tracing::error!(%error, "reading host watch events failed");
+                    break;
+                }
+            }
+        }
+        core.metrics.host_events(events);
+        nodes.sort_unstable();
+        nodes.dedup();
+        for nodeid in nodes {
+            core.repair_to_current_size(nodeid, RepairSource::Host);
+        }
+    }
+}
