@@ -191,6 +191,48 @@ pub fn render(device: &FsDevice) -> String {
             m.invalidated_bytes,
         );
         metric(
+            "dax_restored_mappings_total",
+            "counter",
+            "Zero placeholders replaced by the file again because it grew.",
+            m.restored_mappings,
+        );
+        metric(
+            "dax_restored_bytes_total",
+            "counter",
+            "Window bytes that map their file again after it grew.",
+            m.restored_bytes,
+        );
+        metric(
+            "dax_repair_failures_total",
+            "counter",
+            "VMM calls that failed while repairing mappings of a resized file.",
+            m.repair_failures,
+        );
+        metric(
+            "dax_host_events_total",
+            "counter",
+            "Change events of mapped files read from their inotify watches.",
+            m.host_events,
+        );
+        metric(
+            "dax_host_repairs_total",
+            "counter",
+            "Repairs after another host process truncated or extended a mapped file.",
+            m.host_repairs,
+        );
+        metric(
+            "dax_mapped_files",
+            "gauge",
+            "Files with mappings in the window, held open and watched.",
+            m.mapped_files,
+        );
+        metric(
+            "dax_unwatched_files_total",
+            "counter",
+            "Mapped files whose inotify watch could not be added (host-side truncations of them are not repaired).",
+            m.unwatched_files,
+        );
+        metric(
             "dax_thrash_total",
             "counter",
             "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
