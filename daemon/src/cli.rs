@@ -6,6 +6,7 @@ use clap::Parser;
 
 use crate::dax::DaxProtocol;
 use crate::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::sandbox::{SandboxMode, SeccompMode};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
@@ -102,6 +103,26 @@ pub struct Args {
     /// exits when the frontend goes, as virtiofsd does.
     #[arg(long)]
     pub persist: bool,
+
+    /// How the daemon isolates itself: namespace (new mount, PID and network
+    /// namespaces, the shared directory as `/`), chroot (root only; for
+    /// containers that already set up namespaces) or none. Default:
+    /// namespace as root, none otherwise. See docs/operating.md.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sandbox: Option<SandboxMode>,
+
+    /// What a system call outside the daemon's seccomp allow-list does:
+    /// kill the daemon, log it (kernel log / audit) and allow it, or none
+    /// (no filter).
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::Kill)]
+    pub seccomp: SeccompMode,
+}
+
+impl Args {
+    /// The sandbox mode: `--sandbox`, or the default for this user.
+    pub fn sandbox_mode(&self) -> SandboxMode {
+        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
+    }
 }
 
 fn parse_tag(tag: &str) -> Result<String, String> {

@@ -10,9 +10,11 @@ pub mod device;
 pub mod dispatch;
 pub mod errno;
 pub mod fuse_dev;
+pub mod lifecycle;
 pub mod metrics;
 pub mod passthrough;
 pub mod ratelimit;
+pub mod sandbox;
 pub mod server;
 
 /// Renders an error and its `source` chain on one line, "a: b: c".

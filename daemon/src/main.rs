@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match server::run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             let mut msg = format!("daxfsd: {e}");
             let mut source = std::error::Error::source(&e);

@@ -6,6 +6,7 @@
 //! collector or a plain `cat` can read it.
 
 use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -242,30 +243,59 @@ pub fn render(device: &FsDevice) -> String {
     out
 }
 
-/// Writes the metrics file once, now (the writer thread's last word before
-/// the daemon exits, so the file ends with the final counts).
-pub fn write_now(device: &FsDevice, path: &Path) -> std::io::Result<()> {
-    write_atomically(path, &render(device))
+/// Where the snapshots go.
+#[derive(Debug)]
+pub enum MetricsSink {
+    /// The metrics file, written by this process.
+    File(PathBuf),
+    /// The supervisor outside the sandbox, which writes the file: one
+    /// snapshot per `SOCK_SEQPACKET` record (see `sandbox::supervisor`).
+    Relay(OwnedFd),
 }
 
-fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+impl MetricsSink {
+    /// Publishes one snapshot.
+    pub fn publish(&self, contents: &str) -> std::io::Result<()> {
+        match self {
+            Self::File(path) => write_atomically(path, contents.as_bytes()),
+            Self::Relay(fd) => {
+                rustix::io::write(fd, contents.as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes the metrics once, now (the daemon's last word before it exits, so
+/// the file ends with the final counts).
+pub fn write_now(device: &FsDevice, sink: &MetricsSink) -> std::io::Result<()> {
+    sink.publish(&render(device))
+}
+
+/// Replaces `path` with `contents` atomically (a temporary name beside it,
+/// then rename), so a reader never sees half a snapshot.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut tmp: PathBuf = path.to_owned();
     tmp.as_mut_os_string().push(".tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
 }
 
-/// Starts the thread that rewrites `path` every `period`.
-pub fn spawn_writer(device: Arc<FsDevice>, path: PathBuf, period: Duration) -> std::io::Result<()> {
+/// Starts the thread that publishes a snapshot every `period`.
+pub fn spawn_writer(
+    device: Arc<FsDevice>,
+    sink: Arc<MetricsSink>,
+    period: Duration,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("daxfsd-metrics".into())
         .spawn(move || {
             let mut failing = false;
             loop {
-                match write_atomically(&path, &render(&device)) {
+                match sink.publish(&render(&device)) {
                     Ok(()) => failing = false,
                     Err(error) if !failing => {
-                        tracing::warn!(path = %path.display(), %error, "cannot write the metrics file");
+                        tracing::warn!(?sink, %error, "cannot write the metrics");
                         failing = true;
                     }
                     Err(_) => {}

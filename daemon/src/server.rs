@@ -1,6 +1,9 @@
 //! Start-up and the connection loop.
 
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use vhost::vhost_user::Listener;
@@ -11,7 +14,10 @@ use crate::cli::Args;
 use crate::dax::Dax;
 use crate::device::{DeviceConfig, FsDevice};
 use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
+use crate::lifecycle::{BlockedSignals, Shutdown, SocketFile, STOP_SIGNALS};
+use crate::metrics::MetricsSink;
 use crate::passthrough::{FsConfig, PassthroughFs};
+use crate::sandbox::{Jail, Role, SandboxMode};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +49,17 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The socket could not be created.
-    #[error("cannot listen on {socket}")]
-    Listen {
-        /// The socket.
-        socket: PathBuf,
-        /// Cause.
-        #[source]
-        source: vhost::vhost_user::Error,
-    },
+    #[error("cannot listen")]
+    Listen(#[source] crate::lifecycle::SocketFileError),
+    /// The stop signals could not be blocked or their thread started.
+    #[error("cannot set up the stop signals")]
+    Signals(#[source] std::io::Error),
+    /// The sandbox could not be entered.
+    #[error("cannot enter the sandbox")]
+    Sandbox(#[source] crate::sandbox::SandboxError),
+    /// The seccomp filter could not be installed.
+    #[error("seccomp")]
+    Seccomp(#[source] crate::sandbox::seccomp::SeccompError),
     /// Neither `--socket-path` nor `--mount-point` was given.
     #[error("no transport: give --socket-path or --mount-point")]
     NoTransport,
@@ -69,7 +78,13 @@ pub enum ServerError {
 
 /// Builds the filesystem and device from the command line.
 pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
-    let dispatcher = build_dispatcher(args)?;
+    build_device_at(args, &args.shared_dir)
+}
+
+/// Builds the filesystem and device, opening `root` (`/` inside a
+/// sandbox) as the shared directory.
+pub fn build_device_at(args: &Args, root: &Path) -> Result<Arc<FsDevice>, ServerError> {
+    let dispatcher = build_dispatcher_at(args, root)?;
     Ok(Arc::new(FsDevice::new(
         DeviceConfig {
             tag: args.tag.clone(),
@@ -82,8 +97,12 @@ pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
 
 /// Builds the filesystem, DAX window and dispatcher from the command line.
 pub fn build_dispatcher(args: &Args) -> Result<Arc<Dispatcher>, ServerError> {
+    build_dispatcher_at(args, &args.shared_dir)
+}
+
+fn build_dispatcher_at(args: &Args, root: &Path) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
-        shared_dir: args.shared_dir.clone(),
+        shared_dir: root.to_owned(),
         cache: args.cache,
         readonly: args.readonly,
         xattr: args.xattr,
@@ -112,44 +131,117 @@ pub fn build_dispatcher(args: &Args) -> Result<Arc<Dispatcher>, ServerError> {
     Ok(Arc::new(Dispatcher::new(Arc::new(fs), policy, dax)))
 }
 
-/// Serves the socket: one frontend connection, or one after another with
-/// `--persist`. Every connection starts with a fresh session.
-pub fn run(args: &Args) -> Result<(), ServerError> {
-    // Modes arrive with the guest's umask already applied; the daemon's own
-    // umask must not mask them again.
-    rustix::process::umask(rustix::fs::Mode::empty());
+/// Runs the daemon: binds the socket, enters the sandbox and serves one
+/// frontend connection, or one after another with `--persist`, until the
+/// frontend leaves or a stop signal arrives. Every connection starts with a
+/// fresh session. Returns the status to exit with (a supervisor returns its
+/// sandboxed daemon's).
+pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
     raise_fd_limit();
     let socket_path = match (&args.mount_point, &args.socket_path) {
-        (Some(mount_point), _) => return run_fuse(args, mount_point),
+        (Some(mount_point), _) => {
+            // Modes arrive with the guest's umask already applied; the
+            // daemon's own umask must not mask them again.
+            rustix::process::umask(rustix::fs::Mode::empty());
+            return run_fuse(args, mount_point).map(|()| ExitCode::SUCCESS);
+        }
         (None, Some(socket_path)) => socket_path,
         (None, None) => return Err(ServerError::NoTransport),
     };
-    let device = build_device(args)?;
-    if let Some(path) = &args.metrics_file {
+    // Before any thread or child process exists, so all of them inherit it.
+    let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(ServerError::Signals)?;
+    let (unix_listener, socket_file) =
+        SocketFile::bind(socket_path).map_err(ServerError::Listen)?;
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let mode = args.sandbox_mode();
+    let original = rustix::process::getpid();
+    let entered = crate::sandbox::enter(
+        mode,
+        &args.shared_dir,
+        unix_listener.as_fd(),
+        args.metrics_file.is_some(),
+    );
+    let jail = match entered {
+        Ok(Role::Supervisor(supervisor)) => {
+            // The sandboxed daemon owns the socket now; this copy closes
+            // without removing the file.
+            drop(unix_listener);
+            tracing::debug!(
+                child = supervisor.child().as_raw_nonzero().get(),
+                "supervising"
+            );
+            return Ok(supervisor.run(&signals, args.metrics_file.as_deref(), &socket_file));
+        }
+        Ok(Role::Daemon(jail)) => jail,
+        Err(error) => {
+            // Only the process that bound the socket, outside the sandbox,
+            // removes it; a failed child leaves that to its supervisor.
+            if rustix::process::getpid() == original {
+                socket_file.remove();
+            }
+            return Err(ServerError::Sandbox(error));
+        }
+    };
+    let served = serve_in(args, jail, unix_listener, signals, socket_path);
+    if mode == SandboxMode::None {
+        socket_file.remove();
+    }
+    served.map(|()| ExitCode::SUCCESS)
+}
+
+/// The daemon proper, inside `jail`: opens the share, drops capabilities,
+/// starts its threads, installs seccomp, then serves.
+fn serve_in(
+    args: &Args,
+    jail: Jail,
+    unix_listener: UnixListener,
+    signals: BlockedSignals,
+    socket_path: &Path,
+) -> Result<(), ServerError> {
+    let device = build_device_at(args, &jail.root)?;
+    if jail.mode != SandboxMode::None {
+        crate::sandbox::enter_fd_dir().map_err(|source| {
+            ServerError::Sandbox(crate::sandbox::step_io("entering /proc/self/fd")(source))
+        })?;
+    }
+    crate::sandbox::caps::restrict_to(crate::sandbox::caps::DAEMON_CAPS)
+        .map_err(ServerError::Sandbox)?;
+    let shutdown = Shutdown::new(unix_listener.as_fd()).map_err(ServerError::Signals)?;
+    let mut listener = Listener::from(unix_listener);
+    shutdown
+        .spawn_signal_thread(signals)
+        .map_err(ServerError::Signals)?;
+    let metrics = match (jail.metrics_relay, &args.metrics_file) {
+        (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
+        (None, Some(path)) => Some(Arc::new(MetricsSink::File(path.clone()))),
+        (None, None) => None,
+    };
+    if let Some(sink) = &metrics {
         crate::metrics::spawn_writer(
             device.clone(),
-            path.clone(),
+            sink.clone(),
             std::time::Duration::from_secs(1),
         )
         .map_err(|source| ServerError::Metrics {
-            path: path.clone(),
+            path: args.metrics_file.clone().unwrap_or_default(),
             source,
         })?;
     }
+    let capabilities = crate::sandbox::caps::effective();
+    crate::sandbox::seccomp::install(args.seccomp).map_err(ServerError::Seccomp)?;
     tracing::info!(
         socket = %socket_path.display(),
         shared_dir = %args.shared_dir.display(),
         tag = %args.tag,
         queues = args.num_request_queues,
+        sandbox = ?jail.mode,
+        seccomp = ?args.seccomp,
+        ?capabilities,
         "daxfsd listening"
     );
     // One listener for the daemon's whole life: a frontend that connects
     // while the previous session is winding down waits in its backlog
     // instead of landing on a stale socket.
-    let mut listener = Listener::new(socket_path, true).map_err(|source| ServerError::Listen {
-        socket: socket_path.clone(),
-        source,
-    })?;
     loop {
         let mut daemon = VhostUserDaemon::new(
             "daxfsd".to_owned(),
@@ -157,7 +249,17 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(ServerError::Device)?;
-        let served = daemon.start(&mut listener).and_then(|()| daemon.wait());
+        let served = match daemon.start(&mut listener) {
+            // The signal thread shut the listener down.
+            Err(_) if shutdown.requested().is_some() => break,
+            Err(cause) => Err(cause),
+            Ok(()) => {
+                shutdown.session_started(daemon.shutdown_handle());
+                let waited = daemon.wait();
+                shutdown.session_ended();
+                waited
+            }
+        };
         // Dropping the daemon stops and joins this connection's workers.
         drop(daemon);
         // The frontend is gone: whatever the guest held is released.
@@ -169,21 +271,25 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
             )) => tracing::info!("frontend disconnected"),
             Err(cause) => {
                 return Err(ServerError::Serve {
-                    socket: socket_path.clone(),
+                    socket: socket_path.to_owned(),
                     cause,
                 })
             }
         }
-        if !args.persist {
-            if let Some(path) = &args.metrics_file {
-                if let Err(error) = crate::metrics::write_now(&device, path) {
-                    tracing::warn!(path = %path.display(), %error, "cannot write the final metrics");
-                }
-            }
-            return Ok(());
+        if shutdown.requested().is_some() || !args.persist {
+            break;
         }
         tracing::info!("--persist: waiting for the next frontend");
     }
+    if let Some(signal) = shutdown.requested() {
+        tracing::info!(signal = crate::lifecycle::signal_name(signal), "stopped");
+    }
+    if let Some(sink) = &metrics {
+        if let Err(error) = crate::metrics::write_now(&device, sink) {
+            tracing::warn!(%error, "cannot write the final metrics");
+        }
+    }
+    Ok(())
 }
 
 /// Serves the share over /dev/fuse on `mount_point` until it is unmounted.

@@ -120,7 +120,10 @@ struct SocketInfo {
 /// The process's open UNIX stream sockets (descriptors 0-2 excluded).
 fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")? {
+    // Through the descriptor the sandbox opened: inside it the path
+    // /proc/self/fd would name a directory of the guest's.
+    let dir = crate::sandbox::read_fd_dir()?;
+    for entry in dir {
         let Ok(raw) = entry?.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
@@ -139,6 +142,11 @@ fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
             continue;
         }
         if sockopt::socket_type(fd).ok() != Some(SocketType::STREAM) {
+            continue;
+        }
+        // The listening socket carries the path too, but it is no one's
+        // connection.
+        if sockopt::socket_acceptconn(fd).unwrap_or(false) {
             continue;
         }
         let Ok(addr) = getsockname(fd) else { continue };

@@ -200,11 +200,8 @@ impl PassthroughFs {
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )?;
-        let proc_self_fd = rustix::fs::open(
-            c"/proc/self/fd",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        // Opened by the sandbox before it hid the host's /proc.
+        let proc_self_fd = crate::sandbox::proc_self_fd()?.try_clone_to_owned()?;
         let root_stat = attr::statx_fd(&root)?;
         let inodes = InodeTable::new(root, &root_stat);
         Ok(Self {

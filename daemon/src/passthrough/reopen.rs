@@ -47,12 +47,12 @@ impl FdName {
         CStr::from_bytes_with_nul(&self.buf[..=self.len]).unwrap_or(c"")
     }
 
-    /// The absolute path `/proc/self/fd/N`, for the calls that take no dirfd
-    /// (the xattr family).
+    /// A path to the magic link `/proc/self/fd/N`, for the calls that take
+    /// no dirfd (the xattr family): that absolute path, or inside a sandbox
+    /// (where `/proc` is the guest's) `N` relative to the working directory,
+    /// which the sandbox made the daemon's fd directory.
     pub fn proc_path(&self) -> CString {
-        let mut path = b"/proc/self/fd/".to_vec();
-        path.extend_from_slice(&self.buf[..self.len]);
-        CString::new(path).unwrap_or_default()
+        crate::sandbox::fd_path(&self.buf[..self.len])
     }
 }
 

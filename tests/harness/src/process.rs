@@ -52,15 +52,31 @@ impl BackendCommand {
         }
     }
 
-    /// `daxfsd --socket-path {socket} --shared-dir {shared_dir}` with `NO_COLOR=1` (plain
-    /// logs in the captured file); add more with [`Self::arg`].
+    /// `daxfsd --socket-path {socket} --shared-dir {shared_dir} --sandbox none` with
+    /// `NO_COLOR=1` (plain logs in the captured file); add more with [`Self::arg`].
+    ///
+    /// `--sandbox none` keeps the daemon in the process the harness started, so
+    /// [`BackendProcess::pid`] is the daemon's and `/proc/<pid>/fd` counts its descriptors
+    /// (with `namespace` or `chroot` it is the supervisor, which holds none of the guest's).
+    /// The seccomp filter and the reduced capabilities apply all the same.
+    /// `DAXFSD_HARNESS_SANDBOX=namespace` runs every test sandboxed instead (the descriptor
+    /// checks then look at the supervisor); the sandbox's own tests pass `--sandbox`
+    /// themselves with [`Self::daxfsd_sandboxed`].
     pub fn daxfsd(program: impl Into<PathBuf>) -> Self {
+        let sandbox = std::env::var("DAXFSD_HARNESS_SANDBOX").unwrap_or_else(|_| "none".into());
+        Self::daxfsd_sandboxed(program, &sandbox)
+    }
+
+    /// [`Self::daxfsd`] with `--sandbox MODE`.
+    pub fn daxfsd_sandboxed(program: impl Into<PathBuf>, mode: &str) -> Self {
         Self::new(program)
             .args([
                 "--socket-path",
                 SOCKET_PLACEHOLDER,
                 "--shared-dir",
                 SHARED_DIR_PLACEHOLDER,
+                "--sandbox",
+                mode,
             ])
             .env("NO_COLOR", "1")
     }
@@ -231,6 +247,22 @@ impl BackendProcess {
     /// The backend's process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The process that serves: [`Self::pid`], or, when that process supervises a
+    /// sandboxed daemon (`daxfsd --sandbox namespace|chroot`), its only child (the daemon,
+    /// whose `/proc/<pid>/fd` holds the guest's descriptors).
+    pub fn daemon_pid(&self) -> u32 {
+        let children = format!("/proc/{0}/task/{0}/children", self.pid);
+        let listed: Vec<u32> = std::fs::read_to_string(children)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        match listed.as_slice() {
+            [child] => *child,
+            _ => self.pid,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ChildState> {

@@ -190,7 +190,7 @@ impl Session {
 
     /// Number of open fds of the daemon process.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.backend.pid()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.backend.daemon_pid()))
             .expect("the daemon's /proc/<pid>/fd")
             .count()
     }

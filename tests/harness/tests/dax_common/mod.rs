@@ -177,7 +177,7 @@ impl DaxDaemon {
     /// directory (the inode table's O_PATH descriptors included).
     pub fn open_shared_files(&self) -> usize {
         let shared = self.backend.shared_dir().canonicalize().unwrap();
-        let dir = format!("/proc/{}/fd", self.backend.pid());
+        let dir = format!("/proc/{}/fd", self.backend.daemon_pid());
         std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
             .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())

@@ -1,0 +1,293 @@
+//! Process lifecycle: the stop signals, the thread that waits for them, and
+//! the socket file the daemon owns.
+//!
+//! SIGTERM, SIGINT and SIGHUP are blocked in every thread (the mask is set
+//! before any thread or the sandbox's child process exists, and both inherit
+//! it), so no system call is ever interrupted by them. One thread,
+//! `daxfsd-signals`, takes them with `sigwait` and asks the main thread to
+//! stop through [`Shutdown`]: it shuts the listening socket down (a blocked
+//! `accept` returns EINVAL) and the current frontend connection (the
+//! frontend-message thread reads end-of-file, the session ends the usual way).
+//! The main thread then ends the session, writes the final metrics, removes
+//! the socket file and returns from `main` with status 0.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use vhost_user_backend::ShutdownHandle;
+
+/// The signals that stop the daemon.
+pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// A set of signals blocked in the thread that built it (and so in every
+/// thread and process it starts afterwards).
+#[derive(Clone, Copy)]
+pub struct BlockedSignals(libc::sigset_t);
+
+impl std::fmt::Debug for BlockedSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BlockedSignals")
+            .field(&self.signals())
+            .finish()
+    }
+}
+
+impl BlockedSignals {
+    /// Blocks `signals` in the calling thread.
+    pub fn block(signals: &[i32]) -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data and sigemptyset initialises it.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &signal in signals {
+            // SAFETY: `set` is initialised; an invalid number only fails.
+            if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `set` is initialised and a null old-set pointer is allowed;
+        // this changes the calling thread's mask only.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Self(set))
+    }
+
+    /// The raw set (for signalfd).
+    pub fn as_sigset(&self) -> &libc::sigset_t {
+        &self.0
+    }
+
+    /// The signal numbers in the set.
+    pub fn signals(&self) -> Vec<i32> {
+        (1..libc::SIGRTMIN())
+            // SAFETY: the set is initialised; sigismember only reads it.
+            .filter(|&s| unsafe { libc::sigismember(&self.0, s) } == 1)
+            .collect()
+    }
+
+    /// Waits until one of the signals is pending and takes it.
+    pub fn wait(&self) -> io::Result<i32> {
+        let mut signal = 0;
+        // SAFETY: the set is initialised and `signal` is a valid out-pointer;
+        // sigwait blocks the calling thread only.
+        let rc = unsafe { libc::sigwait(&self.0, &mut signal) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(signal)
+    }
+}
+
+/// The name of a stop signal, for logs.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}
+
+/// What the signal thread and the main thread share.
+///
+/// Locking: `state` is one mutex, held only to read or change the two
+/// fields and to shut a connection down (a non-blocking `shutdown(2)`).
+#[derive(Debug)]
+pub struct Shutdown {
+    state: Mutex<ShutdownState>,
+    /// A duplicate of the listening socket, shut down to wake `accept`.
+    listener: OwnedFd,
+}
+
+#[derive(Default)]
+struct ShutdownState {
+    /// The signal that asked the daemon to stop.
+    signal: Option<i32>,
+    /// The current frontend connection, shut down when a signal arrives.
+    session: Option<ShutdownHandle>,
+}
+
+impl std::fmt::Debug for ShutdownState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownState")
+            .field("signal", &self.signal)
+            .field("session", &self.session.is_some())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    /// Shares the stop request for the daemon listening on `listener`.
+    pub fn new(listener: BorrowedFd<'_>) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            state: Mutex::new(ShutdownState::default()),
+            listener: listener.try_clone_to_owned()?,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ShutdownState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signal that asked the daemon to stop, if one did.
+    pub fn requested(&self) -> Option<i32> {
+        self.state().signal
+    }
+
+    /// A frontend connected; `handle` ends its connection. If a stop was
+    /// requested meanwhile, the connection is shut down at once.
+    pub fn session_started(&self, handle: Option<ShutdownHandle>) {
+        let mut state = self.state();
+        match (state.signal, handle) {
+            (Some(_), Some(handle)) => handle.shutdown(),
+            (None, handle) => state.session = handle,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// The frontend connection ended.
+    pub fn session_ended(&self) {
+        self.state().session = None;
+    }
+
+    /// Asks the daemon to stop: no new connection is accepted and the
+    /// current one ends.
+    pub fn request(&self, signal: i32) {
+        let mut state = self.state();
+        if state.signal.is_some() {
+            return;
+        }
+        state.signal = Some(signal);
+        if let Some(session) = state.session.take() {
+            session.shutdown();
+        }
+        // A listening AF_UNIX socket that is shut down fails accept() with
+        // EINVAL, which wakes the main thread if it waits there.
+        let _ = rustix::net::shutdown(self.listener.as_fd(), rustix::net::Shutdown::Both);
+    }
+
+    /// Starts the thread that waits for `signals` and requests the stop.
+    pub fn spawn_signal_thread(self: &Arc<Self>, signals: BlockedSignals) -> io::Result<()> {
+        let shutdown = self.clone();
+        std::thread::Builder::new()
+            .name("daxfsd-signals".into())
+            .spawn(move || loop {
+                match signals.wait() {
+                    Ok(signal) if shutdown.requested().is_none() => {
+                        tracing::info!(signal = signal_name(signal), "stopping");
+                        shutdown.request(signal);
+                    }
+                    Ok(signal) => {
+                        tracing::info!(signal = signal_name(signal), "already stopping");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "sigwait failed; signals will not stop the daemon");
+                        return;
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+}
+
+/// Why the socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketFileError {
+    /// Something other than a socket is in the way.
+    #[error("{0} exists and is not a socket; not replacing it")]
+    NotASocket(PathBuf),
+    /// A stale socket could not be removed.
+    #[error("cannot remove the stale socket {path}")]
+    RemoveStale {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// bind or listen failed, or the new socket could not be inspected.
+    #[error("cannot bind {path}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The socket file the daemon bound: removed when the daemon stops, but
+/// only if it is still the daemon's own (same device and inode).
+#[derive(Debug, Clone)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// Binds and listens on `path`, replacing a stale socket there (but
+    /// nothing else). The socket file is created with mode 0700 (owner
+    /// only): whoever can connect drives the daemon as a frontend.
+    pub fn bind(path: &Path) -> Result<(UnixListener, Self), SocketFileError> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                std::fs::remove_file(path).map_err(|source| SocketFileError::RemoveStale {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            }
+            Ok(_) => return Err(SocketFileError::NotASocket(path.to_owned())),
+            Err(_) => {}
+        }
+        let bind_error = |source| SocketFileError::Bind {
+            path: path.to_owned(),
+            source,
+        };
+        let old_umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let bound = UnixListener::bind(path);
+        rustix::process::umask(old_umask);
+        let listener = bound.map_err(bind_error)?;
+        let meta = std::fs::symlink_metadata(path).map_err(bind_error)?;
+        Ok((
+            listener,
+            Self {
+                path: path.to_owned(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        ))
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file if it is still the one bound.
+    pub fn remove(&self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if let Err(error) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(path = %self.path.display(), %error, "cannot remove the socket");
+                }
+            }
+            Ok(_) => tracing::info!(
+                path = %self.path.display(),
+                "the socket path now holds another file; leaving it"
+            ),
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The capabilities the daemon keeps.
+//!
+//! As root the daemon keeps exactly what passthrough needs to act for any
+//! guest user, like virtiofsd's default set:
+//!
+//! | capability | why |
+//! | --- | --- |
+//! | `CHOWN` | SETATTR uid/gid; giving created files the caller's owner |
+//! | `DAC_OVERRIDE` | opening and searching files whatever their mode (the guest kernel already checked its caller's permissions) |
+//! | `FOWNER` | chmod, utimes, xattrs and `O_NOATIME` on files the daemon does not own |
+//! | `FSETID` | chmod keeps set-group-ID when the group is not the daemon's; writes do not strip the bits the guest manages itself |
+//! | `SETUID`, `SETGID` | `setfsuid`/`setfsgid` to create files as the caller |
+//! | `MKNOD` | MKNOD of device nodes by the guest's root |
+//! | `SETFCAP` | setting `security.capability` (file capabilities) with `--xattr` |
+//!
+//! Everything else goes, from the effective, permitted, inheritable and
+//! ambient sets and from the bounding set, so that nothing can regain it
+//! (no `CAP_SYS_ADMIN` to undo the mounts, no `CAP_SYS_PTRACE` or
+//! `CAP_SYS_CHROOT` to leave the sandbox, no `CAP_DAC_READ_SEARCH` for
+//! `open_by_handle_at`). Not root (then in a user namespace with
+//! `--sandbox namespace`), the daemon keeps nothing: it acts as its own user.
+//!
+//! Capabilities belong to threads: this runs before the daemon starts any.
+
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use super::{step, SandboxError};
+
+/// What the daemon keeps as root.
+pub const DAEMON_CAPS: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::SETFCAP);
+
+/// What the supervisor keeps as root: writing the metrics file and removing
+/// the socket file wherever the operator put them.
+pub const SUPERVISOR_CAPS: CapabilitySet = CapabilitySet::DAC_OVERRIDE;
+
+/// Reduces the calling thread's capabilities to `keep` (nothing when not
+/// root), clearing the bounding and ambient sets of everything else.
+pub fn restrict_to(keep: CapabilitySet) -> Result<(), SandboxError> {
+    let current =
+        rustix::thread::capabilities(None).map_err(step("reading the capability sets"))?;
+    let keep = if rustix::process::geteuid().is_root() {
+        keep
+    } else {
+        CapabilitySet::empty()
+    };
+    if current.permitted.is_empty() && current.effective.is_empty() {
+        return Ok(());
+    }
+    // The bounding set first, while CAP_SETPCAP is still effective. Numbers
+    // the kernel does not know fail with EINVAL, which ends the walk.
+    if current.effective.contains(CapabilitySet::SETPCAP) {
+        for bit in 0..64 {
+            let cap = CapabilitySet::from_bits_retain(1 << bit);
+            if keep.contains(cap) {
+                continue;
+            }
+            match rustix::thread::remove_capability_from_bounding_set(cap) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::INVAL) => break,
+                Err(e) => return Err(step("dropping from the bounding set")(e)),
+            }
+        }
+    }
+    rustix::thread::clear_ambient_capability_set().map_err(step("clearing the ambient set"))?;
+    let keep = keep & current.permitted;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(step("capset"))
+}
+
+/// The effective set of the calling thread, for the start-up log.
+pub fn effective() -> CapabilitySet {
+    rustix::thread::capabilities(None)
+        .map(|c| c.effective)
+        .unwrap_or(CapabilitySet::empty())
+}
