@@ -17,7 +17,14 @@ use crate::sandbox::{SandboxMode, SeccompMode};
 /// (guest RAM must be shared: -object memory-backend-memfd,id=mem,size=...,share=on
 ///  -numa node,memdev=mem). In the guest: mount -t virtiofs TAG /mnt
 #[derive(Debug, Parser)]
-#[command(name = "daxfsd", version, about, long_about, verbatim_doc_comment)]
+#[command(
+    name = "daxfsd",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    args_override_self = true
+)]
 pub struct Args {
     /// vhost-user socket path to listen on (created; an old socket file is replaced).
     #[arg(long, value_name = "PATH", required_unless_present = "mount_point")]
