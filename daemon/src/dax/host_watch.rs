@@ -11,7 +11,7 @@
 //!
 //! Why inotify rather than fanotify: it works unprivileged, watches exactly
 //! the inodes that need it (a watch per mapped inode, on the file the daemon
-//! holds open, reached through `/proc/self/fd`, so renames and other links do
+//! holds open, found through its `/proc/self/fd` link, so other links do
 //! not matter) and reports truncations by any process; fanotify needs
 //! CAP_SYS_ADMIN and marks whole mounts or inodes just the same. The limit is
 //! `fs.inotify.max_user_watches`; a file whose watch cannot be added is still
@@ -130,7 +130,7 @@ impl MappedFiles {
                             entry.writable = true;
                         }
                         None => {
-                            let wd = self.add_watch(&file, nodeid);
+                            let wd = self.add_watch(&registry.by_wd, &file, nodeid);
                             if let Some(wd) = wd {
                                 registry.by_wd.entry(wd).or_default().push(nodeid);
                             }
@@ -161,16 +161,18 @@ impl MappedFiles {
         }
     }
 
-    fn add_watch(&self, file: &File, nodeid: u64) -> Option<i32> {
+    /// Adds a watch on `file`'s inode (see [`add_inode_watch`]); `by_wd` holds the
+    /// watches in use. `None` (counted, logged) if it cannot be added.
+    fn add_watch(&self, by_wd: &HashMap<i32, Vec<u64>>, file: &File, nodeid: u64) -> Option<i32> {
         let inotify = self.inotify.as_ref()?;
-        match inotify::add_watch(inotify, watch_path(file).as_str(), WATCHED) {
+        match add_inode_watch(inotify, file, |wd| by_wd.contains_key(&wd)) {
             Ok(wd) => Some(wd),
             Err(error) => {
                 self.unwatched.fetch_add(1, Relaxed);
                 tracing::warn!(
                     nodeid,
-                    %error,
-                    "cannot watch a mapped file (fs.inotify.max_user_watches?): host-side truncations of it are not repaired"
+                    error = %crate::error_chain(&error),
+                    "cannot watch a mapped file: host-side truncations of it are not repaired"
                 );
                 None
             }
@@ -272,12 +274,60 @@ impl MappedFiles {
     }
 }
 
-/// The path inotify resolves to `file`'s inode: its `/proc/self/fd` link
-/// (inotify takes no descriptor). Where `/proc` is not mounted at `/proc`
-/// (a sandbox that keeps only a descriptor of `/proc/self/fd`), the watch
-/// cannot be added and the file is counted as unwatched.
-fn watch_path(file: &File) -> String {
-    format!("/proc/self/fd/{}", file.as_raw_fd())
+/// Why a mapped file could not be watched.
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    /// The `/proc/self/fd` directory is not available.
+    #[error("no /proc/self/fd directory")]
+    Proc(#[source] std::io::Error),
+    /// The descriptor's link could not be read, or the file not stat'ed.
+    #[error("cannot find the file's path")]
+    Path(#[source] rustix::io::Errno),
+    /// The path names another inode (the file was renamed or deleted).
+    #[error("the file's path {0:?} names another file now")]
+    Moved(std::ffi::CString),
+    /// inotify refused (`fs.inotify.max_user_watches` reached?).
+    #[error("inotify_add_watch failed")]
+    Add(#[source] rustix::io::Errno),
+}
+
+/// Adds a watch on the inode of `file`. inotify takes a path, not a
+/// descriptor, and inside the sandbox `/proc` is not procfs, so the path is
+/// the target of the descriptor's link in the `/proc/self/fd` directory the
+/// sandbox keeps open (it names the file below the root this process sees:
+/// the shared directory, in a sandbox). The file may be renamed meanwhile:
+/// the path's inode is compared with the descriptor's before and after the
+/// watch is added, and a watch that may be on another inode is not used
+/// (removed, unless `in_use` says it serves another mapped file).
+fn add_inode_watch(
+    inotify: &OwnedFd,
+    file: &File,
+    in_use: impl Fn(i32) -> bool,
+) -> Result<i32, WatchError> {
+    let proc_fd = crate::sandbox::proc_self_fd().map_err(WatchError::Proc)?;
+    let path = rustix::fs::readlinkat(proc_fd, file.as_raw_fd().to_string(), Vec::new())
+        .map_err(WatchError::Path)?;
+    let want = rustix::fs::fstat(file).map_err(WatchError::Path)?;
+    let names_file = || {
+        rustix::fs::statat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| st.st_dev == want.st_dev && st.st_ino == want.st_ino)
+    };
+    if !names_file() {
+        return Err(WatchError::Moved(path));
+    }
+    let wd = inotify::add_watch(inotify, &path, WATCHED | inotify::WatchFlags::DONT_FOLLOW)
+        .map_err(WatchError::Add)?;
+    if !names_file() {
+        if !in_use(wd) {
+            let _ = inotify::remove_watch(inotify, wd);
+        }
+        return Err(WatchError::Moved(path));
+    }
+    Ok(wd)
 }
 
 /// A SETUPMAPPING in progress; dropping it releases the entry if the map
@@ -399,5 +449,106 @@ fn watch(core: &Core, epoll: &Epoll) {
         for nodeid in nodes {
             core.repair_to_current_size(nodeid, RepairSource::Host);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::io::Write as _;
+
+    use dax_window::{MapRequest, Mapper, WindowGeometry, SLOT_SIZE};
+
+    use super::*;
+
+    /// A VMM that accepts everything.
+    struct Accepting;
+
+    impl Mapper for Accepting {
+        type File = File;
+        type Error = Infallible;
+
+        fn map(&self, _: u64, _: u64, _: &File, _: u64, _: bool) -> Result<(), Infallible> {
+            Ok(())
+        }
+
+        fn unmap(&self, _: u64, _: u64) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    /// Reads the pending events of `files`' watches: the nodeids named.
+    fn events(files: &MappedFiles) -> Vec<u64> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let inotify = files.inotify.as_ref().unwrap();
+        let mut reader = inotify::Reader::new(inotify.as_fd(), &mut buf);
+        let mut nodes = Vec::new();
+        while let Ok(event) = reader.next() {
+            nodes.extend(files.nodes_of(event.wd()));
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    #[test]
+    fn a_mapped_file_is_held_and_watched_until_its_last_record_goes() {
+        let window = Window::new(WindowGeometry::new(2 * SLOT_SIZE).unwrap());
+        let files = MappedFiles::new(true);
+        // A named file: an unlinked one has no path to watch by.
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let mut file = named.reopen().unwrap();
+        file.write_all(&[7; 8192]).unwrap();
+
+        // A SETUPMAPPING that maps nothing leaves nothing behind.
+        drop(files.pin(&window, 5, &file, false));
+        assert!(!files.contains(5) && files.len() == 0);
+
+        let pin = files.pin(&window, 5, &file, false);
+        assert!(files.contains(5));
+        let request = MapRequest {
+            moffset: 0,
+            len: SLOT_SIZE,
+            inode: InodeId(5),
+            file: &file,
+            foffset: 0,
+            writable: false,
+        };
+        window.setup_mapping(&Accepting, &request).unwrap();
+        drop(pin);
+        assert!(files.contains(5), "released while mapped");
+        assert_eq!(files.unwatched(), 0);
+
+        // Another process shrinks it: the watch reports the nodeid.
+        let _ = events(&files);
+        file.set_len(100).unwrap();
+        assert_eq!(events(&files), vec![5]);
+
+        // A writable mapping swaps in a writable descriptor; still one entry.
+        let held = files.file(5).unwrap();
+        let pin = files.pin(&window, 5, &file, true);
+        assert!(!Arc::ptr_eq(&held, &files.file(5).unwrap()));
+        drop(pin);
+        assert_eq!(files.len(), 1);
+
+        window.remove_mapping(&Accepting, 0, SLOT_SIZE).unwrap();
+        files.release_if_unmapped(&window, 5);
+        assert!(!files.contains(5));
+        // The watch went with it.
+        file.set_len(10).unwrap();
+        assert_eq!(events(&files), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn without_watching_files_are_held_but_not_watched() {
+        let window = Window::new(WindowGeometry::new(SLOT_SIZE).unwrap());
+        let files = MappedFiles::new(false);
+        assert!(!files.watching());
+        let file = tempfile::tempfile().unwrap();
+        let pin = files.pin(&window, 1, &file, false);
+        assert!(files.contains(1));
+        drop(pin);
+        files.sweep(&window);
+        assert_eq!(files.len(), 0);
     }
 }

@@ -4,6 +4,7 @@
 //! SIGBUS and kills the process), and the child-process runner that proves it.
 #![allow(dead_code)]
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -81,11 +82,13 @@ pub fn is_placeholder(s: &Session<'_>, offset: u64) -> bool {
         .is_some_and(|m| m.source.to_string_lossy().contains(PLACEHOLDER))
 }
 
-/// Whether window offset `offset` is mapped to the file at `path`.
+/// Whether window offset `offset` is mapped to the file at `path` (compared by device
+/// and inode: a sandboxed daemon's descriptors show paths of its own mount).
 pub fn is_file(s: &Session<'_>, offset: u64, path: &Path) -> bool {
+    let file = std::fs::metadata(path).unwrap();
     s.window()
         .mapping_at(offset)
-        .is_some_and(|m| crate::dax_common::same_file(&m.source, path))
+        .is_some_and(|m| (m.dev, m.ino) == (file.dev(), file.ino()))
 }
 
 /// SETATTR of the size; returns the errno.
