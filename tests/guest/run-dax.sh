@@ -10,7 +10,9 @@
 # the legacy FS_MAP/FS_UNMAP (the patched QEMU speaks both).
 # DAXFSD_DAX_WORKLOADS picks the workloads (default: dax), DAXFSD_DAX_PROTOCOLS
 # the protocols (default: shmem legacy), DAXFSD_DAX_WINDOW the window size
-# (default 8M). Ends with "guest-dax: N passed, N failed".
+# (default 8M), DAXFSD_DAX_SANDBOX the daemon's isolation flags (default
+# "--sandbox namespace --seccomp kill": the DAX paths run under the
+# sandbox and the seccomp allow-list). Ends with "guest-dax: N passed, N failed".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -24,6 +26,7 @@ initrd=$("$here/build-initramfs.sh")
 echo "guest-dax: QEMU $qemu, setup ready in $((SECONDS - t0))s" >&2
 
 window=${DAXFSD_DAX_WINDOW:-8M}
+sandbox=${DAXFSD_DAX_SANDBOX---sandbox namespace --seccomp kill}
 passed=0
 failed=0
 failures=()
@@ -33,7 +36,7 @@ for w in ${DAXFSD_DAX_WORKLOADS:-dax}; do
     if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
       --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
       --fs-device-opts "cache-size=$window" --mount-opts dax=always \
-      --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom" "$@"; then
+      --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom $sandbox" "$@"; then
       passed=$((passed + 1))
       echo "guest-dax: PASS $w/$p ($((SECONDS - t))s)"
     else

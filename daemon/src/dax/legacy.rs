@@ -156,7 +156,7 @@ fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
         let Ok(unix) = SocketAddrUnix::try_from(addr) else {
             continue;
         };
-        let Ok(cred) = sockopt::socket_peercred(fd) else {
+        let Some(peer_pid) = peer_pid(fd) else {
             continue;
         };
         found.push(SocketInfo {
@@ -168,10 +168,36 @@ fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
             // "unnamed" means here.
             unnamed: unix.path_bytes().is_none()
                 && unix.abstract_name().is_none_or(<[u8]>::is_empty),
-            peer_pid: cred.pid.as_raw_nonzero().get(),
+            peer_pid,
         });
     }
     Ok(found)
+}
+
+/// The process id of `fd`'s peer (`SO_PEERCRED`), or 0 when the peer lives
+/// outside the daemon's PID namespace (`--sandbox namespace`): then the
+/// frontend's connection and its backend channel both show 0, which still
+/// tells them from the daemon's own sockets. (rustix's `socket_peercred`
+/// cannot hold a 0 pid, so the raw structure is read here.)
+fn peer_pid(fd: BorrowedFd<'_>) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of a ucred and its
+    // length; the kernel writes at most `len` bytes; `fd` is borrowed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<libc::ucred>()).then_some(cred.pid)
 }
 
 impl LegacyChannel {
@@ -291,4 +317,29 @@ pub fn unmap_msg(moffset: u64, len: u64) -> LegacyFsMsg {
     msg.cache_offset[0] = moffset;
     msg.len[0] = len;
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn peer_pid_names_the_peer_process() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let own = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(super::peer_pid(a.as_fd()), Some(own));
+    }
+
+    #[test]
+    fn listening_sockets_are_not_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let found = super::unix_stream_sockets().unwrap();
+        let raw = |fd: std::os::fd::BorrowedFd<'_>| std::os::fd::AsRawFd::as_raw_fd(&fd);
+        assert!(!found.iter().any(|s| s.raw == raw(listener.as_fd())));
+        assert!(found.iter().any(|s| s.raw == raw(accepted.as_fd())));
+    }
 }
