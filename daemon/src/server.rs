@@ -140,6 +140,9 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
     raise_fd_limit();
     let socket_path = match (&args.mount_point, &args.socket_path) {
         (Some(mount_point), _) => {
+            if args.sandbox.is_some_and(|m| m != SandboxMode::None) {
+                tracing::warn!("--sandbox does not apply to --mount-point (a test transport)");
+            }
             // Modes arrive with the guest's umask already applied; the
             // daemon's own umask must not mask them again.
             rustix::process::umask(rustix::fs::Mode::empty());
