@@ -8,7 +8,7 @@
 #
 # Each workload runs once per DAX protocol: the standard SHMEM_MAP/UNMAP and
 # the legacy FS_MAP/FS_UNMAP (the patched QEMU speaks both).
-# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax), DAXFSD_DAX_PROTOCOLS
+# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_truncate), DAXFSD_DAX_PROTOCOLS
 # the protocols (default: shmem legacy), DAXFSD_DAX_WINDOW the window size
 # (default 8M), DAXFSD_DAX_SANDBOX the daemon's isolation flags (default
 # "--sandbox namespace --seccomp kill": the DAX paths run under the
@@ -30,7 +30,7 @@ sandbox=${DAXFSD_DAX_SANDBOX---sandbox namespace --seccomp kill}
 passed=0
 failed=0
 failures=()
-for w in ${DAXFSD_DAX_WORKLOADS:-dax}; do
+for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_truncate}; do
   for p in ${DAXFSD_DAX_PROTOCOLS:-shmem legacy}; do
     t=$SECONDS
     if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
