@@ -8,7 +8,7 @@
 //! up another. A queue that the frontend enables but never configures simply
 //! never yields a descriptor chain; nothing waits for DRIVER_OK.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +18,11 @@ use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard,
+    GuestMemoryMmap,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -27,8 +30,9 @@ use vmm_sys_util::event::{
 use zerocopy::IntoBytes;
 
 use crate::dax::DaxProtocol;
-use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
+use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
+use crate::passthrough::GuestBuffers;
 use crate::ratelimit::RateLimit;
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
@@ -82,11 +86,95 @@ pub struct ChainStats {
     pub bad_chains: AtomicU64,
 }
 
+/// Why a chain's buffers cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum ChainError {
+    /// The lengths of one direction's descriptors add up past `usize`.
+    #[error("descriptor lengths overflow")]
+    Overflow,
+    /// A descriptor lies (partly) outside guest memory, e.g. in the DAX window.
+    #[error("descriptor outside guest memory")]
+    Memory(#[source] vm_memory::GuestMemoryError),
+}
+
 /// Per-queue scratch buffers, reused for every request on that queue.
 #[derive(Debug, Default)]
 struct QueueBuffers {
     request: Vec<u8>,
     reply: Vec<u8>,
+    /// The current chain's device-readable buffers, cut at memory-region
+    /// boundaries, in chain order.
+    readable: Vec<(GuestAddress, usize)>,
+    /// Its device-writable buffers, likewise.
+    writable: Vec<(GuestAddress, usize)>,
+}
+
+impl QueueBuffers {
+    /// Splits `chain` into readable and writable buffers, checking every
+    /// descriptor against guest memory, in one walk of the chain (what
+    /// virtio-queue's `Reader::new` and `Writer::new` each check, without
+    /// their per-request allocations).
+    fn split_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+    ) -> Result<(usize, usize), ChainError> {
+        self.readable.clear();
+        self.writable.clear();
+        let (mut readable_len, mut writable_len) = (0usize, 0usize);
+        for desc in chain {
+            let len = desc.len() as usize;
+            let (pieces, total) = if desc.is_write_only() {
+                (&mut self.writable, &mut writable_len)
+            } else {
+                (&mut self.readable, &mut readable_len)
+            };
+            *total = total.checked_add(len).ok_or(ChainError::Overflow)?;
+            let mut at = desc.addr();
+            for slice in mem.get_slices(at, len) {
+                let piece = slice.map_err(ChainError::Memory)?.len();
+                pieces.push((at, piece));
+                // Only used if another piece follows, so it cannot have wrapped.
+                at = GuestAddress(at.0.wrapping_add(piece as u64));
+            }
+        }
+        Ok((readable_len, writable_len))
+    }
+
+    /// Copies the first `self.request.len()` readable bytes into `request`.
+    fn copy_request(&mut self, mem: &GuestMemoryMmap) -> Result<(), ChainError> {
+        let mut done = 0;
+        for &(addr, len) in &self.readable {
+            if done == self.request.len() {
+                break;
+            }
+            let take = len.min(self.request.len() - done);
+            let slice = mem.get_slice(addr, take).map_err(ChainError::Memory)?;
+            slice.copy_to(&mut self.request[done..done + take]);
+            done += take;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` at the start of the writable `pieces`, which hold at least
+/// that many.
+fn write_reply(
+    mem: &GuestMemoryMmap,
+    pieces: &[(GuestAddress, usize)],
+    bytes: &[u8],
+) -> Result<(), ChainError> {
+    let mut done = 0;
+    for &(addr, len) in pieces {
+        if done == bytes.len() {
+            break;
+        }
+        let take = len.min(bytes.len() - done);
+        let slice = mem.get_slice(addr, take).map_err(ChainError::Memory)?;
+        slice.copy_from(&bytes[done..done + take]);
+        done += take;
+    }
+    Ok(())
 }
 
 /// Static configuration of the device.
@@ -211,49 +299,50 @@ impl FsDevice {
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
         buffers: &mut QueueBuffers,
     ) -> u32 {
-        let mut writer = match Writer::new(&**mem, chain.clone()) {
-            Ok(w) => w,
+        let (len, capacity) = match buffers.split_chain(mem, chain) {
+            Ok(lens) => lens,
             Err(e) => {
-                self.bad_chain("writable descriptors unusable", &e);
+                self.bad_chain("buffers unusable", &e);
                 return 0;
             }
         };
-        let capacity = writer.available_bytes();
-        let request = &mut buffers.request;
-        request.clear();
-        let mut reader = match Reader::new(&**mem, chain) {
-            Ok(r) => r,
-            Err(e) => {
-                self.bad_chain("readable descriptors unusable", &e);
-                return 0;
-            }
-        };
-        let len = reader.available_bytes();
         // An oversized request is refused from its header alone (E2BIG,
         // echoing its unique) without copying the rest.
         let oversized = len > MAX_REQUEST;
-        request.resize(if oversized { IN_HEADER_LEN } else { len }, 0);
-        if let Err(e) = reader.read_exact(request) {
-            // Reader::new validated every descriptor, so this is not
-            // expected; the request may be partial, so it is not served.
+        buffers.request.clear();
+        buffers
+            .request
+            .resize(if oversized { IN_HEADER_LEN } else { len }, 0);
+        if let Err(e) = buffers.copy_request(mem) {
+            // split_chain validated every buffer, so this is not expected;
+            // the request may be partial, so it is not served.
             self.bad_chain("reading the request", &e);
             return 0;
         }
+        let QueueBuffers {
+            request,
+            reply,
+            writable,
+            ..
+        } = buffers;
         let outcome = if oversized {
             self.dispatcher
-                .refuse(request, Errno::E2BIG, &mut buffers.reply, capacity)
+                .refuse(request, Errno::E2BIG, reply, capacity)
+                .into()
         } else {
-            self.dispatcher
-                .dispatch(request, &mut buffers.reply, capacity)
+            let guest = GuestBuffers::new(mem, writable);
+            self.dispatcher.dispatch_chain(request, reply, &guest)
         };
-        let Outcome::Reply(len) = outcome else {
-            return 0;
+        let (head, data) = match outcome {
+            ChainReply::Reply(len) => (len, 0),
+            ChainReply::WithData { head, data } => (head, data),
+            ChainReply::NoReply => return 0,
         };
-        match writer.write_all(&buffers.reply[..len]) {
-            Ok(()) => writer.bytes_written() as u32,
+        match write_reply(mem, writable, &reply[..head]) {
+            Ok(()) => (head + data) as u32,
             Err(e) => {
                 self.bad_chain("writing the reply", &e);
-                writer.bytes_written() as u32
+                0
             }
         }
     }

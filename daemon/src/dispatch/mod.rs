@@ -3,7 +3,9 @@
 //! The dispatcher parses with the protocol crate, enforces the session
 //! state (nothing but INIT before INIT), calls the passthrough filesystem
 //! and encodes the reply into the worker's reusable buffer. It knows nothing
-//! about virtqueues; the queue worker hands it bytes and a reply capacity.
+//! about virtqueues; the queue worker hands it bytes and a reply capacity,
+//! or ([`Dispatcher::dispatch_chain`]) the chain's writable buffers, into
+//! which READ data goes directly.
 
 mod init;
 
@@ -16,13 +18,13 @@ use daxfsd_protocol::abi::{
 };
 use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{negotiate, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::passthrough::{Context, PassthroughFs};
+use crate::passthrough::{Context, GuestBuffers, PassthroughFs};
 use crate::ratelimit::RateLimit;
 
 /// Counters the dispatcher keeps; read them with [`Dispatcher::stats`].
@@ -44,6 +46,34 @@ pub enum Outcome {
     /// The operation has no reply (FORGET, BATCH_FORGET, INTERRUPT) or the
     /// chain has no room for even a header: return it with nothing written.
     NoReply,
+}
+
+/// What the queue worker should do with a chain after
+/// [`Dispatcher::dispatch_chain`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChainReply {
+    /// Write these many bytes of the reply buffer into the chain.
+    Reply(usize),
+    /// Write the first `head` bytes of the reply buffer at the start of the
+    /// chain's writable space; `data` more bytes already sit right after them
+    /// in guest memory (a READ filled them in place).
+    WithData {
+        /// Bytes of the reply buffer (the out header).
+        head: usize,
+        /// Bytes placed in guest memory after them.
+        data: usize,
+    },
+    /// As [`Outcome::NoReply`].
+    NoReply,
+}
+
+impl From<Outcome> for ChainReply {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Reply(len) => ChainReply::Reply(len),
+            Outcome::NoReply => ChainReply::NoReply,
+        }
+    }
 }
 
 /// Why a guest session ends.
@@ -128,36 +158,62 @@ impl Dispatcher {
     /// Handles one request. `capacity` is the writable space in the chain;
     /// the reply never exceeds it.
     pub fn dispatch(&self, request: &[u8], reply: &mut Vec<u8>, capacity: usize) -> Outcome {
+        match self.dispatch_to(request, reply, capacity, None) {
+            ChainReply::Reply(len) => Outcome::Reply(len),
+            ChainReply::NoReply => Outcome::NoReply,
+            // Only a caller that passes guest buffers gets data placed there.
+            ChainReply::WithData { .. } => write_error(reply, request_unique(request), Errno::EIO),
+        }
+    }
+
+    /// Like [`Self::dispatch`] for a descriptor chain whose writable space is
+    /// `guest`: READ data goes straight into it after the reply header, so
+    /// it is never copied through `reply`.
+    pub fn dispatch_chain(
+        &self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        guest: &GuestBuffers<'_>,
+    ) -> ChainReply {
+        self.dispatch_to(request, reply, guest.len(), Some(guest))
+    }
+
+    fn dispatch_to(
+        &self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        capacity: usize,
+        guest: Option<&GuestBuffers<'_>>,
+    ) -> ChainReply {
         if capacity < OUT_HEADER_LEN {
             // Not even an error fits. Still run no-reply operations (FORGET
             // must not leak references just because the chain is short).
             if let Ok(req) = parse(request, &self.limits) {
                 if is_no_reply(&req.op) {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.handle(&req, reply, capacity);
+                    let _ = self.handle(&req, reply, capacity, None);
                 }
             }
-            return Outcome::NoReply;
+            return ChainReply::NoReply;
         }
         let req = match parse(request, &self.limits) {
             Ok(req) => req,
-            Err(e) => return self.refuse_malformed(request, &e, reply),
+            Err(e) => return self.refuse_malformed(request, &e, reply).into(),
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let unique = req.header.unique;
-        match self.handle(&req, reply, capacity) {
-            Ok(Outcome::Reply(len)) if len <= capacity => Outcome::Reply(len),
-            Ok(Outcome::Reply(len)) => {
+        match self.handle(&req, reply, capacity, guest) {
+            Ok(ChainReply::Reply(len)) if len > capacity => {
                 tracing::debug!(
                     unique,
                     len,
                     capacity,
                     "reply larger than the chain's writable space"
                 );
-                write_error(reply, unique, Errno::ERANGE)
+                write_error(reply, unique, Errno::ERANGE).into()
             }
-            Ok(Outcome::NoReply) => Outcome::NoReply,
-            Err(errno) => write_error(reply, unique, errno),
+            Ok(done) => done,
+            Err(errno) => write_error(reply, unique, errno).into(),
         }
     }
 
@@ -194,7 +250,8 @@ impl Dispatcher {
         req: &Request<'_>,
         reply: &mut Vec<u8>,
         capacity: usize,
-    ) -> Result<Outcome, Errno> {
+        guest: Option<&GuestBuffers<'_>>,
+    ) -> Result<ChainReply, Errno> {
         let h = &req.header;
         let ctx = Context {
             uid: h.uid,
@@ -251,19 +308,19 @@ impl Dispatcher {
             }
             Operation::Forget { nlookup } => {
                 fs.forget(nodeid, *nlookup);
-                return Ok(Outcome::NoReply);
+                return Ok(ChainReply::NoReply);
             }
             Operation::BatchForget { entries } => {
                 for e in *entries {
                     fs.forget(e.nodeid, e.nlookup);
                 }
-                return Ok(Outcome::NoReply);
+                return Ok(ChainReply::NoReply);
             }
             Operation::Interrupt { .. } => {
                 // Requests run to completion synchronously on their queue's
                 // worker; by the time an interrupt is read the request it
                 // names has either finished or will finish promptly.
-                return Ok(Outcome::NoReply);
+                return Ok(ChainReply::NoReply);
             }
             Operation::Getattr(arg) => {
                 let fh = (arg.getattr_flags & GETATTR_FH != 0).then_some(arg.fh);
@@ -318,6 +375,11 @@ impl Dispatcher {
             }
             Operation::Read(arg) => {
                 let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
+                if let Some(guest) = guest {
+                    let dst = guest.range(OUT_HEADER_LEN, size);
+                    let n = fs.read_to_guest(ctx, nodeid, arg.fh, arg.offset, &dst)?;
+                    return Ok(data_reply(reply, h.unique, n.min(size)));
+                }
                 let n = fs.read(ctx, nodeid, arg.fh, arg.offset, r.extend_zeroed(size))?;
                 r.truncate_body(n.min(size));
             }
@@ -414,7 +476,7 @@ impl Dispatcher {
                 return Err(Errno::ENOSYS);
             }
         }
-        Ok(Outcome::Reply(r.finish().len()))
+        Ok(ChainReply::Reply(r.finish().len()))
     }
 }
 
@@ -483,6 +545,22 @@ fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno
         r.push_bytes(value);
     }
     Ok(())
+}
+
+/// The out header of a success reply whose `data` bytes of body were placed
+/// in guest memory.
+fn data_reply(reply: &mut Vec<u8>, unique: u64, data: usize) -> ChainReply {
+    let header = OutHeader {
+        len: (OUT_HEADER_LEN + data) as u32,
+        error: 0,
+        unique,
+    };
+    reply.clear();
+    reply.extend_from_slice(header.as_bytes());
+    ChainReply::WithData {
+        head: OUT_HEADER_LEN,
+        data,
+    }
 }
 
 fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Outcome {

@@ -12,6 +12,7 @@ use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 
 use super::attr_ops::kill_suidgid_fd;
 use super::entry_ops::RESOLVE;
+use super::guest_io::{self, GuestBuffers};
 use super::{CachePolicy, Context, PassthroughFs};
 use crate::errno::Errno;
 
@@ -195,6 +196,36 @@ pub(super) fn read(
         }
     }
     Ok(done)
+}
+
+/// READ into guest buffers, with [`read`]'s semantics (full unless the file
+/// ends first).
+pub(super) fn read_to_guest(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    dst: &GuestBuffers<'_>,
+) -> Result<usize, Errno> {
+    let handle = fs.handles.get(fh, nodeid)?;
+    Ok(guest_io::read_into(&handle.fd, offset, dst)?)
+}
+
+/// WRITE from guest buffers, with [`write`]'s semantics.
+pub(super) fn write_from_guest(
+    fs: &PassthroughFs,
+    nodeid: u64,
+    fh: u64,
+    offset: u64,
+    src: &GuestBuffers<'_>,
+    write_flags: u32,
+) -> Result<usize, Errno> {
+    fs.check_writable()?;
+    let handle = fs.handles.get(fh, nodeid)?;
+    if write_flags & WRITE_KILL_SUIDGID != 0 && fs.negotiated().killpriv_v2 {
+        kill_suidgid_fd(&handle.fd)?;
+    }
+    Ok(guest_io::write_from(&handle.fd, offset, src)?)
 }
 
 /// WRITE: all of `data` unless the host fails part-way (then the count

@@ -44,6 +44,7 @@ mod creds;
 mod dir_ops;
 mod entry_ops;
 mod file_ops;
+mod guest_io;
 mod handle;
 mod inode;
 mod reopen;
@@ -52,6 +53,7 @@ mod xattr_ops;
 #[cfg(test)]
 mod tests;
 
+pub use guest_io::GuestBuffers;
 use handle::HandleTable;
 use inode::InodeTable;
 
@@ -372,6 +374,32 @@ impl PassthroughFs {
         buf: &mut [u8],
     ) -> Result<usize, Errno> {
         file_ops::read(self, nodeid, fh, offset, buf)
+    }
+
+    /// READ straight into the guest's buffers `dst` (their length is the size
+    /// asked); returns bytes read, as [`Self::read`].
+    pub fn read_to_guest(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        dst: &GuestBuffers<'_>,
+    ) -> Result<usize, Errno> {
+        file_ops::read_to_guest(self, nodeid, fh, offset, dst)
+    }
+
+    /// WRITE straight from the guest's buffers `src`; as [`Self::write`].
+    pub fn write_from_guest(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        src: &GuestBuffers<'_>,
+        write_flags: u32,
+    ) -> Result<usize, Errno> {
+        file_ops::write_from_guest(self, nodeid, fh, offset, src, write_flags)
     }
 
     /// WRITE; `write_flags` are WRITE_* bits. Returns bytes written.
