@@ -137,7 +137,7 @@ impl Workload {
                     )),
                     Workload::CreateUnlink => Box::new(workload::CreateUnlink::new(
                         fx.create_dir,
-                        format!("d{index}s{s}"),
+                        format!("{}-d{index}s{s}", fx.prefix),
                     )),
                 };
                 slot
@@ -210,6 +210,8 @@ struct Fixture {
     dir_fhs: Vec<u64>,
     create_dir: u64,
     names: Arc<Vec<String>>,
+    /// Prefix of created names, so the two daemons never share one.
+    prefix: &'static str,
 }
 
 /// One running daemon with its connected device.
@@ -281,6 +283,7 @@ impl Env {
                 dir_fhs: Vec::new(),
                 create_dir: 0,
                 names: Arc::new(entry_names()),
+                prefix: daemon.name(),
             },
             drivers,
         };
@@ -393,11 +396,13 @@ pub fn run(
     table: &mut Table,
 ) -> Result<OpsReport> {
     let mut report = OpsReport::default();
+    // One directory for both daemons: the same files in the same page cache, new files
+    // in the same ext4 block group (whose inode allocation dominates CREATE).
+    let shared: PathBuf = workdir.join("shared");
+    populate(&shared)?;
     for &queues in &cfg.queue_counts {
         let mut envs = Vec::new();
         for daemon in Daemon::AB {
-            let shared: PathBuf = workdir.join(format!("{}-q{queues}", daemon.name()));
-            populate(&shared)?;
             let env = Env::start(bins, daemon, &shared, queues, cfg)?;
             eprintln!(
                 "{} pid {} serving {} ({} request queue(s))",

@@ -58,6 +58,10 @@ pub trait Slot: Send {
     fn next(&mut self, unique: u64) -> Submission<'_>;
     /// Checks the reply to the request from [`Slot::next`].
     fn complete(&mut self, completion: &Completion) -> Result<Step, String>;
+    /// Whether the stream may stop here (no file half created).
+    fn at_rest(&self) -> bool {
+        true
+    }
 }
 
 /// A request's readable segments as the Linux driver places them: header, arguments.
@@ -481,6 +485,10 @@ impl Slot for CreateUnlink {
         }
     }
 
+    fn at_rest(&self) -> bool {
+        matches!(self.state, CreateState::Create)
+    }
+
     fn complete(&mut self, c: &Completion) -> Result<Step, String> {
         match self.state {
             CreateState::Create => {
@@ -580,7 +588,9 @@ pub fn drive(
                 None => break,
             }
         }
-        if now < until {
+        // After the deadline a slot only finishes its cycle (a created file is released
+        // and removed), so every run leaves the shared directory as it found it.
+        if now < until || !slots[i].at_rest() {
             in_flight.push_back((submit(&mut slots[i])?, i));
         }
     }
