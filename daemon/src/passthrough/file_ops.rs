@@ -211,23 +211,6 @@ pub(super) fn read_to_guest(
     Ok(guest_io::read_into(&handle.fd, offset, dst)?)
 }
 
-/// WRITE from guest buffers, with [`write`]'s semantics.
-pub(super) fn write_from_guest(
-    fs: &PassthroughFs,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    src: &GuestBuffers<'_>,
-    write_flags: u32,
-) -> Result<usize, Errno> {
-    fs.check_writable()?;
-    let handle = fs.handles.get(fh, nodeid)?;
-    if write_flags & WRITE_KILL_SUIDGID != 0 && fs.negotiated().killpriv_v2 {
-        kill_suidgid_fd(&handle.fd)?;
-    }
-    Ok(guest_io::write_from(&handle.fd, offset, src)?)
-}
-
 /// WRITE: all of `data` unless the host fails part-way (then the count
 /// written so far). With WRITE_KILL_SUIDGID (and HANDLE_KILLPRIV_V2) the
 /// setuid bit, and setgid if group-executable, are cleared first, as Linux

@@ -389,19 +389,6 @@ impl PassthroughFs {
         file_ops::read_to_guest(self, nodeid, fh, offset, dst)
     }
 
-    /// WRITE straight from the guest's buffers `src`; as [`Self::write`].
-    pub fn write_from_guest(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        src: &GuestBuffers<'_>,
-        write_flags: u32,
-    ) -> Result<usize, Errno> {
-        file_ops::write_from_guest(self, nodeid, fh, offset, src, write_flags)
-    }
-
     /// WRITE; `write_flags` are WRITE_* bits. Returns bytes written.
     pub fn write(
         &self,
