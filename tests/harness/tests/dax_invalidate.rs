@@ -57,7 +57,6 @@ fn extents_become_zero_placeholders(truncate: impl FnOnce(&Session<'_>, u64)) {
 }
 
 #[test]
-#[ignore = "dispatch: SETATTR with FATTR_SIZE does not call Dax::invalidate(nodeid, size) yet"]
 fn truncation_by_setattr_replaces_mapped_extents_with_zero_placeholders() {
     extents_become_zero_placeholders(|s, nodeid| {
         let req = RequestEncoder::new(Opcode::Setattr, s.uniques.next(), nodeid)
@@ -72,7 +71,6 @@ fn truncation_by_setattr_replaces_mapped_extents_with_zero_placeholders() {
 }
 
 #[test]
-#[ignore = "dispatch: OPEN with O_TRUNC (ATOMIC_O_TRUNC is offered) does not call Dax::invalidate(nodeid, 0) yet"]
 fn truncation_by_open_o_trunc_replaces_mapped_extents_with_zero_placeholders() {
     extents_become_zero_placeholders(|s, nodeid| {
         let req = RequestEncoder::new(Opcode::Open, s.uniques.next(), nodeid)
