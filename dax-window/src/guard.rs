@@ -253,7 +253,11 @@ impl<'w> SlotGuard<'w> {
                     window.reverse.add(inode, slot);
                 }
                 let (mut shard, local) = window.shard(slot);
-                if placed.made.len() > 1 && self.order == Order::Slot {
+                // A 2 MiB entry holds one full-slot record; anything else (a
+                // head and a placeholder, or a head alone before the rollback
+                // of a refused placeholder) needs 4 KiB entries.
+                let whole = matches!(placed.made.as_slice(), [only] if only.is_full_slot());
+                if !whole && self.order == Order::Slot && !self.paged.contains(&slot) {
                     window.convert_locked_to_pages(&mut shard, local, slot);
                     self.paged.push(slot);
                 }

@@ -444,3 +444,54 @@ fn a_mapper_that_reports_no_size_maps_whole_ranges() {
         ]
     );
 }
+
+/// Regression (found by the soak): a refused placeholder left the file head
+/// alone in a 2 MiB entry until the rollback removed it — a partial record
+/// where only a full-slot one may be. The mapper checks the index from inside
+/// the rollback's unmap.
+#[test]
+fn a_refused_placeholder_never_leaves_a_partial_record_in_a_2_mib_entry() {
+    use dax_window::memory_mapper::MemoryMapperError;
+    use std::cell::RefCell;
+
+    struct Checking<'a> {
+        vmm: MemoryMapper,
+        window: &'a Window,
+        seen: RefCell<Vec<String>>,
+    }
+    impl Mapper for Checking<'_> {
+        type File = InodeId;
+        type Error = MemoryMapperError;
+        fn map(&self, m: u64, l: u64, f: &InodeId, o: u64, w: bool) -> Result<(), Self::Error> {
+            self.vmm.map(m, l, f, o, w)
+        }
+        fn unmap(&self, m: u64, l: u64) -> Result<(), Self::Error> {
+            if let Err(violation) = self.window.check_invariants() {
+                self.seen.borrow_mut().push(violation.to_string());
+            }
+            self.vmm.unmap(m, l)
+        }
+        fn map_placeholder(&self, m: u64, l: u64, w: bool) -> Result<bool, Self::Error> {
+            self.vmm.fail_next_maps(1);
+            self.vmm.map_placeholder(m, l, w)
+        }
+        fn file_size(&self, file: &InodeId) -> Result<Option<u64>, Self::Error> {
+            self.vmm.file_size(file)
+        }
+    }
+
+    let window = window(1);
+    let mapper = Checking {
+        vmm: vmm_with_eof(MIB),
+        window: &window,
+        seen: RefCell::new(Vec::new()),
+    };
+    let error = window
+        .setup_mapping(&mapper, &request(0, SLOT_SIZE, 0, false))
+        .unwrap_err();
+    assert!(!error.is_invalid_request(), "{error}");
+    assert_eq!(mapper.vmm.calls().1, 1, "the head was not rolled back");
+    assert_eq!(*mapper.seen.borrow(), Vec::<String>::new());
+    assert!(mapper.vmm.mappings().is_empty());
+    window.check_invariants().unwrap();
+}
