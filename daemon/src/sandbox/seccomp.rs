@@ -88,11 +88,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_setsockopt,
     // Descriptors.
     libc::SYS_close, libc::SYS_dup, libc::SYS_fcntl,
-    // Reading and writing: requests (READ with preadv and WRITE with
-    // pwritev straight between the file and guest memory, pread64/pwrite64
-    // otherwise), the metrics relay and file, logs.
+    // Reading and writing: requests (READ with preadv straight into guest
+    // memory, pread64 otherwise; WRITE with pwrite64), the metrics relay and
+    // file, logs.
     libc::SYS_read, libc::SYS_write, libc::SYS_pread64, libc::SYS_preadv,
-    libc::SYS_pwrite64, libc::SYS_pwritev, libc::SYS_lseek, libc::SYS_copy_file_range,
+    libc::SYS_pwrite64, libc::SYS_lseek, libc::SYS_copy_file_range,
     // The passthrough filesystem: *at calls beneath the shared directory,
     // reopening through /proc/self/fd.
     libc::SYS_openat, libc::SYS_openat2, libc::SYS_newfstatat, libc::SYS_fstat,
