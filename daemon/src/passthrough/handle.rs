@@ -98,19 +98,23 @@ impl HandleTable {
 
     /// Closes `fh` of `nodeid` (RELEASE / RELEASEDIR).
     pub fn remove(&self, fh: u64, nodeid: u64) -> Result<(), Errno> {
-        let mut map = self.write();
-        match map.by_fh.get(&fh) {
-            Some(h) if h.nodeid == nodeid => {
-                map.by_fh.remove(&fh);
-                Ok(())
+        let removed = {
+            let mut map = self.write();
+            match map.by_fh.get(&fh) {
+                Some(h) if h.nodeid == nodeid => map.by_fh.remove(&fh),
+                _ => return Err(Errno::EBADF),
             }
-            _ => Err(Errno::EBADF),
-        }
+        };
+        // Closed after the lock is released: a close may flush or free the
+        // file on the host, and READs on other queues need the read lock.
+        drop(removed);
+        Ok(())
     }
 
-    /// Closes every handle.
+    /// Closes every handle (after releasing the lock, as [`Self::remove`]).
     pub fn clear(&self) {
-        self.write().by_fh.clear();
+        let all = std::mem::take(&mut self.write().by_fh);
+        drop(all);
     }
 
     /// Number of open handles.

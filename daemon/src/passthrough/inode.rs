@@ -87,7 +87,8 @@ struct InodeMap {
 /// Lookups of a known nodeid and increments of a known inode's count take
 /// the read lock; inserting, forgetting and clearing take the write lock.
 /// Callers get `Arc<Inode>` clones and drop the lock before any syscall, so
-/// an operation racing a FORGET keeps its fd alive until it finishes.
+/// an operation racing a FORGET keeps its fd alive until it finishes; FORGET
+/// itself closes the fd of a removed inode only after releasing the lock.
 #[derive(Debug)]
 pub(super) struct InodeTable {
     map: RwLock<InodeMap>,
@@ -168,26 +169,46 @@ impl InodeTable {
         if nodeid == ROOT_ID {
             return;
         }
-        let mut map = self.write();
-        let Some(inode) = map.by_id.get(&nodeid) else {
-            return;
-        };
-        let old = inode.lookups.load(Ordering::Relaxed);
-        let new = old.saturating_sub(nlookup);
-        inode.lookups.store(new, Ordering::Relaxed);
-        if new == 0 {
+        let removed = {
+            let mut map = self.write();
+            let Some(inode) = map.by_id.get(&nodeid) else {
+                return;
+            };
+            let old = inode.lookups.load(Ordering::Relaxed);
+            let new = old.saturating_sub(nlookup);
+            inode.lookups.store(new, Ordering::Relaxed);
+            if new != 0 {
+                return;
+            }
             let key = inode.key;
-            map.by_id.remove(&nodeid);
             map.by_key.remove(&key);
-        }
+            map.by_id.remove(&nodeid)
+        };
+        // The fd closes after the lock is released: the last close of an
+        // unlinked file frees it on the host (for ext4 an inode eviction with
+        // journal work), which must not hold up lookups on the other queues.
+        drop(removed);
     }
 
-    /// Drops every inode except the root.
+    /// Drops every inode except the root (their fds close after the lock is
+    /// released, as in [`Self::forget`]).
     pub fn clear_except_root(&self) {
-        let mut map = self.write();
-        map.by_id.retain(|&id, _| id == ROOT_ID);
-        let root_key = map.by_id.get(&ROOT_ID).map(|root| root.key);
-        map.by_key.retain(|key, _| Some(*key) == root_key);
+        let removed: Vec<Arc<Inode>> = {
+            let mut map = self.write();
+            let all = std::mem::take(&mut map.by_id);
+            let mut removed = Vec::with_capacity(all.len());
+            for (id, inode) in all {
+                if id == ROOT_ID {
+                    map.by_id.insert(id, inode);
+                } else {
+                    removed.push(inode);
+                }
+            }
+            let root_key = map.by_id.get(&ROOT_ID).map(|root| root.key);
+            map.by_key.retain(|key, _| Some(*key) == root_key);
+            removed
+        };
+        drop(removed);
     }
 
     /// Number of inodes, the root included.
