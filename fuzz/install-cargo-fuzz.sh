@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs cargo-fuzz into the project cache (default <repo>/.cache/cargo-fuzz)
+# if it is not there yet, and prints the directory to put on PATH.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+root=${DAXFSD_CACHE:-$repo/.cache}/cargo-fuzz
+if [ ! -x "$root/bin/cargo-fuzz" ]; then
+  CARGO_TARGET_DIR="$root/build" cargo install --locked --version 0.13.2 --root "$root" cargo-fuzz >&2
+  rm -rf "$root/build"
+fi
+echo "$root/bin"
