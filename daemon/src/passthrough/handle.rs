@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::dir_ops::DirCursor;
 use crate::errno::Errno;
 
 /// One OPEN / CREATE / OPENDIR result.
@@ -13,10 +14,10 @@ pub(super) struct Handle {
     pub nodeid: u64,
     /// A real (not O_PATH) fd, opened through `/proc/self/fd`.
     pub fd: OwnedFd,
-    /// For directories, serialises the seek + getdents pair of READDIR on
-    /// this handle (the fd's position is shared state). `None` for files,
-    /// whose I/O is positional.
-    pub dir_cursor: Option<Mutex<()>>,
+    /// For directories, READDIR's read-ahead; its lock also serialises the
+    /// seek + getdents64 of READDIRs on this handle (the fd's position is
+    /// shared state). `None` for files, whose I/O is positional.
+    pub dir_cursor: Option<Mutex<DirCursor>>,
 }
 
 /// The map behind [`HandleTable`]'s lock.
@@ -73,7 +74,7 @@ impl HandleTable {
         self.insert(Handle {
             nodeid,
             fd,
-            dir_cursor: Some(Mutex::new(())),
+            dir_cursor: Some(Mutex::new(DirCursor::default())),
         })
     }
 

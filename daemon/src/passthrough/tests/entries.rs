@@ -398,3 +398,48 @@ fn destroy_keeps_only_the_root() {
     assert_eq!(f.fs.counts(), (2, 0));
     assert_ne!(again.nodeid, ROOT);
 }
+
+#[test]
+fn readdir_read_ahead_resumes_seeks_back_and_rewinds() {
+    let f = fixture();
+    // More names than one getdents64 buffer holds, so listings refill.
+    let total = 400;
+    for i in 0..total {
+        std::fs::write(f.path(&format!("entry-{i:04}")), b"").unwrap();
+    }
+    let fh = f.fs.opendir(me(), ROOT, 0).unwrap().fh;
+    let names = |batch: &[Listed]| batch.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+    let budget = 300;
+    let first = readdir_once(&f.fs, ROOT, fh, 0, false, budget);
+    let second = readdir_once(&f.fs, ROOT, fh, first.last().unwrap().off, false, budget);
+    let third = readdir_once(&f.fs, ROOT, fh, second.last().unwrap().off, false, budget);
+    assert!(!second.is_empty() && !third.is_empty());
+    // Back to an earlier cookie: the same entries as the first time.
+    let again = readdir_once(&f.fs, ROOT, fh, first.last().unwrap().off, false, budget);
+    assert_eq!(names(&again), names(&second));
+    // Rewind mid-listing.
+    assert_eq!(
+        names(&readdir_once(&f.fs, ROOT, fh, 0, false, budget)),
+        names(&first)
+    );
+    // Someone moved the fd (a guest LSEEK on the directory handle): a listing
+    // continued at its cookie is still right.
+    let resumed = readdir_once(&f.fs, ROOT, fh, first.last().unwrap().off, false, budget);
+    assert_eq!(names(&resumed), names(&second));
+    let handle = f.fs.handles.get(fh, ROOT).unwrap();
+    rustix::fs::seek(&handle.fd, rustix::fs::SeekFrom::Start(0)).unwrap();
+    drop(handle);
+    let mut seen: Vec<String> = names(&first);
+    seen.extend(names(&second));
+    let mut offset = second.last().unwrap().off;
+    loop {
+        let batch = readdir_once(&f.fs, ROOT, fh, offset, false, budget);
+        let Some(last) = batch.last() else { break };
+        offset = last.off;
+        seen.extend(names(&batch));
+    }
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "no entry twice");
+    assert_eq!(unique.len(), total + 2, "every entry, with . and ..");
+    f.fs.releasedir(ROOT, fh).unwrap();
+}
