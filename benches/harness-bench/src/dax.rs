@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use daxfsd_harness::fuse::Uniques;
 use daxfsd_harness::{BackendProcess, Device, DeviceConfig, Window};
 use daxfsd_protocol::abi::{
-    RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ, BIG_WRITES, MAP_ALIGNMENT,
-    MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ,
+    GetattrIn, RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ, BIG_WRITES,
+    MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ,
 };
 use daxfsd_protocol::encode::RequestEncoder;
 use daxfsd_protocol::Opcode;
@@ -66,6 +66,7 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
         .and_then(|f| f.set_len(cfg.window))
         .map_err(|e| BenchError::io("creating the mapped file", e))?;
     let slots = usize::try_from(cfg.window / RANGE).unwrap_or(usize::MAX);
+    let mut breakdown = None;
     for &threads in &cfg.threads {
         if threads == 0 || slots < threads {
             continue;
@@ -77,12 +78,20 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
         })?;
         let file =
             File::open(&file_path).map_err(|e| BenchError::io("opening the mapped file", e))?;
+        let limit = |part, length| run_limit(&limit_window, &file, threads, slots, length, part);
         run_daxfsd(&env, threads, slots, cfg.warmup)?;
-        run_limit(&limit_window, &file, threads, slots, cfg.warmup)?;
+        limit(LimitPart::All, cfg.warmup)?;
         let (mut d, mut l) = (Vec::new(), Vec::new());
+        let mut parts: [Vec<Sample>; 3] = Default::default();
         for _ in 0..cfg.pairs {
             d.push(run_daxfsd(&env, threads, slots, cfg.run)?);
-            l.push(run_limit(&limit_window, &file, threads, slots, cfg.run)?);
+            l.push(limit(LimitPart::All, cfg.run)?);
+            if threads == 1 {
+                // The parts of a cycle through daxfsd, each alone, for the breakdown.
+                parts[0].push(run_fuse_round_trip(&env, cfg.run)?);
+                parts[1].push(limit(LimitPart::RoundTrip, cfg.run)?);
+                parts[2].push(limit(LimitPart::MapUnmap, cfg.run)?);
+            }
         }
         verify(&env)?;
         let label = if threads == 1 {
@@ -91,8 +100,43 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
             format!("{threads} queues, one cycle at a time on each")
         };
         table.dax_row(&label, &d, &l);
+        if threads == 1 {
+            let [fuse, socket, map] = parts;
+            breakdown = Some((d, fuse, socket, map));
+        }
+    }
+    if let Some((d, fuse, socket, map)) = breakdown {
+        table.dax_breakdown(&d, &fuse, &socket, &map);
     }
     Ok(())
+}
+
+/// One FUSE request at a time through daxfsd (GETATTR of the root), the virtqueue
+/// round trip a SETUPMAPPING or REMOVEMAPPING also makes.
+fn run_fuse_round_trip(env: &DaxEnv, length: Duration) -> Result<Sample> {
+    let until = Instant::now() + length;
+    let mut ops = 0u64;
+    while Instant::now() < until {
+        let req = RequestEncoder::new(Opcode::Getattr, env.uniques.next(), ROOT_ID)
+            .push(&GetattrIn::default())
+            .finish();
+        let token = env
+            .dev
+            .submit(1, &split(&req), &[16, 104])
+            .during(|| "submitting a GETATTR".to_string())?;
+        let done = env
+            .dev
+            .wait(token)
+            .during(|| "waiting for a GETATTR".to_string())?;
+        let unique = u64::from_le_bytes(req[8..16].try_into().unwrap_or_default());
+        check(&done, unique, Some(104)).map_err(|detail| BenchError::BadReply {
+            backend: "daxfsd",
+            workload: "GETATTR",
+            detail,
+        })?;
+        ops += 1;
+    }
+    Ok(Sample::new(ops as f64, length, 0, 0))
 }
 
 fn start(bins: &Binaries, cfg: &DaxConfig, shared: &Path, threads: usize) -> Result<DaxEnv> {
@@ -222,16 +266,28 @@ fn run_daxfsd(env: &DaxEnv, threads: usize, slots: usize, length: Duration) -> R
     ))
 }
 
+/// What one cycle of [`run_limit`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitPart {
+    /// Map, unmap and one socket round trip: the limit.
+    All,
+    /// Only the map and the unmap.
+    MapUnmap,
+    /// Only the socket round trip.
+    RoundTrip,
+}
+
 /// The limit: per cycle, the harness window's own exclusive map of the same file range
 /// (a fresh descriptor, as one received over the socket would be) and its exact unmap
 /// (PROT_NONE remap), plus one request/reply round trip over a Unix socket pair to a
-/// thread of this process.
+/// thread of this process; or one of those parts alone.
 fn run_limit(
     window: &Window,
     file: &File,
     threads: usize,
     slots: usize,
     length: Duration,
+    part: LimitPart,
 ) -> Result<Sample> {
     let per_thread = slots / threads;
     let own0 = backends::own_cpu_ns()?;
@@ -255,6 +311,13 @@ fn run_limit(
                     let result = (|| {
                         while Instant::now() < until {
                             let slot = (t * per_thread + (cycles as usize % per_thread)) as u64;
+                            if part == LimitPart::RoundTrip {
+                                ours.write_all(&ping)
+                                    .and_then(|()| ours.read_exact(&mut pong))
+                                    .map_err(|e| BenchError::io("the socket round trip", e))?;
+                                cycles += 1;
+                                continue;
+                            }
                             let fd = OwnedFd::from(
                                 file.try_clone()
                                     .map_err(|e| BenchError::io("duplicating the file", e))?,
@@ -271,9 +334,11 @@ fn run_limit(
                                     source,
                                 }
                             })?;
-                            ours.write_all(&ping)
-                                .and_then(|()| ours.read_exact(&mut pong))
-                                .map_err(|e| BenchError::io("the socket round trip", e))?;
+                            if part == LimitPart::All {
+                                ours.write_all(&ping)
+                                    .and_then(|()| ours.read_exact(&mut pong))
+                                    .map_err(|e| BenchError::io("the socket round trip", e))?;
+                            }
                             cycles += 1;
                         }
                         Ok(cycles)

@@ -64,6 +64,10 @@ struct Args {
     /// `--cache` mode of both daemons.
     #[arg(long, default_value = "auto")]
     cache: String,
+    /// Directory in which to create the shared tree (default: the system temporary
+    /// directory). Its filesystem is what CREATE+UNLINK mostly measures.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
     /// DAX window size in MiB (a multiple of 2).
     #[arg(long, default_value_t = 64)]
     window_mib: u64,
@@ -99,12 +103,20 @@ fn run(args: &Args) -> Result<()> {
     };
     let need_virtiofsd = args.sections.contains(&Section::Ops);
     let bins = Binaries::locate(need_virtiofsd)?;
-    let workdir = tempfile::Builder::new()
-        .prefix("daxfsd-bench-")
-        .tempdir()
-        .map_err(|e| BenchError::io("creating the benchmark directory", e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("daxfsd-bench-");
+    let workdir = match &args.dir {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| BenchError::io("creating the benchmark directory", e))?;
 
     print_machine(&bins, need_virtiofsd);
+    println!(
+        "shared directory: {} ({})",
+        workdir.path().display(),
+        filesystem_of(workdir.path())
+    );
     println!(
         "\nruns: {pairs} A/B pairs of {:.1} s per row (daxfsd first), warm-up {:.2} s per daemon; cache={}",
         run.as_secs_f64(),
@@ -173,6 +185,25 @@ fn print_machine(bins: &Binaries, virtiofsd: bool) {
             backends::version(&bins.virtiofsd)
         );
     }
+}
+
+/// The type of the filesystem holding `path`, from /proc/self/mounts (the longest
+/// mount point that prefixes it).
+fn filesystem_of(path: &std::path::Path) -> String {
+    let Ok(path) = path.canonicalize() else {
+        return "unknown".into();
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fs_type.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, fs_type)| fs_type)
 }
 
 fn loadavg() -> String {

@@ -164,6 +164,34 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Prints what a cycle through daxfsd is made of: two FUSE round trips (a
+    /// SETUPMAPPING and a REMOVEMAPPING), two backend-channel round trips (the
+    /// SHMEM_MAP and SHMEM_UNMAP with their acks) and the map and unmap themselves,
+    /// each measured alone; their sum is the floor of a cycle with this protocol.
+    pub fn dax_breakdown(
+        &mut self,
+        daxfsd: &[Sample],
+        fuse: &[Sample],
+        socket: &[Sample],
+        map: &[Sample],
+    ) {
+        let us = |s: &[Sample]| 1e6 / median(s.iter().map(|s| s.rate));
+        let (cycle, fuse, socket, map) = (us(daxfsd), us(fuse), us(socket), us(map));
+        let floor = 2.0 * fuse + 2.0 * socket + map;
+        println!();
+        println!(
+            "| 1 queue, µs per cycle (medians) | FUSE round trip (GETATTR) | socket round trip \
+             | map + unmap | floor: 2 FUSE + 2 socket + map/unmap | daxfsd cycle | floor / daxfsd |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!(
+            "| each part alone | {fuse:.1} | {socket:.1} | {map:.1} | {floor:.1} | {cycle:.1} | **{:.2}×** |",
+            floor / cycle
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
