@@ -24,14 +24,16 @@ use crate::error::{BenchError, Result};
 use crate::ops::Workload;
 use crate::report::Table;
 
-/// Parts of the benchmark. A real-guest section (QEMU with the DAX patch, fio in the
-/// guest) will join these once tests/qemu/ provides that QEMU.
+/// Parts of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
     /// FUSE operations, daxfsd vs virtiofsd, plus peak RSS.
     Ops,
     /// DAX SETUPMAPPING + REMOVEMAPPING cycles vs the measured limit.
     Dax,
+    /// Real TCG guests reading a 64 MiB file (tests/guest/bench-guest.sh: patched
+    /// QEMU, DAX and page-cache configurations); root, slow, not in the default set.
+    Guest,
 }
 
 /// Side-by-side benchmark of daxfsd and upstream virtiofsd over the vhost-user frontend
@@ -46,7 +48,8 @@ struct Args {
     /// Sections to run.
     #[arg(long, value_delimiter = ',', default_values = ["ops", "dax"])]
     sections: Vec<Section>,
-    /// A/B pairs of timed runs per row (default 5, --quick 2).
+    /// A/B pairs of timed runs per row (default 5, --quick 2); for the guest section,
+    /// runs per configuration (default 3, --quick 1).
     #[arg(long)]
     pairs: Option<usize>,
     /// Seconds per timed run (default 1, --quick 0.2).
@@ -101,6 +104,9 @@ fn run(args: &Args) -> Result<()> {
     } else {
         Duration::from_millis(300)
     };
+    if args.sections == [Section::Guest] {
+        return run_guest(args);
+    }
     let need_virtiofsd = args.sections.contains(&Section::Ops);
     let bins = Binaries::locate(need_virtiofsd)?;
     let mut builder = tempfile::Builder::new();
@@ -154,7 +160,31 @@ fn run(args: &Args) -> Result<()> {
         dax::run(&bins, &cfg, workdir.path(), &mut table)?;
     }
     println!("\nload average at the end: {}", loadavg());
+    if args.sections.contains(&Section::Guest) {
+        run_guest(args)?;
+    }
     Ok(())
+}
+
+/// The real-guest section: runs tests/guest/bench-guest.sh (which builds what it needs)
+/// with `--runs` = the number of pairs (default 3, the best of which it keeps).
+fn run_guest(args: &Args) -> Result<()> {
+    let script = backends::repo_root().join("tests/guest/bench-guest.sh");
+    let runs = args.pairs.unwrap_or(if args.quick { 1 } else { 3 });
+    println!("\nreal-guest section: {} --runs {runs}", script.display());
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--runs", &runs.to_string()])
+        .status()
+        .map_err(|e| BenchError::io(format!("running {}", script.display()), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Binary(format!(
+            "{} failed ({status})",
+            script.display()
+        )))
+    }
 }
 
 /// The machine and the binaries, for the record.
