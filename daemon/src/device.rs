@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
+use daxfsd_protocol::reply::OUT_HEADER_LEN;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -97,6 +98,15 @@ enum ChainError {
     Memory(#[source] vm_memory::GuestMemoryError),
 }
 
+/// What [`QueueBuffers::split_chain`] found.
+struct SplitChain {
+    readable_len: usize,
+    writable_len: usize,
+    /// A readable descriptor outside guest memory: `readable` holds only the
+    /// buffers before it.
+    readable_fault: Option<ChainError>,
+}
+
 /// Per-queue scratch buffers, reused for every request on that queue.
 #[derive(Debug, Default)]
 struct QueueBuffers {
@@ -118,13 +128,19 @@ impl QueueBuffers {
         &mut self,
         mem: &GuestMemoryMmap,
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
-    ) -> Result<(usize, usize), ChainError> {
+    ) -> Result<SplitChain, ChainError> {
         self.readable.clear();
         self.writable.clear();
         let (mut readable_len, mut writable_len) = (0usize, 0usize);
+        let mut readable_fault = None;
         for desc in chain {
             let len = desc.len() as usize;
-            let (pieces, total) = if desc.is_write_only() {
+            let write_only = desc.is_write_only();
+            if !write_only && readable_fault.is_some() {
+                // Readable bytes after an unusable one are never read.
+                continue;
+            }
+            let (pieces, total) = if write_only {
                 (&mut self.writable, &mut writable_len)
             } else {
                 (&mut self.readable, &mut readable_len)
@@ -132,13 +148,27 @@ impl QueueBuffers {
             *total = total.checked_add(len).ok_or(ChainError::Overflow)?;
             let mut at = desc.addr();
             for slice in mem.get_slices(at, len) {
-                let piece = slice.map_err(ChainError::Memory)?.len();
+                let piece = match slice {
+                    Ok(slice) => slice.len(),
+                    // A readable buffer the daemon cannot see (typically
+                    // data in the DAX window): the request cannot be served,
+                    // but its header may still be readable for an EFAULT.
+                    Err(e) if !write_only => {
+                        readable_fault = Some(ChainError::Memory(e));
+                        break;
+                    }
+                    Err(e) => return Err(ChainError::Memory(e)),
+                };
                 pieces.push((at, piece));
                 // Only used if another piece follows, so it cannot have wrapped.
                 at = GuestAddress(at.0.wrapping_add(piece as u64));
             }
         }
-        Ok((readable_len, writable_len))
+        Ok(SplitChain {
+            readable_len,
+            writable_len,
+            readable_fault,
+        })
     }
 
     /// Copies the first `self.request.len()` readable bytes into `request`.
@@ -300,7 +330,15 @@ impl FsDevice {
         buffers: &mut QueueBuffers,
     ) -> u32 {
         let (len, capacity) = match buffers.split_chain(mem, chain) {
-            Ok(lens) => lens,
+            Ok(SplitChain {
+                readable_fault: Some(e),
+                writable_len,
+                ..
+            }) => {
+                self.bad_chain("request buffers unusable", &e);
+                return self.refuse_unreadable(mem, buffers, writable_len);
+            }
+            Ok(split) => (split.readable_len, split.writable_len),
             Err(e) => {
                 self.bad_chain("buffers unusable", &e);
                 return 0;
@@ -340,6 +378,49 @@ impl FsDevice {
         };
         match write_reply(mem, writable, &reply[..head]) {
             Ok(()) => (head + data) as u32,
+            Err(e) => {
+                self.bad_chain("writing the reply", &e);
+                0
+            }
+        }
+    }
+
+    /// A request whose later buffers the daemon cannot read (data in the
+    /// DAX window, which is not guest RAM to a vhost-user backend): answered
+    /// EFAULT when its header is readable, so the guest's request fails
+    /// instead of hanging; otherwise given back with nothing written.
+    fn refuse_unreadable(
+        &self,
+        mem: &GuestMemoryMmap,
+        buffers: &mut QueueBuffers,
+        capacity: usize,
+    ) -> u32 {
+        let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
+        // The unique id is at bytes 8..16 of the header.
+        let head = readable.min(IN_HEADER_LEN);
+        if head < 16 || capacity < OUT_HEADER_LEN {
+            return 0;
+        }
+        buffers.request.clear();
+        buffers.request.resize(head, 0);
+        if buffers.copy_request(mem).is_err() {
+            return 0;
+        }
+        let QueueBuffers {
+            request,
+            reply,
+            writable,
+            ..
+        } = buffers;
+        let ChainReply::Reply(len) = self
+            .dispatcher
+            .refuse(request, Errno::EFAULT, reply, capacity)
+            .into()
+        else {
+            return 0;
+        };
+        match write_reply(mem, writable, &reply[..len]) {
+            Ok(()) => len as u32,
             Err(e) => {
                 self.bad_chain("writing the reply", &e);
                 0

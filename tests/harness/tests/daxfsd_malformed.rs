@@ -584,15 +584,48 @@ fn descriptors_outside_guest_memory_are_given_back_and_serving_goes_on() {
     );
     assert_eq!(done.used_len, 0);
     s.assert_serving();
-    // The request straddling the end of guest memory.
+    // The request straddling the end of guest memory: its header is
+    // readable, so the guest gets EFAULT for it instead of a hang.
+    let straddling = getattr_request(s.unique(), ROOT_ID);
+    let tail = MEMORY_END - 20;
+    s.dev.memory().write(tail, &straddling[..20]).unwrap();
     let done = raw(
         &s,
         &[
-            RawDesc::readable(MEMORY_END - 20, req.len() as u32),
+            RawDesc::readable(tail, straddling.len() as u32),
             RawDesc::writable(outbuf.addr, 4096),
         ],
     );
-    assert_eq!(done.used_len, 0);
+    let reply = FuseReply::parse(&done.data).unwrap();
+    assert_eq!(reply.errno(), libc::EFAULT);
+    assert_eq!(reply.header.unique, unique_of(&straddling));
+    s.assert_serving();
+    // A WRITE whose data sits where the daemon cannot see it (a guest doing
+    // direct I/O from a DAX-mapped buffer: the window is not guest RAM to a
+    // backend): EFAULT, counted, nothing written, serving goes on.
+    let file = s.create_file("direct");
+    let write = s
+        .req(Opcode::Write, file.0)
+        .push(&WriteIn {
+            fh: file.1,
+            size: 4096,
+            ..WriteIn::default()
+        })
+        .finish();
+    let wbuf = place(&s, &write);
+    let done = raw(
+        &s,
+        &[
+            RawDesc::readable(wbuf.addr, write.len() as u32),
+            RawDesc::readable(1 << 40, 4096),
+            RawDesc::writable(outbuf.addr, 4096),
+        ],
+    );
+    let reply = FuseReply::parse(&done.data).unwrap();
+    assert_eq!(reply.errno(), libc::EFAULT);
+    assert_eq!(reply.header.unique, unique_of(&write));
+    assert_eq!(std::fs::metadata(s.path("direct")).unwrap().len(), 0);
+    s.dev.free(wbuf);
     s.assert_serving();
     // The reply buffer outside guest memory, wholly or partly: nothing is written,
     // and a MKDIR in such a chain is not carried out.
