@@ -36,6 +36,8 @@
 //! The split detail keeps the same pair of bits per page (`locked`, `waiters`,
 //! 512 bits each), with the same exactness rule for page keys.
 
+use smallvec::SmallVec;
+
 use crate::geometry::{PAGES_PER_SLOT, PAGE_SIZE, SLOT_SIZE};
 
 /// Identifies a file (inode) on the daemon's side.
@@ -142,6 +144,19 @@ impl MappingRecord {
         self.moffset % SLOT_SIZE == 0 && self.len == SLOT_SIZE
     }
 }
+
+/// A short list of records kept inline: what one extent is placed as (a file
+/// part and a placeholder, so at most two records), or a copy of one slot's
+/// records. Longer lists (a slot split into many 4 KiB mappings) spill to the
+/// heap.
+///
+/// The repair, map and unmap paths use it instead of a `Vec` so that the
+/// common case makes no heap allocation at all. With a `Vec` per step, a
+/// repair made six allocations; on a large, fragmented heap (a fully mapped
+/// 64 GiB window) glibc served them from its free lists instead of its
+/// thread cache, and the repair's cost grew with the window although the
+/// index's own work does not (see docs/dax-window.md, "Benchmarks").
+pub(crate) type Records = SmallVec<[MappingRecord; 2]>;
 
 /// End of the file pages a file of `size` bytes has: `size` rounded up to
 /// whole 4 KiB pages (saturating). Bytes of the last, partial page past `size`

@@ -208,7 +208,8 @@ impl<'w> SlotGuard<'w> {
             });
         }
         let late_register = window.faulty(crate::fault_point!(RegisterAfterMap));
-        let mut made: Vec<(u32, MappingRecord)> = Vec::new();
+        // The records returned; each lies inside one slot (`slot_of`).
+        let mut made: Vec<MappingRecord> = Vec::new();
         for slot in self.slots() {
             let (first, end) = self.range.pages_in_slot(slot);
             let moffset = u64::from(slot) * SLOT_SIZE + u64::from(first) * PAGE_SIZE;
@@ -263,7 +264,7 @@ impl<'w> SlotGuard<'w> {
                 }
                 for record in placed.made {
                     window.insert_record(&mut shard, local, record);
-                    made.push((slot, record));
+                    made.push(record);
                 }
             }
             if let Some(failure) = placed.failures.into_iter().next() {
@@ -277,7 +278,7 @@ impl<'w> SlotGuard<'w> {
                 });
             }
         }
-        Ok(made.into_iter().map(|(_, record)| record).collect())
+        Ok(made)
     }
 
     /// Unmaps pieces a failed [`map`](Self::map) had made; returns those the
@@ -285,10 +286,11 @@ impl<'w> SlotGuard<'w> {
     fn roll_back<M: Mapper + ?Sized>(
         &mut self,
         mapper: &M,
-        made: Vec<(u32, MappingRecord)>,
+        made: Vec<MappingRecord>,
     ) -> Vec<MappingRecord> {
         let mut stuck = Vec::new();
-        for (slot, record) in made.into_iter().rev() {
+        for record in made.into_iter().rev() {
+            let slot = slot_of(&record);
             if record.in_vmm() {
                 if mapper.unmap(record.moffset, record.len).is_err() {
                     stats::bump(&self.window.counters.unmap_failures);
@@ -323,18 +325,21 @@ impl<'w> SlotGuard<'w> {
         &mut self,
         mapper: &M,
     ) -> Result<Vec<MappingRecord>, UnmapError<M::Error>> {
-        let existing = self.mappings();
-        if let Some(record) = existing
+        // Returned as the removed records; cut back to those removed before a
+        // refused unmap.
+        let mut removed = self.mappings();
+        if let Some(record) = removed
             .iter()
             .find(|record| !self.range.contains(record.moffset, record.len))
         {
             return Err(UnmapError::Partial { record: *record });
         }
-        let mut removed = Vec::with_capacity(existing.len());
-        for record in existing {
+        for index in 0..removed.len() {
+            let record = removed[index];
             if record.in_vmm() {
                 if let Err(source) = mapper.unmap(record.moffset, record.len) {
                     stats::bump(&self.window.counters.unmap_failures);
+                    removed.truncate(index);
                     return Err(UnmapError::Mapper {
                         record,
                         removed,
@@ -344,7 +349,6 @@ impl<'w> SlotGuard<'w> {
                 stats::bump(&self.window.counters.unmaps);
             }
             self.forget(slot_of(&record), record.moffset);
-            removed.push(record);
         }
         Ok(removed)
     }

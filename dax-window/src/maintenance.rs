@@ -8,7 +8,7 @@
 
 use thiserror::Error;
 
-use crate::entry::{InodeId, MappingRecord};
+use crate::entry::{InodeId, MappingRecord, Records};
 use crate::geometry::{RangeError, PAGES_PER_SLOT, SLOT_SIZE};
 use crate::stats;
 use crate::wait::WaitKind;
@@ -117,7 +117,7 @@ impl Window {
         } else {
             shard.words[local] = word.set_locked(true);
         }
-        let records = shard.records(local, ALL_PAGES.0, ALL_PAGES.1);
+        let records = Records::from_slice(shard.records(local, ALL_PAGES.0, ALL_PAGES.1));
         drop(shard);
 
         for record in &records {
@@ -173,7 +173,7 @@ impl Window {
                 match shard.first_locked(local, a, b) {
                     Some(locked) => self.sleep_on(shard, local, slot, locked, kind),
                     None => {
-                        found.extend(shard.records(local, a, b));
+                        found.extend_from_slice(shard.records(local, a, b));
                         break;
                     }
                 }
@@ -200,7 +200,7 @@ impl Window {
             found.extend(
                 shard
                     .records(local, ALL_PAGES.0, ALL_PAGES.1)
-                    .into_iter()
+                    .iter()
                     .filter(|record| record.inode == inode),
             );
         }
@@ -226,7 +226,9 @@ impl Window {
         let mut cleared = 0;
         for slot in self.reverse.slots(inode) {
             let (mut shard, local) = self.shard(slot);
-            for record in shard.records(local, ALL_PAGES.0, ALL_PAGES.1) {
+            // A copy: the records are updated while going through them.
+            let records = Records::from_slice(shard.records(local, ALL_PAGES.0, ALL_PAGES.1));
+            for record in records {
                 if record.inode == inode && record.dirty && record.generation <= through_generation
                 {
                     self.update_record(&mut shard, local, record.moffset, |r| r.dirty = false);

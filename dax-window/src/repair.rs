@@ -21,7 +21,7 @@
 //! ([`crate::Mapper::map_replaces_existing`], legacy `FS_MAP`) nothing is
 //! unmapped first and there is no gap.
 
-use crate::entry::{file_part, Detail, InodeId, MappingRecord, MappingState, SplitSlot};
+use crate::entry::{file_part, Detail, InodeId, MappingRecord, MappingState, Records, SplitSlot};
 use crate::geometry::PAGES_PER_SLOT;
 use crate::maintenance::TeardownFailure;
 use crate::shard::Shard;
@@ -110,8 +110,9 @@ pub(crate) struct PlaceFailure<E> {
 #[derive(Debug)]
 pub(crate) struct Placed<E> {
     /// Records of what the VMM now holds (a zapped record without
-    /// placeholder when the mapper maps none), in window order.
-    pub(crate) made: Vec<MappingRecord>,
+    /// placeholder when the mapper maps none), in window order: at most a
+    /// file part and a placeholder, so never on the heap.
+    pub(crate) made: Records,
     pub(crate) failures: Vec<PlaceFailure<E>>,
 }
 
@@ -133,7 +134,7 @@ impl Window {
             file_part(extent.foffset, extent.len, size)
         });
         let mut placed = Placed {
-            made: Vec::with_capacity(2),
+            made: Records::new(),
             failures: Vec::new(),
         };
         let mut placeholder_from = extent.moffset + file_len;
@@ -303,12 +304,13 @@ impl Window {
             }
             let target = shard
                 .records(local, ALL_PAGES.0, ALL_PAGES.1)
-                .into_iter()
+                .iter()
                 .find(|record| {
                     record.inode == inode
                         && !record.conforms_to(size)
                         && !refused.contains(&record.moffset)
-                });
+                })
+                .copied();
             let Some(target) = target else {
                 if let Some(previous) = woken {
                     self.pass_on(&mut shard, local, slot, previous);
@@ -370,7 +372,7 @@ impl Window {
                 Some(pages) => self.unlock_pages(&mut shard, local, slot, pages, true),
                 None => self.unlock_whole(&mut shard, local, slot, true),
             }
-            report.records.extend(records);
+            report.records.extend_from_slice(&records);
         }
     }
 
@@ -384,7 +386,7 @@ impl Window {
         file: &M::File,
         size: u64,
         report: &mut RepairReport<M::Error>,
-    ) -> (Option<Vec<MappingRecord>>, bool) {
+    ) -> (Option<Records>, bool) {
         let replaces = mapper.map_replaces_existing();
         if !replaces && target.in_vmm() {
             if let Err(source) = mapper.unmap(target.moffset, target.len) {
@@ -427,7 +429,9 @@ impl Window {
             }
             record
         };
-        let mut records = Vec::with_capacity(placed.made.len() + 1);
+        // At most two: `place` maps from the extent's start (file part, then
+        // placeholder), so only a tail can be left uncovered.
+        let mut records = Records::new();
         let mut cursor = target.moffset;
         for record in placed.made {
             if record.moffset > cursor {

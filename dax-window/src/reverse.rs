@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
+use smallvec::SmallVec;
+
 use crate::entry::InodeId;
 use crate::sync::{self, CachePadded, Mutex};
 
@@ -43,6 +45,9 @@ impl std::hash::Hasher for IdHasher {
         self.0 = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
+
+/// Slots of one inode, inline up to 8 (16 MiB of mappings).
+pub(crate) type SlotList = SmallVec<[u32; 8]>;
 
 type InodeMap = HashMap<InodeId, BTreeMap<u32, u32>, BuildHasherDefault<IdHasher>>;
 
@@ -89,8 +94,11 @@ impl ReverseIndex {
         }
     }
 
-    /// The slots referenced by `inode`, ascending.
-    pub(crate) fn slots(&self, inode: InodeId) -> Vec<u32> {
+    /// The slots referenced by `inode`, ascending: a copy, because this
+    /// shard's mutex is never held together with another lock. Kept inline
+    /// for the common few slots per inode, so that a repair does not allocate
+    /// (see [`crate::entry::Records`] for why that matters).
+    pub(crate) fn slots(&self, inode: InodeId) -> SlotList {
         let map = sync::lock(self.shard(inode));
         map.get(&inode)
             .map(|slots| slots.keys().copied().collect())

@@ -60,12 +60,15 @@ impl Shard {
         detail
     }
 
-    /// Records of slot `local` overlapping pages `[first, end)`.
-    pub(crate) fn records(&self, local: usize, first: u16, end: u16) -> Vec<MappingRecord> {
+    /// Records of slot `local` overlapping pages `[first, end)`, in place (in
+    /// window order). Callers that must keep them past the shard section copy
+    /// them (see [`crate::entry::Records`]); the others iterate without
+    /// allocating.
+    pub(crate) fn records(&self, local: usize, first: u16, end: u16) -> &[MappingRecord] {
         match self.detail(self.words[local]) {
-            None => Vec::new(),
-            Some(Detail::Whole(record)) => vec![*record],
-            Some(Detail::Split(split)) => split.records[split.records_in(first, end)].to_vec(),
+            None => &[],
+            Some(Detail::Whole(record)) => std::slice::from_ref(record),
+            Some(Detail::Split(split)) => &split.records[split.records_in(first, end)],
         }
     }
 

@@ -654,7 +654,7 @@ impl Window {
         for slot in first..=last {
             let (a, b) = range.pages_in_slot(slot);
             let (shard, local) = self.shard(slot);
-            found.extend(shard.records(local, a, b));
+            found.extend_from_slice(shard.records(local, a, b));
         }
         found
     }
