@@ -7,9 +7,13 @@
 #   tests/guest/run-dax.sh [run-guest.sh OPTIONS]
 #
 # Each workload runs once per DAX protocol: the standard SHMEM_MAP/UNMAP and
-# the legacy FS_MAP/FS_UNMAP (the patched QEMU speaks both).
-# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_truncate), DAXFSD_DAX_PROTOCOLS
-# the protocols (default: shmem legacy), DAXFSD_DAX_WINDOW the window size
+# the legacy FS_MAP/FS_UNMAP (the patched QEMU speaks both); dax_inode, whose
+# subject is the per-file policy rather than the channel, runs with shmem only.
+# dax_parallel gives the guest two request queues (one per vCPU), dax_inode
+# mounts dax=inode with --inode-dax min-size=1M; the others mount dax=always.
+# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_truncate
+# dax_parallel dax_inode), DAXFSD_DAX_PROTOCOLS the protocols (default: shmem
+# legacy), DAXFSD_DAX_WINDOW the window size
 # (default 8M), DAXFSD_DAX_SANDBOX the daemon's isolation flags (default
 # "--sandbox namespace --seccomp kill": the DAX paths run under the
 # sandbox and the seccomp allow-list). Ends with "guest-dax: N passed, N failed".
@@ -30,13 +34,24 @@ sandbox=${DAXFSD_DAX_SANDBOX---sandbox namespace --seccomp kill}
 passed=0
 failed=0
 failures=()
-for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_truncate}; do
-  for p in ${DAXFSD_DAX_PROTOCOLS:-shmem legacy}; do
+protocols=${DAXFSD_DAX_PROTOCOLS:-shmem legacy}
+for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_truncate dax_parallel dax_inode}; do
+  mount_opts=dax=always device_opts="" daemon_opts="" workload_protocols=$protocols
+  case $w in
+    dax_parallel)
+      device_opts=",num-request-queues=2"
+      daemon_opts="--num-request-queues 2" ;;
+    dax_inode)
+      mount_opts=dax=inode
+      daemon_opts="--inode-dax min-size=1M"
+      workload_protocols=${protocols%% *} ;;
+  esac
+  for p in $workload_protocols; do
     t=$SECONDS
     if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
       --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
-      --fs-device-opts "cache-size=$window" --mount-opts dax=always \
-      --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom $sandbox" "$@"; then
+      --fs-device-opts "cache-size=$window$device_opts" --mount-opts "$mount_opts" \
+      --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom $daemon_opts $sandbox" "$@"; then
       passed=$((passed + 1))
       echo "guest-dax: PASS $w/$p ($((SECONDS - t))s)"
     else
