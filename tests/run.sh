@@ -30,7 +30,7 @@ section "POSIX conformance (pjdfstest through the host /dev/fuse transport)"
 section "real guest (QEMU TCG, stock QEMU, no DAX)"
 "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
-section "real guest with DAX (patched QEMU, dax=always, 8 MiB window)"
+section "real guest with DAX (patched QEMU, dax=always and dax=inode, 8 MiB window)"
 "$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
 section "all tests passed"

@@ -32,6 +32,12 @@ guest_value() {
 
 md5_of() { md5sum "$1" | cut -d' ' -f1; }
 
+# metric FILE NAME: the value of daxfsd_NAME in a --metrics-file snapshot
+# (nothing if the file or the line is not there yet).
+metric() {
+  sed -n "s/^daxfsd_$2 \([0-9]*\)$/\1/p" "$1" 2>/dev/null
+}
+
 # eq WHAT ACTUAL EXPECTED
 eq() {
   [ "$2" = "$3" ] && return 0

@@ -16,11 +16,6 @@ prepare() {
   md5sum "$shared/large.bin" | cut -d' ' -f1 >"$shared/large.md5"
 }
 
-metric() {
-  local file=$1 name=$2
-  sed -n "s/^daxfsd_$name \([0-9]*\)$/\1/p" "$file"
-}
-
 verify() {
   local shared=$1 log=$3 big metrics=$2/metrics.prom
   check hello.txt eq "hello.txt" "$(cat "$shared/hello.txt")" "HELLO FROM the host"

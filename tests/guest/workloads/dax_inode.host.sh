@@ -13,10 +13,6 @@ prepare() {
   md5sum "$shared/large.bin" | cut -d' ' -f1 >"$shared/large.md5"
 }
 
-metric() {
-  sed -n "s/^daxfsd_$2 \([0-9]*\)$/\1/p" "$1"
-}
-
 verify() {
   local metrics=$2/metrics.prom
   check metrics.present test -s "$metrics"

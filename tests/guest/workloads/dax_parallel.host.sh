@@ -23,10 +23,6 @@ prepare() {
   done
 }
 
-metric() {
-  sed -n "s/^daxfsd_$2 \([0-9]*\)$/\1/p" "$1"
-}
-
 verify() {
   local shared=$1 state=$2 metrics=$2/metrics.prom i want
   for i in $(seq 0 $((JOBS - 1))); do

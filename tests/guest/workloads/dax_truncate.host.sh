@@ -13,11 +13,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 LEN=4194304
 KEEP=1049576
 
-metric() {
-  local file=$1 name=$2
-  sed -n "s/^daxfsd_$name \([0-9]*\)$/\1/p" "$file" 2>/dev/null
-}
-
 truncator() {
   local shared=$1 metrics=$2/metrics.prom i
   for ((i = 0; i < 1800; i++)); do
