@@ -11,6 +11,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
 use daxfsd_protocol::reply::OUT_HEADER_LEN;
@@ -41,6 +42,13 @@ use crate::ratelimit::RateLimit;
 const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
 /// Size of a FUSE request header.
 const IN_HEADER_LEN: usize = 40;
+/// With EVENT_IDX, the longest a completion the driver waits for goes
+/// unsignalled while the worker serves the rest of a batch. A batch is
+/// otherwise signalled once, at its end: cheap for fast requests (one
+/// wake-up of the driver per batch), but a driver that refills only when
+/// woken then idles while a batch of slow requests is served, and a quick
+/// reply waits behind the slow ones queued with it.
+const SIGNAL_COALESCE: Duration = Duration::from_micros(20);
 
 /// Errors of the device's event handling, reported to vhost-user-backend.
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +285,7 @@ impl FsDevice {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let mut signalled = Instant::now();
         loop {
             if event_idx {
                 vring
@@ -298,16 +307,16 @@ impl FsDevice {
                     .map_err(|source| DeviceError::UsedRing { queue, source })?;
                 self.stats.chains.fetch_add(1, Ordering::Relaxed);
                 used_any = true;
+                // Within a batch, tell the driver about completions it waits
+                // for at most once per SIGNAL_COALESCE (see there).
+                if event_idx && signalled.elapsed() >= SIGNAL_COALESCE {
+                    self.signal_if_needed(queue, vring)?;
+                    signalled = Instant::now();
+                }
             }
             if used_any {
-                let notify = vring
-                    .needs_notification()
-                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
-                if notify {
-                    vring
-                        .signal_used_queue()
-                        .map_err(|source| DeviceError::Signal { queue, source })?;
-                }
+                self.signal_if_needed(queue, vring)?;
+                signalled = Instant::now();
             }
             if !event_idx {
                 return Ok(());
@@ -320,6 +329,20 @@ impl FsDevice {
                 return Ok(());
             }
         }
+    }
+
+    /// Signals the driver if it asked to hear of the used entries so far
+    /// (always, without EVENT_IDX).
+    fn signal_if_needed(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+        let notify = vring
+            .needs_notification()
+            .map_err(|source| DeviceError::UsedRing { queue, source })?;
+        if notify {
+            vring
+                .signal_used_queue()
+                .map_err(|source| DeviceError::Signal { queue, source })?;
+        }
+        Ok(())
     }
 
     /// Serves one chain; returns the bytes written into it.
