@@ -38,6 +38,20 @@ metric() {
   sed -n "s/^daxfsd_$2 \([0-9]*\)$/\1/p" "$1" 2>/dev/null
 }
 
+# report_metrics LABEL FILE NAME...: one stderr line "LABEL metrics: NAME=value
+# ..." with the counters of a --metrics-file snapshot (names without their
+# dax_ prefix and _total suffix).
+report_metrics() {
+  local label=$1 file=$2 name line
+  shift 2
+  line="$label metrics:"
+  for name in "$@"; do
+    line+=" ${name#dax_}"
+    line="${line%_total}=$(metric "$file" "$name")"
+  done
+  echo "$line" >&2
+}
+
 # eq WHAT ACTUAL EXPECTED
 eq() {
   [ "$2" = "$3" ] && return 0

@@ -26,10 +26,8 @@ verify() {
   check metrics.setups test "$(metric "$metrics" dax_setupmapping_total)" -gt 0
   check metrics.removes test "$(metric "$metrics" dax_removed_mappings_total)" -gt 0
   check metrics.no-refusals eq "DAX refusals" "$(metric "$metrics" dax_refusals_total)" 0
-  echo "dax metrics: setups=$(metric "$metrics" dax_setupmapping_total)" \
-    "upgrades=$(metric "$metrics" dax_upgrades_total)" \
-    "removed=$(metric "$metrics" dax_removed_mappings_total)" \
-    "thrash=$(metric "$metrics" dax_thrash_total)" >&2
+  report_metrics dax "$metrics" dax_setupmapping_total dax_upgrades_total \
+    dax_removed_mappings_total dax_thrash_total
   checks_done
 }
 

@@ -19,7 +19,7 @@ verify() {
   # large.bin is 3 ranges of 2 MiB; the small file maps none.
   check metrics.setups test "$(metric "$metrics" dax_setupmapping_total)" -ge 3
   check metrics.no-refusals eq "DAX refusals" "$(metric "$metrics" dax_refusals_total)" 0
-  echo "dax_inode metrics: setups=$(metric "$metrics" dax_setupmapping_total)" >&2
+  report_metrics dax_inode "$metrics" dax_setupmapping_total
   checks_done
 }
 

@@ -43,12 +43,8 @@ verify() {
   check metrics.no-refusals eq "DAX refusals" "$(metric "$metrics" dax_refusals_total)" 0
   check metrics.no-map-failures eq "VMM map failures" "$(metric "$metrics" dax_vmm_map_failures_total)" 0
   check metrics.no-unmap-failures eq "VMM unmap failures" "$(metric "$metrics" dax_vmm_unmap_failures_total)" 0
-  echo "dax_parallel metrics: setups=$(metric "$metrics" dax_setupmapping_total)" \
-    "upgrades=$(metric "$metrics" dax_upgrades_total)" \
-    "removed=$(metric "$metrics" dax_removed_mappings_total)" \
-    "waits=$(metric "$metrics" dax_waits_total)" \
-    "conflicts=$(metric "$metrics" dax_conflicts_total)" \
-    "thrash=$(metric "$metrics" dax_thrash_total)" >&2
+  report_metrics dax_parallel "$metrics" dax_setupmapping_total dax_upgrades_total \
+    dax_removed_mappings_total dax_waits_total dax_conflicts_total dax_thrash_total
   checks_done
 }
 
