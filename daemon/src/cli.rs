@@ -91,6 +91,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DaxProtocol::Shmem)]
     pub dax_protocol: DaxProtocol,
 
+    /// With --cache-size, append one JSON line per DAX event to this file:
+    /// every SETUPMAPPING served, every REMOVEMAPPING range, every request
+    /// sent to the VMM, repairs and resets (format in docs/operating.md,
+    /// "Tracing the window"). For debugging and for replaying a guest's
+    /// mapping behaviour in the test harness; costs one write per event.
+    #[arg(long, value_name = "FILE", requires = "cache_size")]
+    pub dax_trace: Option<PathBuf>,
+
     /// With --cache-size, which files a guest that mounts with `dax=inode`
     /// should access through the window: never, always, or
     /// min-size=SIZE (regular files of at least SIZE bytes, suffix K/M/G).
@@ -126,6 +134,17 @@ pub struct Args {
 }
 
 impl Args {
+    /// Checks what clap cannot express: `--dax-trace` needs a window
+    /// (`--cache-size` other than 0). The message names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dax_trace.is_some() && self.cache_size == 0 {
+            return Err(
+                "--dax-trace traces the DAX window: it needs --cache-size (other than 0)".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The sandbox mode: `--sandbox`, or the default for this user.
     pub fn sandbox_mode(&self) -> SandboxMode {
         self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
@@ -218,6 +237,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--socket-path"), "{err}");
+    }
+
+    #[test]
+    fn dax_trace_needs_a_window() {
+        let base = ["daxfsd", "--socket-path", "s", "--shared-dir", "d"];
+        let err = Args::try_parse_from(base.iter().chain(&["--dax-trace", "t"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cache-size"), "{err}");
+        let zero =
+            Args::try_parse_from(
+                base.iter()
+                    .chain(&["--dax-trace", "t", "--cache-size", "0"]),
+            );
+        // clap accepts an explicit 0; validate() refuses it.
+        let err = zero.map_or_else(|e| e.to_string(), |a| a.validate().unwrap_err());
+        assert!(
+            err.contains("--cache-size") && err.contains("--dax-trace"),
+            "{err}"
+        );
+        let args =
+            Args::try_parse_from(
+                base.iter()
+                    .chain(&["--dax-trace", "t", "--cache-size", "2M"]),
+            )
+            .unwrap();
+        assert_eq!(args.dax_trace, Some(PathBuf::from("t")));
+        assert_eq!(args.validate(), Ok(()));
     }
 
     #[test]

@@ -8,6 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if let Err(message) = args.validate() {
+        eprintln!("daxfsd: {message}");
+        return ExitCode::from(2);
+    }
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(directives),
         Err(_) => EnvFilter::try_new(&args.log_level),

@@ -1,5 +1,6 @@
 //! Start-up and the connection loop.
 
+use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::cli::Args;
-use crate::dax::Dax;
+use crate::dax::{Dax, DaxTrace};
 use crate::device::{DeviceConfig, FsDevice};
 use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
 use crate::lifecycle::{BlockedSignals, Shutdown, SocketFile, STOP_SIGNALS};
@@ -36,6 +37,9 @@ pub enum ServerError {
     /// The DAX window could not be set up.
     #[error("cannot set up the DAX window")]
     Dax(#[source] crate::dax::DaxSetupError),
+    /// The `--dax-trace` file could not be opened.
+    #[error("--dax-trace")]
+    Trace(#[source] crate::dax::TraceOpenError),
     /// The vhost-user daemon could not be created.
     #[error("cannot create the vhost-user device: {0}")]
     Device(vhost_user_backend::Error),
@@ -76,15 +80,21 @@ pub enum ServerError {
     },
 }
 
-/// Builds the filesystem and device from the command line.
+/// Builds the filesystem and device from the command line (opening the
+/// `--dax-trace` file, if any).
 pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
-    build_device_at(args, &args.shared_dir)
+    build_device_at(args, &args.shared_dir, open_trace(args)?)
 }
 
 /// Builds the filesystem and device, opening `root` (`/` inside a
-/// sandbox) as the shared directory.
-pub fn build_device_at(args: &Args, root: &Path) -> Result<Arc<FsDevice>, ServerError> {
-    let dispatcher = build_dispatcher_at(args, root)?;
+/// sandbox) as the shared directory; `trace` is the `--dax-trace` file,
+/// opened before the sandbox was entered.
+pub fn build_device_at(
+    args: &Args,
+    root: &Path,
+    trace: Option<File>,
+) -> Result<Arc<FsDevice>, ServerError> {
+    let dispatcher = build_dispatcher_at(args, root, trace)?;
     Ok(Arc::new(FsDevice::new(
         DeviceConfig {
             tag: args.tag.clone(),
@@ -97,10 +107,24 @@ pub fn build_device_at(args: &Args, root: &Path) -> Result<Arc<FsDevice>, Server
 
 /// Builds the filesystem, DAX window and dispatcher from the command line.
 pub fn build_dispatcher(args: &Args) -> Result<Arc<Dispatcher>, ServerError> {
-    build_dispatcher_at(args, &args.shared_dir)
+    build_dispatcher_at(args, &args.shared_dir, open_trace(args)?)
 }
 
-fn build_dispatcher_at(args: &Args, root: &Path) -> Result<Arc<Dispatcher>, ServerError> {
+/// Opens the `--dax-trace` file, if any (it may lie outside the shared
+/// directory, so a sandboxed daemon gets it opened before the sandbox).
+fn open_trace(args: &Args) -> Result<Option<File>, ServerError> {
+    args.dax_trace
+        .as_deref()
+        .map(DaxTrace::open_file)
+        .transpose()
+        .map_err(ServerError::Trace)
+}
+
+fn build_dispatcher_at(
+    args: &Args,
+    root: &Path,
+    trace: Option<File>,
+) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
         shared_dir: root.to_owned(),
         cache: args.cache,
@@ -115,10 +139,11 @@ fn build_dispatcher_at(args: &Args, root: &Path) -> Result<Arc<Dispatcher>, Serv
     let dax = match args.cache_size {
         0 => None,
         size => Some(Arc::new(
-            Dax::new(
+            Dax::with_trace(
                 size,
                 args.dax_protocol,
                 args.socket_path.clone().unwrap_or_default(),
+                trace.map(|file| Arc::new(DaxTrace::new(file, root))),
             )
             .map_err(ServerError::Dax)?,
         )),
@@ -155,6 +180,14 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
     let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(ServerError::Signals)?;
     let (unix_listener, socket_file) =
         SocketFile::bind(socket_path).map_err(ServerError::Listen)?;
+    // Outside the sandbox and under the caller's umask, like the socket.
+    let trace = match open_trace(args) {
+        Ok(trace) => trace,
+        Err(error) => {
+            socket_file.remove();
+            return Err(error);
+        }
+    };
     rustix::process::umask(rustix::fs::Mode::empty());
     let mode = args.sandbox_mode();
     let original = rustix::process::getpid();
@@ -167,8 +200,9 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
     let jail = match entered {
         Ok(Role::Supervisor(supervisor)) => {
             // The sandboxed daemon owns the socket now; this copy closes
-            // without removing the file.
+            // without removing the file. The trace file is the daemon's too.
             drop(unix_listener);
+            drop(trace);
             tracing::debug!(
                 child = supervisor.child().as_raw_nonzero().get(),
                 "supervising"
@@ -185,7 +219,7 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
             return Err(ServerError::Sandbox(error));
         }
     };
-    let served = serve_in(args, jail, unix_listener, signals, socket_path);
+    let served = serve_in(args, jail, unix_listener, signals, socket_path, trace);
     if mode == SandboxMode::None {
         socket_file.remove();
     }
@@ -200,8 +234,9 @@ fn serve_in(
     unix_listener: UnixListener,
     signals: BlockedSignals,
     socket_path: &Path,
+    trace: Option<File>,
 ) -> Result<(), ServerError> {
-    let device = build_device_at(args, &jail.root)?;
+    let device = build_device_at(args, &jail.root, trace)?;
     if jail.mode != SandboxMode::None {
         crate::sandbox::enter_fd_dir().map_err(|source| {
             ServerError::Sandbox(crate::sandbox::step_io("entering /proc/self/fd")(source))

@@ -8,6 +8,7 @@
 mod host_watch;
 pub mod legacy;
 mod metrics;
+mod trace;
 mod vmm_mapper;
 
 use std::fs::File;
@@ -24,6 +25,7 @@ use vhost::vhost_user::Backend;
 
 use self::host_watch::{HostWatcher, MappedFiles};
 pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot, RepairSource};
+pub use self::trace::{DaxTrace, TraceOpenError};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
@@ -79,6 +81,8 @@ struct Core {
     files: MappedFiles,
     /// Whether mappings are kept within their files' sizes.
     repair: bool,
+    /// `--dax-trace`.
+    trace: Option<Arc<DaxTrace>>,
 }
 
 impl Core {
@@ -117,7 +121,36 @@ impl Core {
             );
         }
         self.metrics.record_repair(source, &report);
+        if let Some(trace) = &self.trace {
+            trace.event(
+                "repair",
+                &[
+                    ("nodeid", nodeid.into()),
+                    ("size", size.into()),
+                    (
+                        "source",
+                        match source {
+                            RepairSource::Daemon => "daemon",
+                            RepairSource::Host => "host",
+                        }
+                        .into(),
+                    ),
+                    ("records", (report.records.len() as u64).into()),
+                    ("clipped", report.clipped.into()),
+                    ("restored", report.restored.into()),
+                    ("failures", (report.failures.len() as u64).into()),
+                ],
+            );
+        }
     }
+}
+
+/// What a SETUPMAPPING found out, for its trace line.
+#[derive(Debug, Default)]
+struct SetupSeen {
+    path: Option<String>,
+    size: Option<u64>,
+    outcome: Option<&'static str>,
 }
 
 /// The DAX window of one device.
@@ -146,6 +179,16 @@ impl Dax {
         protocol: DaxProtocol,
         socket_path: PathBuf,
     ) -> Result<Self, DaxSetupError> {
+        Self::with_trace(size, protocol, socket_path, None)
+    }
+
+    /// [`Dax::new`] writing every DAX event to `trace` (`--dax-trace`).
+    pub fn with_trace(
+        size: u64,
+        protocol: DaxProtocol,
+        socket_path: PathBuf,
+        trace: Option<Arc<DaxTrace>>,
+    ) -> Result<Self, DaxSetupError> {
         let geometry = WindowGeometry::new(size).map_err(DaxSetupError::Geometry)?;
         let repair = !repair_switched_off();
         if !repair {
@@ -156,10 +199,12 @@ impl Dax {
         }
         let core = Arc::new(Core {
             window: Window::new(geometry),
-            mapper: VmmMapper::new(size, protocol, repair).map_err(DaxSetupError::Placeholder)?,
+            mapper: VmmMapper::new(size, protocol, repair, trace.clone())
+                .map_err(DaxSetupError::Placeholder)?,
             metrics: DaxMetrics::default(),
             files: MappedFiles::new(repair),
             repair,
+            trace,
         });
         let watcher = if core.files.watching() {
             HostWatcher::start(Arc::clone(&core))
@@ -209,14 +254,45 @@ impl Dax {
         self.core.mapper.set_channel(channel, &self.socket_path);
     }
 
-    /// Serves FUSE_SETUPMAPPING for `nodeid`. `open` opens the file to map
-    /// (by handle, or by nodeid when the guest sends fh = -1), read-write
-    /// when the mapping is writable.
+    /// Serves FUSE_SETUPMAPPING `unique` for `nodeid`. `open` opens the
+    /// file to map (by handle, or by nodeid when the guest sends fh = -1),
+    /// read-write when the mapping is writable.
     pub fn setup(
+        &self,
+        unique: u64,
+        nodeid: u64,
+        arg: &SetupMappingIn,
+        open: impl FnOnce(bool) -> Result<File, Errno>,
+    ) -> Result<(), Errno> {
+        let mut seen = SetupSeen::default();
+        let result = self.setup_inner(nodeid, arg, open, &mut seen);
+        if let Some(trace) = &self.core.trace {
+            trace.event(
+                "setup",
+                &[
+                    ("unique", unique.into()),
+                    ("nodeid", nodeid.into()),
+                    ("fh", arg.fh.into()),
+                    ("foffset", arg.foffset.into()),
+                    ("len", arg.len.into()),
+                    ("flags", arg.flags.into()),
+                    ("moffset", arg.moffset.into()),
+                    ("path", seen.path.as_deref().into()),
+                    ("size", seen.size.into()),
+                    ("result", trace::result_name(result).as_ref().into()),
+                    ("outcome", seen.outcome.into()),
+                ],
+            );
+        }
+        result
+    }
+
+    fn setup_inner(
         &self,
         nodeid: u64,
         arg: &SetupMappingIn,
         open: impl FnOnce(bool) -> Result<File, Errno>,
+        seen: &mut SetupSeen,
     ) -> Result<(), Errno> {
         self.reclaim_if_stale();
         let writable = arg.flags & SETUPMAPPING_FLAG_WRITE != 0;
@@ -234,6 +310,10 @@ impl Dax {
             return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
         }
         let file = open(writable)?;
+        let tracing = self.core.trace.as_deref();
+        if let Some(trace) = tracing {
+            seen.path = trace.relative_path(&file);
+        }
         let request = MapRequest {
             moffset: arg.moffset,
             len: arg.len,
@@ -250,6 +330,16 @@ impl Dax {
             .then(|| core.files.pin(&core.window, nodeid, &file, writable));
         let result = core.window.setup_mapping(&core.mapper, &request);
         drop(pin);
+        if tracing.is_some() {
+            seen.size = rustix::fs::fstat(&file)
+                .ok()
+                .map(|stat| u64::try_from(stat.st_size).unwrap_or(0));
+            seen.outcome = result.as_ref().ok().map(|outcome| match outcome {
+                SetupOutcome::Mapped { .. } => "mapped",
+                SetupOutcome::Upgraded { .. } => "upgraded",
+                SetupOutcome::AlreadyMapped { .. } => "already",
+            });
+        }
         match result {
             Ok(outcome) => {
                 core.metrics.record_setup(nodeid, arg.foffset, &outcome);
@@ -289,14 +379,49 @@ impl Dax {
     /// on the window's state (a range cutting a mapping, a VMM refusal) ends
     /// the request, and ranges before it stay removed, as the guest expects
     /// of a batch it will not retry partially.
-    pub fn remove(&self, ranges: Records<'_, RemoveMappingOne>) -> Result<(), Errno> {
+    ///
+    /// With `--dax-trace`, every range of the request gets a `remove` line
+    /// (in order, all with the request's `unique`): `"ok"` for those removed,
+    /// the errno for the one that ended the request, `"skipped"` for the
+    /// others.
+    pub fn remove(&self, unique: u64, ranges: Records<'_, RemoveMappingOne>) -> Result<(), Errno> {
         self.reclaim_if_stale();
-        for range in ranges {
-            if let Err(e) = self.core.window.geometry().range(range.moffset, range.len) {
-                return Err(self.refuse("REMOVEMAPPING", &e, Errno::EINVAL));
+        let mut done = 0;
+        let result = self.remove_ranges(ranges, &mut done);
+        if let Some(trace) = &self.core.trace {
+            for (i, range) in ranges.into_iter().enumerate() {
+                let outcome = match result {
+                    _ if i < done => trace::result_name(Ok(())),
+                    Err((failed, errno)) if failed == i => trace::result_name(Err(errno)),
+                    _ => "skipped".into(),
+                };
+                trace.event(
+                    "remove",
+                    &[
+                        ("unique", unique.into()),
+                        ("moffset", range.moffset.into()),
+                        ("len", range.len.into()),
+                        ("result", outcome.as_ref().into()),
+                    ],
+                );
             }
         }
-        for range in ranges {
+        result.map_err(|(_, errno)| errno)
+    }
+
+    /// The work of [`Dax::remove`]: `done` counts the ranges removed; a
+    /// failure names the range that caused it.
+    fn remove_ranges(
+        &self,
+        ranges: Records<'_, RemoveMappingOne>,
+        done: &mut usize,
+    ) -> Result<(), (usize, Errno)> {
+        for (i, range) in ranges.into_iter().enumerate() {
+            if let Err(e) = self.core.window.geometry().range(range.moffset, range.len) {
+                return Err((i, self.refuse("REMOVEMAPPING", &e, Errno::EINVAL)));
+            }
+        }
+        for (i, range) in ranges.into_iter().enumerate() {
             match self
                 .core
                 .window
@@ -305,13 +430,14 @@ impl Dax {
                 Ok(removed) => {
                     self.core.metrics.record_removed(&removed);
                     self.release_files(&removed);
+                    *done += 1;
                 }
                 Err(e) if e.is_invalid_request() => {
-                    return Err(self.refuse("REMOVEMAPPING", &e, Errno::EINVAL))
+                    return Err((i, self.refuse("REMOVEMAPPING", &e, Errno::EINVAL)))
                 }
                 Err(e) => {
                     self.core.files.sweep(&self.core.window);
-                    return Err(self.refuse("REMOVEMAPPING", &e, Errno::EIO));
+                    return Err((i, self.refuse("REMOVEMAPPING", &e, Errno::EIO)));
                 }
             }
         }
@@ -359,6 +485,15 @@ impl Dax {
     pub fn reset(&self) {
         let report = self.core.window.reset(&self.core.mapper);
         self.core.files.sweep(&self.core.window);
+        if let Some(trace) = &self.core.trace {
+            trace.event(
+                "reset",
+                &[
+                    ("removed", (report.removed.len() as u64).into()),
+                    ("failures", (report.failures.len() as u64).into()),
+                ],
+            );
+        }
         if !report.removed.is_empty() || !report.failures.is_empty() {
             tracing::info!(
                 mappings = report.removed.len(),

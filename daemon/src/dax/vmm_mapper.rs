@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use dax_window::Mapper;
 use rustix::fs::{fallocate, ftruncate, memfd_create, FallocateFlags, MemfdFlags};
@@ -16,6 +16,7 @@ use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
 use super::legacy::{self, LegacyChannel, LegacyError, FS_MAP, FS_UNMAP};
+use super::trace::{DaxTrace, Value};
 
 /// The shared memory region id of the DAX window (`VIRTIO_FS_SHMCAP_ID_CACHE`).
 pub const WINDOW_SHMID: u8 = 0;
@@ -100,6 +101,8 @@ pub struct VmmMapper {
     /// earlier occupant's data. `None`: repair switched off (test builds
     /// only), whole ranges are mapped as the guest asks.
     placeholder: Option<OwnedFd>,
+    /// `--dax-trace`: every request sent is written there.
+    trace: Option<Arc<DaxTrace>>,
 }
 
 impl std::fmt::Debug for VmmMapper {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for VmmMapper {
             .field("protocol", &self.protocol)
             .field("channel", &self.has_channel())
             .field("placeholder", &self.placeholder)
+            .field("trace", &self.trace.is_some())
             .finish()
     }
 }
@@ -115,7 +119,13 @@ impl std::fmt::Debug for VmmMapper {
 impl VmmMapper {
     /// A mapper for a window of `size` bytes; `placeholders` enables mapping
     /// only the file pages below the file's end and zero pages past it.
-    pub fn new(size: u64, protocol: DaxProtocol, placeholders: bool) -> std::io::Result<Self> {
+    /// `trace` receives one event per request sent.
+    pub fn new(
+        size: u64,
+        protocol: DaxProtocol,
+        placeholders: bool,
+        trace: Option<Arc<DaxTrace>>,
+    ) -> std::io::Result<Self> {
         let placeholder = if placeholders {
             let fd = memfd_create("daxfsd-window-placeholder", MemfdFlags::CLOEXEC)?;
             ftruncate(&fd, size)?;
@@ -127,6 +137,7 @@ impl VmmMapper {
             protocol,
             channel: RwLock::new(None),
             placeholder,
+            trace,
         })
     }
 
@@ -159,6 +170,63 @@ impl VmmMapper {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// Writes a `vmm_map` event (with `fd`: its device and inode) or a
+    /// `vmm_unmap` event (without) for a request sent, when tracing.
+    fn trace_sent(
+        &self,
+        map: Option<(BorrowedFd<'_>, u64, bool, bool)>,
+        moffset: u64,
+        len: u64,
+        result: &Result<(), VmmMapError>,
+    ) {
+        let Some(trace) = &self.trace else {
+            return;
+        };
+        let outcome = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => crate::error_chain(error),
+        };
+        let request = match (self.protocol, map.is_some()) {
+            (DaxProtocol::Shmem, true) => "SHMEM_MAP",
+            (DaxProtocol::Shmem, false) => "SHMEM_UNMAP",
+            (DaxProtocol::Legacy, true) => "FS_MAP",
+            (DaxProtocol::Legacy, false) => "FS_UNMAP",
+        };
+        match map {
+            Some((fd, foffset, writable, placeholder)) => {
+                let stat = rustix::fs::fstat(fd).ok();
+                trace.event(
+                    "vmm_map",
+                    &[
+                        ("req", request.into()),
+                        ("moffset", moffset.into()),
+                        ("len", len.into()),
+                        ("foffset", foffset.into()),
+                        ("writable", writable.into()),
+                        ("placeholder", placeholder.into()),
+                        ("dev", stat.as_ref().map(|s| s.st_dev).into()),
+                        ("ino", stat.as_ref().map(|s| s.st_ino).into()),
+                        ("result", outcome.as_str().into()),
+                    ],
+                );
+            }
+            None => trace.event(
+                "vmm_unmap",
+                &[
+                    ("req", request.into()),
+                    ("moffset", moffset.into()),
+                    ("len", len.into()),
+                    ("foffset", Value::Null),
+                    ("writable", Value::Null),
+                    ("placeholder", Value::Null),
+                    ("dev", Value::Null),
+                    ("ino", Value::Null),
+                    ("result", outcome.as_str().into()),
+                ],
+            ),
+        }
     }
 
     /// Maps `fd` at `fd_offset` over `[moffset, moffset + len)` (or unmaps
@@ -236,11 +304,20 @@ impl Mapper for VmmMapper {
         foffset: u64,
         writable: bool,
     ) -> Result<(), VmmMapError> {
-        self.send(moffset, len, Some(file.as_fd()), foffset, writable)
+        let result = self.send(moffset, len, Some(file.as_fd()), foffset, writable);
+        self.trace_sent(
+            Some((file.as_fd(), foffset, writable, false)),
+            moffset,
+            len,
+            &result,
+        );
+        result
     }
 
     fn unmap(&self, moffset: u64, len: u64) -> Result<(), VmmMapError> {
-        self.send(moffset, len, None, 0, false)
+        let result = self.send(moffset, len, None, 0, false);
+        self.trace_sent(None, moffset, len, &result);
+        result
     }
 
     /// The legacy FS_MAP replaces whatever the range holds (MAP_FIXED), so
@@ -267,8 +344,14 @@ impl Mapper for VmmMapper {
             len,
             source,
         })?;
-        self.send(moffset, len, Some(memfd.as_fd()), moffset, writable)?;
-        Ok(true)
+        let result = self.send(moffset, len, Some(memfd.as_fd()), moffset, writable);
+        self.trace_sent(
+            Some((memfd.as_fd(), moffset, writable, true)),
+            moffset,
+            len,
+            &result,
+        );
+        result.map(|()| true)
     }
 
     /// fstat of the file, read after the index registered the map (so a

@@ -462,13 +462,13 @@ impl Dispatcher {
             Operation::Syncfs => fs.syncfs(nodeid)?,
             Operation::SetupMapping(arg) => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
-                dax.setup(nodeid, arg, |writable| {
+                dax.setup(h.unique, nodeid, arg, |writable| {
                     fs.open_for_mapping(nodeid, arg.fh, writable)
                 })?;
             }
             Operation::RemoveMapping { ranges } => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
-                dax.remove(*ranges)?;
+                dax.remove(h.unique, *ranges)?;
             }
             Operation::Unsupported(op) => {
                 self.stats.unsupported.fetch_add(1, Ordering::Relaxed);

@@ -9,8 +9,11 @@
 //! - [`Window`] / [`BackendChannel`]: the DAX window as a VMM holds it, filled by the
 //!   backend's SHMEM_MAP / SHMEM_UNMAP (and legacy FS_MAP / FS_UNMAP) requests.
 //! - [`fuse`]: sending FUSE requests built with `daxfsd_protocol` and checking replies.
+//! - [`dax_replay`]: replaying a DAX trace (`daxfsd --dax-trace`) against the daemon and
+//!   checking the window page by page against what the guest asked for.
 
 pub mod backend_channel;
+pub mod dax_replay;
 pub mod device;
 pub mod error;
 pub mod fuse;

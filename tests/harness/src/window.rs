@@ -467,6 +467,20 @@ impl Window {
         Ok(out)
     }
 
+    /// Calls `f(slice, position in range)` for each mapped piece of `[offset, offset + len)`
+    /// without copying it out, after the checks of [`Self::read`] (every byte mapped,
+    /// readable and within its file); the table stays locked meanwhile. For checkers that
+    /// look at a few words of many pages.
+    pub fn inspect(
+        &self,
+        offset: u64,
+        len: u64,
+        f: impl FnMut(VolatileSlice<'_>, usize),
+    ) -> Result<(), WindowError> {
+        let table = self.lock();
+        self.for_each_piece(&table, offset, len, false, f)
+    }
+
     /// Copies `data` into the window at `offset` (the mappings must be writable).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), WindowError> {
         let table = self.lock();
