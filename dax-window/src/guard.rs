@@ -8,7 +8,7 @@
 
 use thiserror::Error;
 
-use crate::entry::{InodeId, MappingRecord};
+use crate::entry::{InodeId, MappingRecord, MappingState};
 use crate::geometry::{Order, WindowRange, PAGE_SIZE, SLOT_SIZE};
 use crate::repair::Extent;
 use crate::stats;
@@ -370,9 +370,7 @@ impl<'w> SlotGuard<'w> {
     ) -> Result<Vec<MappingRecord>, UpgradeError<M::Error>> {
         let existing = self.mappings();
         if let Some(record) = existing.iter().find(|record| {
-            !record.is_live()
-                || record.inode != inode
-                || !self.range.contains(record.moffset, record.len)
+            record.inode != inode || !self.range.contains(record.moffset, record.len)
         }) {
             return Err(UpgradeError::NotUpgradable { record: *record });
         }
@@ -384,6 +382,12 @@ impl<'w> SlotGuard<'w> {
                 continue;
             }
             let (moffset, len) = (record.moffset, record.len);
+            if !record.is_live() {
+                // Pages past the file's end: the placeholder standing in for
+                // them takes the new access too.
+                upgraded.push(self.upgrade_zapped(mapper, record)?);
+                continue;
+            }
             if !mapper.map_replaces_existing() {
                 if let Err(source) = mapper.unmap(moffset, len) {
                     stats::bump(&window.counters.unmap_failures);
@@ -411,6 +415,56 @@ impl<'w> SlotGuard<'w> {
             upgraded.extend(updated);
         }
         Ok(upgraded)
+    }
+
+    /// Gives a zapped record (pages past its file's end) write access: the
+    /// placeholder the VMM holds for it, if any, is mapped again writable,
+    /// so a guest write through a stale mapping lands in zeros instead of
+    /// faulting the VMM. Without a placeholder only the record changes.
+    fn upgrade_zapped<M: Mapper + ?Sized>(
+        &mut self,
+        mapper: &M,
+        record: MappingRecord,
+    ) -> Result<MappingRecord, UpgradeError<M::Error>> {
+        let window = self.window;
+        let (moffset, len) = (record.moffset, record.len);
+        let mut placeholder = false;
+        let mut failure = None;
+        if record.in_vmm() {
+            if !mapper.map_replaces_existing() {
+                if let Err(source) = mapper.unmap(moffset, len) {
+                    stats::bump(&window.counters.unmap_failures);
+                    return Err(UpgradeError::Unchanged { record, source });
+                }
+                stats::bump(&window.counters.unmaps);
+            }
+            match mapper.map_placeholder(moffset, len, true) {
+                Ok(mapped) => {
+                    placeholder = mapped;
+                    if mapped {
+                        stats::bump(&window.counters.maps);
+                    }
+                }
+                Err(source) => {
+                    stats::bump(&window.counters.map_failures);
+                    if mapper.map_replaces_existing() {
+                        return Err(UpgradeError::Unchanged { record, source });
+                    }
+                    // The read-only placeholder is gone and nothing replaced it.
+                    failure = Some(source);
+                }
+            }
+        }
+        let (mut shard, local) = window.shard(slot_of(&record));
+        let updated = window.update_record(&mut shard, local, moffset, |r| {
+            r.writable = failure.is_none();
+            r.state = MappingState::Zapped { placeholder };
+        });
+        drop(shard);
+        match failure {
+            Some(source) => Err(UpgradeError::Remap { record, source }),
+            None => Ok(updated.unwrap_or(record)),
+        }
     }
 
     /// Sets the dirty mark on every live writable record in the range; returns

@@ -254,23 +254,38 @@ impl Window {
 }
 
 /// Whether `existing` is exactly what mapping `request` over `range` makes:
-/// one live record per slot piece, same inode, matching file offsets.
+/// every slot piece of the range covered, in order and without gaps, by
+/// records of the same inode whose file offsets follow the request's. A piece
+/// is one live record, or — when the file ends inside it — a live record and
+/// the zapped record (placeholder) after it, or zapped records only when the
+/// file ends before it.
 fn tiles_request<F: ?Sized>(
     existing: &[MappingRecord],
     range: WindowRange,
     request: &MapRequest<'_, F>,
 ) -> bool {
     let (first, last) = range.slot_span();
-    if existing.len() != (last - first + 1) as usize {
-        return false;
-    }
-    existing.iter().zip(first..=last).all(|(record, slot)| {
+    let mut records = existing.iter();
+    for slot in first..=last {
         let (a, b) = range.pages_in_slot(slot);
-        let moffset = u64::from(slot) * SLOT_SIZE + u64::from(a) * PAGE_SIZE;
-        record.is_live()
-            && record.inode == request.inode
-            && record.moffset == moffset
-            && record.len == u64::from(b - a) * PAGE_SIZE
-            && Some(record.foffset) == request.foffset.checked_add(moffset - range.moffset())
-    })
+        let slot_start = u64::from(slot) * SLOT_SIZE;
+        let (mut at, end) = (
+            slot_start + u64::from(a) * PAGE_SIZE,
+            slot_start + u64::from(b) * PAGE_SIZE,
+        );
+        while at < end {
+            let Some(record) = records.next() else {
+                return false;
+            };
+            if record.moffset != at
+                || record.end() > end
+                || record.inode != request.inode
+                || Some(record.foffset) != request.foffset.checked_add(at - range.moffset())
+            {
+                return false;
+            }
+            at = record.end();
+        }
+    }
+    records.next().is_none()
 }

@@ -195,21 +195,19 @@ fn growth_maps_the_file_again_without_touching_the_head() {
     assert!(vmm(&mapper).iter().all(|m| m.2.is_some()));
     assert_eq!(window.stats().mapped_bytes, SLOT_SIZE);
 
-    // The guest sends the same SETUPMAPPING again: not one mapping any more,
-    // so it is re-made whole.
+    // The guest sends the same SETUPMAPPING again: the three mappings are
+    // exactly the file range it asks for, so nothing is sent to the VMM.
+    let calls = mapper.calls();
     let outcome = window
         .setup_mapping(&mapper, &request(0, SLOT_SIZE, 0, false))
         .unwrap();
     assert!(
-        matches!(&outcome, SetupOutcome::Mapped { replaced, .. } if replaced.len() == 3),
+        matches!(&outcome, SetupOutcome::AlreadyMapped { records } if records.len() == 3),
         "{outcome:?}"
     );
-    assert_eq!(vmm(&mapper), vec![(0, SLOT_SIZE, Some(0))]);
-    assert_eq!(
-        window.stats().split_slots,
-        1,
-        "left split until a 2 MiB grab"
-    );
+    assert_eq!(mapper.calls(), calls, "the VMM was asked to change the range");
+    assert_eq!(vmm(&mapper).len(), 3);
+    assert_eq!(window.stats().split_slots, 1);
     assert_consistent(&window, &mapper);
 }
 
@@ -494,4 +492,49 @@ fn a_refused_placeholder_never_leaves_a_partial_record_in_a_2_mib_entry() {
     assert_eq!(*mapper.seen.borrow(), Vec::<String>::new());
     assert!(mapper.vmm.mappings().is_empty());
     window.check_invariants().unwrap();
+}
+
+/// The range holding a file's end (a file part and a placeholder) is the range
+/// the guest asked for: a write setup upgrades both parts in place, and the
+/// same setup again, for writing or reading, changes nothing in the VMM.
+#[test]
+fn a_range_holding_the_files_end_is_upgraded_in_place_and_then_left_alone() {
+    let window = window(2);
+    let mapper = vmm_with_eof(MIB + 4096);
+    window
+        .setup_mapping(&mapper, &request(0, SLOT_SIZE, 0, false))
+        .unwrap();
+    let before = mapper.mappings();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|m| !m.writable));
+
+    let outcome = window
+        .setup_mapping(&mapper, &request(0, SLOT_SIZE, 0, true))
+        .unwrap();
+    assert!(
+        matches!(&outcome, SetupOutcome::Upgraded { records } if records.len() == 2),
+        "{outcome:?}"
+    );
+    let after = mapper.mappings();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|m| m.writable), "{after:?}");
+    assert!(window
+        .mappings_in(0, SLOT_SIZE)
+        .unwrap()
+        .iter()
+        .all(|r| r.writable));
+
+    for writable in [true, false] {
+        let calls = mapper.calls();
+        let outcome = window
+            .setup_mapping(&mapper, &request(0, SLOT_SIZE, 0, writable))
+            .unwrap();
+        assert!(
+            matches!(outcome, SetupOutcome::AlreadyMapped { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(mapper.calls(), calls);
+        assert!(mapper.mappings().iter().all(|m| m.writable));
+    }
+    assert_consistent(&window, &mapper);
 }

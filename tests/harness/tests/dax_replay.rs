@@ -454,13 +454,11 @@ fn a_whole_range_is_upgraded_in_place_and_left_alone_when_asked_again() {
     }
 }
 
-/// The range holding a file's end is a file mapping plus a placeholder: the daemon does not
-/// recognise it as the range asked for, so it unmaps and maps it whole every time (the
-/// legacy upgrade is no longer gapless), and a read setup makes a writable range read-only
-/// (docs/dax-window.md, "Page-granular placement"). Linux never sends the read setup, but
-/// it upgrades the last range of nearly every file it writes.
+/// The range holding a file's end is a file mapping plus a placeholder (docs/dax-window.md,
+/// "Page-granular placement"): it must be recognised as the range asked for, upgraded in
+/// place (one replacing map under the legacy protocol: no gap) and left alone when asked
+/// again. Linux upgrades the last range of nearly every file it writes.
 #[test]
-#[ignore = "daxfsd re-maps a range holding a file's end on every SETUPMAPPING of it"]
 fn a_range_holding_a_files_end_is_upgraded_in_place_and_left_alone_when_asked_again() {
     for protocol in [Protocol::Shmem, Protocol::Legacy] {
         repeated_setups(protocol, SLOT - 99_191).unwrap();
