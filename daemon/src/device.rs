@@ -36,6 +36,7 @@ use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
 use crate::passthrough::GuestBuffers;
 use crate::ratelimit::RateLimit;
+use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
@@ -91,7 +92,8 @@ pub struct ChainStats {
     /// Chains returned to the guest.
     pub chains: AtomicU64,
     /// Chains whose descriptors could not be read or written (outside guest
-    /// memory, e.g. pointing into the DAX window).
+    /// memory and the DAX window's reported placement, or in window pages
+    /// that map nothing usable).
     pub bad_chains: AtomicU64,
 }
 
@@ -101,7 +103,8 @@ enum ChainError {
     /// The lengths of one direction's descriptors add up past `usize`.
     #[error("descriptor lengths overflow")]
     Overflow,
-    /// A descriptor lies (partly) outside guest memory, e.g. in the DAX window.
+    /// A descriptor lies (partly) outside guest memory and is not wholly
+    /// inside the DAX window's reported placement.
     #[error("descriptor outside guest memory")]
     Memory(#[source] vm_memory::GuestMemoryError),
 }
@@ -113,6 +116,11 @@ struct SplitChain {
     /// A readable descriptor outside guest memory: `readable` holds only the
     /// buffers before it.
     readable_fault: Option<ChainError>,
+    /// Whether `readable` (`writable`) holds window pieces: descriptors
+    /// wholly inside the DAX window, kept whole at their guest-physical
+    /// address (see [`crate::window_buffers`]).
+    readable_window: bool,
+    writable_window: bool,
 }
 
 /// Per-queue scratch buffers, reused for every request on that queue.
@@ -121,7 +129,7 @@ struct QueueBuffers {
     request: Vec<u8>,
     reply: Vec<u8>,
     /// The current chain's device-readable buffers, cut at memory-region
-    /// boundaries, in chain order.
+    /// boundaries (window pieces whole), in chain order.
     readable: Vec<(GuestAddress, usize)>,
     /// Its device-writable buffers, likewise.
     writable: Vec<(GuestAddress, usize)>,
@@ -131,15 +139,18 @@ impl QueueBuffers {
     /// Splits `chain` into readable and writable buffers, checking every
     /// descriptor against guest memory, in one walk of the chain (what
     /// virtio-queue's `Reader::new` and `Writer::new` each check, without
-    /// their per-request allocations).
+    /// their per-request allocations). With a `window`, a descriptor outside
+    /// guest memory but wholly inside the window is a window piece.
     fn split_chain(
         &mut self,
         mem: &GuestMemoryMmap,
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+        window: Option<&WindowView<'_>>,
     ) -> Result<SplitChain, ChainError> {
         self.readable.clear();
         self.writable.clear();
         let (mut readable_len, mut writable_len) = (0usize, 0usize);
+        let (mut readable_window, mut writable_window) = (false, false);
         let mut readable_fault = None;
         for desc in chain {
             let len = desc.len() as usize;
@@ -148,19 +159,25 @@ impl QueueBuffers {
                 // Readable bytes after an unusable one are never read.
                 continue;
             }
-            let (pieces, total) = if write_only {
-                (&mut self.writable, &mut writable_len)
+            let (pieces, total, in_window) = if write_only {
+                (&mut self.writable, &mut writable_len, &mut writable_window)
             } else {
-                (&mut self.readable, &mut readable_len)
+                (&mut self.readable, &mut readable_len, &mut readable_window)
             };
             *total = total.checked_add(len).ok_or(ChainError::Overflow)?;
             let mut at = desc.addr();
+            if window.is_some_and(|w| w.window_offset(mem, at, len).is_some()) {
+                pieces.push((at, len));
+                *in_window = true;
+                continue;
+            }
             for slice in mem.get_slices(at, len) {
                 let piece = match slice {
                     Ok(slice) => slice.len(),
-                    // A readable buffer the daemon cannot see (typically
-                    // data in the DAX window): the request cannot be served,
-                    // but its header may still be readable for an EFAULT.
+                    // A readable buffer the daemon cannot see (e.g. data in
+                    // the DAX window before the frontend reported where it
+                    // is): the request cannot be served, but its header may
+                    // still be readable for an EFAULT.
                     Err(e) if !write_only => {
                         readable_fault = Some(ChainError::Memory(e));
                         break;
@@ -176,43 +193,10 @@ impl QueueBuffers {
             readable_len,
             writable_len,
             readable_fault,
+            readable_window,
+            writable_window,
         })
     }
-
-    /// Copies the first `self.request.len()` readable bytes into `request`.
-    fn copy_request(&mut self, mem: &GuestMemoryMmap) -> Result<(), ChainError> {
-        let mut done = 0;
-        for &(addr, len) in &self.readable {
-            if done == self.request.len() {
-                break;
-            }
-            let take = len.min(self.request.len() - done);
-            let slice = mem.get_slice(addr, take).map_err(ChainError::Memory)?;
-            slice.copy_to(&mut self.request[done..done + take]);
-            done += take;
-        }
-        Ok(())
-    }
-}
-
-/// Writes `bytes` at the start of the writable `pieces`, which hold at least
-/// that many.
-fn write_reply(
-    mem: &GuestMemoryMmap,
-    pieces: &[(GuestAddress, usize)],
-    bytes: &[u8],
-) -> Result<(), ChainError> {
-    let mut done = 0;
-    for &(addr, len) in pieces {
-        if done == bytes.len() {
-            break;
-        }
-        let take = len.min(bytes.len() - done);
-        let slice = mem.get_slice(addr, take).map_err(ChainError::Memory)?;
-        slice.copy_from(&bytes[done..done + take]);
-        done += take;
-    }
-    Ok(())
 }
 
 /// Static configuration of the device.
@@ -241,12 +225,15 @@ pub struct FsDevice {
     buffers: Vec<Mutex<QueueBuffers>>,
     stats: ChainStats,
     bad_chain_log: RateLimit,
+    /// Where the frontend placed the DAX window (SET_CONFIG at offset 64).
+    placement: WindowPlacement,
 }
 
 impl FsDevice {
     /// A device serving `dispatcher`.
     pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Self {
         let queues = usize::from(config.num_request_queues) + 1;
+        let placement = WindowPlacement::new(dispatcher.dax().map(|dax| dax.size()));
         Self {
             buffers: (0..queues)
                 .map(|_| Mutex::new(QueueBuffers::default()))
@@ -257,6 +244,7 @@ impl FsDevice {
             event_idx: AtomicBool::new(false),
             stats: ChainStats::default(),
             bad_chain_log: RateLimit::per_second(10),
+            placement,
         }
     }
 
@@ -268,6 +256,18 @@ impl FsDevice {
     /// Chain counters.
     pub fn chain_stats(&self) -> &ChainStats {
         &self.stats
+    }
+
+    /// The DAX window's guest-physical placement and the counters of
+    /// window-backed buffers.
+    pub fn window_placement(&self) -> &WindowPlacement {
+        &self.placement
+    }
+
+    /// Forgets the window's placement: the frontend is gone, and the next
+    /// one reports its own.
+    pub fn forget_window_placement(&self) {
+        self.placement.forget();
     }
 
     fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
@@ -352,21 +352,21 @@ impl FsDevice {
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
         buffers: &mut QueueBuffers,
     ) -> u32 {
-        let (len, capacity) = match buffers.split_chain(mem, chain) {
-            Ok(SplitChain {
-                readable_fault: Some(e),
-                writable_len,
-                ..
-            }) => {
-                self.bad_chain("request buffers unusable", &e);
-                return self.refuse_unreadable(mem, buffers, writable_len);
-            }
-            Ok(split) => (split.readable_len, split.writable_len),
+        let view = WindowView::new(&self.placement, self.dispatcher.dax().map(|dax| &**dax));
+        let split = match buffers.split_chain(mem, chain, view.as_ref()) {
+            Ok(split) => split,
             Err(e) => {
                 self.bad_chain("buffers unusable", &e);
                 return 0;
             }
         };
+        // Only a chain with window pieces moves bytes through the window.
+        let window = view.filter(|_| split.readable_window || split.writable_window);
+        let (len, capacity) = (split.readable_len, split.writable_len);
+        if let Some(e) = split.readable_fault {
+            self.bad_chain("request buffers unusable", &e);
+            return self.refuse_unreadable(mem, buffers, capacity, window);
+        }
         // An oversized request is refused from its header alone (E2BIG,
         // echoing its unique) without copying the rest.
         let oversized = len > MAX_REQUEST;
@@ -374,11 +374,32 @@ impl FsDevice {
         buffers
             .request
             .resize(if oversized { IN_HEADER_LEN } else { len }, 0);
-        if let Err(e) = buffers.copy_request(mem) {
-            // split_chain validated every buffer, so this is not expected;
-            // the request may be partial, so it is not served.
-            self.bad_chain("reading the request", &e);
-            return 0;
+        if let Err(e) = gather(
+            window.as_ref(),
+            mem,
+            &buffers.readable,
+            &mut buffers.request,
+        ) {
+            self.bad_chain("reading the request", &e.error);
+            return match e.error {
+                // A window page that maps nothing: the guest hears EFAULT.
+                BufferError::Window(_) => {
+                    let errno = e.error.errno();
+                    self.reply_error(mem, buffers, e.copied, errno, capacity, window)
+                }
+                // split_chain validated every guest buffer, so this is not
+                // expected; the request may be partial, so it is not served.
+                BufferError::Memory(_) => 0,
+            };
+        }
+        // Reply buffers in the window are checked before the request runs;
+        // its reply is then made in the daemon's buffer and copied out.
+        let bounce = window.filter(|_| split.writable_window);
+        if let Some(w) = bounce.filter(|_| !oversized) {
+            if let Err(e) = w.check_scatter(mem, &buffers.writable) {
+                self.bad_chain("reply buffers in the window", &e);
+                return self.reply_error(mem, buffers, len, e.errno(), capacity, window);
+            }
         }
         let QueueBuffers {
             request,
@@ -390,6 +411,8 @@ impl FsDevice {
             self.dispatcher
                 .refuse(request, Errno::E2BIG, reply, capacity)
                 .into()
+        } else if bounce.is_some() {
+            self.dispatcher.dispatch(request, reply, capacity).into()
         } else {
             let guest = GuestBuffers::new(mem, writable);
             self.dispatcher.dispatch_chain(request, reply, &guest)
@@ -399,34 +422,64 @@ impl FsDevice {
             ChainReply::WithData { head, data } => (head, data),
             ChainReply::NoReply => return 0,
         };
-        match write_reply(mem, writable, &reply[..head]) {
+        match scatter(bounce.as_ref(), mem, writable, &reply[..head]) {
             Ok(()) => (head + data) as u32,
             Err(e) => {
                 self.bad_chain("writing the reply", &e);
-                0
+                match e {
+                    // The guest removed a mapping while using it: tell it.
+                    BufferError::Window(_) => {
+                        self.reply_error(mem, buffers, len, e.errno(), capacity, window)
+                    }
+                    BufferError::Memory(_) => 0,
+                }
             }
         }
     }
 
-    /// A request whose later buffers the daemon cannot read (data in the
-    /// DAX window, which is not guest RAM to a vhost-user backend): answered
-    /// EFAULT when its header is readable, so the guest's request fails
-    /// instead of hanging; otherwise given back with nothing written.
+    /// A request whose later buffers the daemon cannot read (outside guest
+    /// memory and the DAX window's reported placement): answered EFAULT when
+    /// its header is readable, so the guest's request fails instead of
+    /// hanging; otherwise given back with nothing written.
     fn refuse_unreadable(
         &self,
         mem: &GuestMemoryMmap,
         buffers: &mut QueueBuffers,
         capacity: usize,
+        window: Option<WindowView<'_>>,
     ) -> u32 {
         let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
-        // The unique id is at bytes 8..16 of the header.
         let head = readable.min(IN_HEADER_LEN);
-        if head < 16 || capacity < OUT_HEADER_LEN {
-            return 0;
-        }
         buffers.request.clear();
         buffers.request.resize(head, 0);
-        if buffers.copy_request(mem).is_err() {
+        if gather(
+            window.as_ref(),
+            mem,
+            &buffers.readable,
+            &mut buffers.request,
+        )
+        .is_err()
+        {
+            return 0;
+        }
+        self.reply_error(mem, buffers, head, Errno::EFAULT, capacity, window)
+    }
+
+    /// Answers the request whose first `head` bytes are in `buffers.request`
+    /// with `errno`, when its unique id is among them and the chain has room
+    /// for a reply header; returns the bytes written.
+    fn reply_error(
+        &self,
+        mem: &GuestMemoryMmap,
+        buffers: &mut QueueBuffers,
+        head: usize,
+        errno: Errno,
+        capacity: usize,
+        window: Option<WindowView<'_>>,
+    ) -> u32 {
+        // The unique id is at bytes 8..16 of the header.
+        let head = head.min(IN_HEADER_LEN).min(buffers.request.len());
+        if head < 16 || capacity < OUT_HEADER_LEN {
             return 0;
         }
         let QueueBuffers {
@@ -437,12 +490,12 @@ impl FsDevice {
         } = buffers;
         let ChainReply::Reply(len) = self
             .dispatcher
-            .refuse(request, Errno::EFAULT, reply, capacity)
+            .refuse(&request[..head], errno, reply, capacity)
             .into()
         else {
             return 0;
         };
-        match write_reply(mem, writable, &reply[..len]) {
+        match scatter(window.as_ref(), mem, writable, &reply[..len]) {
             Ok(()) => len as u32,
             Err(e) => {
                 self.bad_chain("writing the reply", &e);
@@ -524,6 +577,15 @@ impl VhostUserBackend for FsDevice {
         self.event_idx.store(enabled, Ordering::Relaxed);
     }
 
+    /// The guest-visible config is read-only: writes to it are ignored, as
+    /// they always were. Offset 64 (16 bytes) is the frontend's report of
+    /// where the DAX window sits in guest-physical memory (see
+    /// [`crate::window_buffers`]); a bad one is ignored with a warning.
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        self.placement.set_config(offset, buf);
+        Ok(())
+    }
+
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
         let mut config = VirtioFsConfig {
             tag: [0; 36],
@@ -546,6 +608,8 @@ impl VhostUserBackend for FsDevice {
     fn reset_device(&self) {
         tracing::info!("device reset: ending the guest session");
         self.dispatcher.end_session(SessionEnd::DeviceReset);
+        // The next guest may place the window elsewhere.
+        self.placement.forget();
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {

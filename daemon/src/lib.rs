@@ -16,6 +16,7 @@ pub mod passthrough;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
+pub mod window_buffers;
 
 /// Renders an error and its `source` chain on one line, "a: b: c".
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -239,6 +239,32 @@ pub fn render(device: &FsDevice) -> String {
             "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
             m.thrash,
         );
+        let placement = device.window_placement();
+        metric(
+            "dax_window_address_known",
+            "gauge",
+            "1 once the frontend reported where the window sits in guest-physical memory (SET_CONFIG at offset 64).",
+            u64::from(placement.span().is_some()),
+        );
+        let io = placement.stats();
+        metric(
+            "dax_window_io_read_bytes_total",
+            "counter",
+            "Bytes of chain buffers inside the window read through the mapped files (e.g. WRITE data).",
+            io.read_bytes.load(Relaxed),
+        );
+        metric(
+            "dax_window_io_written_bytes_total",
+            "counter",
+            "Bytes of chain buffers inside the window written through the mapped files (e.g. READ data).",
+            io.written_bytes.load(Relaxed),
+        );
+        metric(
+            "dax_window_io_faults_total",
+            "counter",
+            "Chains refused because a buffer inside the window maps nothing usable (EFAULT) or its file failed (EIO).",
+            io.faults.load(Relaxed),
+        );
     }
     out
 }

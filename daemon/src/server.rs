@@ -302,6 +302,7 @@ fn serve_in(
         drop(daemon);
         // The frontend is gone: whatever the guest held is released.
         device.dispatcher().end_session(SessionEnd::Disconnect);
+        device.forget_window_placement();
         match served {
             Ok(()) => tracing::info!("frontend disconnected"),
             Err(vhost_user_backend::Error::HandleRequest(

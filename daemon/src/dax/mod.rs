@@ -10,6 +10,7 @@ pub mod legacy;
 mod metrics;
 mod trace;
 mod vmm_mapper;
+mod window_io;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use self::host_watch::{HostWatcher, MappedFiles};
 pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot, RepairSource};
 pub use self::trace::{DaxTrace, TraceOpenError};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
+pub use self::window_io::WindowIoError;
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
 
