@@ -205,7 +205,11 @@ fn growth_maps_the_file_again_without_touching_the_head() {
         matches!(&outcome, SetupOutcome::AlreadyMapped { records } if records.len() == 3),
         "{outcome:?}"
     );
-    assert_eq!(mapper.calls(), calls, "the VMM was asked to change the range");
+    assert_eq!(
+        mapper.calls(),
+        calls,
+        "the VMM was asked to change the range"
+    );
     assert_eq!(vmm(&mapper).len(), 3);
     assert_eq!(window.stats().split_slots, 1);
     assert_consistent(&window, &mapper);

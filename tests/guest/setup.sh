@@ -84,7 +84,7 @@ if ! grep -rqs --include='*.list' --include='*.sources' --include=sources.list \
   log "adding $suite apt source"
   cat >/etc/apt/sources.list.d/$suite.sources <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $("$repo/tests/tools/debian-mirror.sh")
 Suites: $suite
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

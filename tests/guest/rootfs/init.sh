@@ -1,0 +1,171 @@
+#!/bin/sh
+# /daxfsd-init of the Debian root-filesystem guest (tests/guest/run-rootfs.sh):
+# the kernel boots straight into it from the virtio-fs root (no initramfs).
+# Runs real programs in phases, each checked, prints one marker per phase and
+# powers off:
+#   DAXFSD-STEP PASS|FAIL <phase>     DAXFSD-VALUE phase.<phase> <seconds>
+#   DAXFSD-RESULT PASS | DAXFSD-RESULT FAIL <phase>
+# Kernel command line: daxfsd.phases=LIST (comma separated; default all),
+# daxfsd.rounds=N (the whole list N times), daxfsd.soak=SECONDS (repeat the
+# list until SECONDS of uptime have passed; every round fully checked).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/shm /dev/pts /run
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+exec </dev/console >/dev/console 2>&1
+
+W=/work
+PHASES=compileall,make,git,fio,window_io,rmrf
+ROUNDS=1
+SOAK=0
+for word in $(cat /proc/cmdline); do
+  case $word in
+    daxfsd.phases=*) PHASES=${word#*=} ;;
+    daxfsd.rounds=*) ROUNDS=${word#*=} ;;
+    daxfsd.soak=*) SOAK=${word#*=} ;;
+  esac
+done
+echo "DAXFSD-INFO kernel $(uname -r) root=$(grep ' / ' /proc/mounts | head -n 1)"
+
+finish() {
+  echo "DAXFSD-RESULT $*"
+  sync
+  echo o >/proc/sysrq-trigger
+  sleep 30
+}
+
+now() { cut -d' ' -f1 /proc/uptime; }
+
+# phase NAME: runs phase_NAME in a subshell (set -e), traced into a file
+# whose tail is printed on failure.
+phase() {
+  t0=$(now)
+  ( set -ex; "phase_$1" ) >/tmp/phase.out 2>/tmp/phase.trace
+  rc=$?
+  t1=$(now)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  if [ "$rc" -eq 0 ]; then
+    echo "DAXFSD-STEP PASS $1 (${secs}s)"
+    echo "DAXFSD-VALUE phase.$1 $secs"
+  else
+    echo "--- output of phase $1 ---"; tail -n 15 /tmp/phase.out
+    echo "--- last commands of phase $1 ---"; tail -n 15 /tmp/phase.trace
+    echo "DAXFSD-STEP FAIL $1: exit $rc"
+    finish FAIL "$1"
+  fi
+}
+
+phase_compileall() {
+  python3 -m compileall -q -f -j 2 /usr/lib/python3.11 >/dev/null
+  python3 -c 'import json, email.mime.text, http.client, unittest, xml.dom.minidom, sqlite3, decimal; print(json.dumps({"ok": str(decimal.Decimal(1) / 7)}))' | grep -q '"ok": "0.142857'
+}
+
+phase_make() {
+  cd $W/cproj
+  make -s clean
+  make -s -j4
+  ./app >out.1
+  cmp out.1 want
+  make -s clean
+  make -s -j4
+  ./app >out.2
+  cmp out.2 want
+}
+
+phase_git() {
+  rm -rf $W/repo
+  cp -a /usr/share/doc $W/repo
+  cd $W/repo
+  git init -q
+  git config user.email test@daxfsd.invalid
+  git config user.name "daxfsd test"
+  git add -A
+  git commit -q -m "docs"
+  git fsck --full --strict
+  test -z "$(git status --porcelain)"
+  # The files git wrote read back as it wrote them.
+  git ls-files | head -n 400 | while read -r f; do
+    [ -L "$f" ] && continue
+    test "$(git hash-object -- "$f")" = "$(git rev-parse ":$f")"
+  done
+  git rev-parse HEAD >$W/repo.head
+  git ls-files | wc -l >$W/repo.files
+}
+
+phase_fio() {
+  # Verified random writes, then random reads through mmap of a file twice
+  # the window (every block checked against its crc32c header).
+  fio --name=vw --filename=$W/fio.dat --size=64M --bs=4k --rw=randwrite \
+    --ioengine=psync --verify=crc32c --do_verify=1 --randseed=7 --output=/tmp/fio.1
+  fio --name=vw --filename=$W/fio.dat --size=64M --bs=4k --rw=randwrite \
+    --ioengine=mmap --verify=crc32c --verify_only --randseed=7 --output=/tmp/fio.2
+  md5sum $W/fio.dat | cut -d' ' -f1 >$W/fio.md5
+}
+
+# I/O whose buffer is an mmap of another file on this filesystem: with DAX its
+# pages are window pages (git writes its config this way).
+phase_window_io() {
+  head -c 3000000 /dev/urandom >$W/src.bin
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  python3 - <<'PY'
+import mmap, os, hashlib
+W = "/work"
+with open(f"{W}/src.bin", "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    want = hashlib.md5(m[:]).hexdigest()
+    # write(2) from the mapping: a new file, so the write extends it and
+    # bypasses DAX: its data descriptors point into the window.
+    fd = os.open(f"{W}/dst.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    view = memoryview(m)
+    off = 0
+    while off < len(m):
+        off += os.write(fd, view[off:off + 1048576])
+    os.close(fd)
+    view.release()
+# read(2) into a writable shared mapping of another file: with DAX the
+# destination pages are window pages.
+size = os.path.getsize(f"{W}/src.bin")
+with open(f"{W}/rdst.bin", "wb") as g:
+    g.truncate(size)
+with open(f"{W}/rdst.bin", "r+b") as g:
+    dst = mmap.mmap(g.fileno(), size)
+    fd = os.open(f"{W}/src.bin", os.O_RDONLY)
+    view = memoryview(dst)
+    off = 0
+    while off < size:
+        n = os.readv(fd, [view[off:off + 1048576]])
+        if n <= 0:
+            break
+        off += n
+    os.close(fd)
+    view.release()
+    dst.flush()
+    dst.close()
+for name in ("dst.bin", "rdst.bin"):
+    with open(f"{W}/{name}", "rb") as f:
+        got = hashlib.md5(f.read()).hexdigest()
+    assert got == want, f"{name}: md5 {got}, expected {want}"
+print("window-io ok", want)
+PY
+  md5sum $W/src.bin | cut -d' ' -f1 >$W/src.md5
+}
+
+phase_rmrf() {
+  rm -rf $W/repo $W/cproj/*.o
+  test ! -e $W/repo
+  ls $W/cproj/*.o 2>/dev/null && exit 1
+  true
+}
+
+r=1
+while [ "$r" -le "$ROUNDS" ] || [ "$(now | cut -d. -f1)" -lt "$SOAK" ]; do
+  for p in $(echo "$PHASES" | tr ',' ' '); do phase "$p"; done
+  echo "DAXFSD-INFO round $r done"
+  echo "DAXFSD-VALUE rounds $r"
+  r=$((r + 1))
+done
+finish PASS
