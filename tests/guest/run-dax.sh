@@ -11,7 +11,7 @@
 # subject is the per-file policy rather than the channel, runs with shmem only.
 # dax_parallel gives the guest two request queues (one per vCPU), dax_inode
 # mounts dax=inode with --inode-dax min-size=1M; the others mount dax=always.
-# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_truncate
+# DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_exec dax_truncate
 # dax_parallel dax_inode), DAXFSD_DAX_PROTOCOLS the protocols (default: shmem
 # legacy), DAXFSD_DAX_WINDOW the window size
 # (default 8M), DAXFSD_DAX_SANDBOX the daemon's isolation flags (default
@@ -35,7 +35,7 @@ passed=0
 failed=0
 failures=()
 protocols=${DAXFSD_DAX_PROTOCOLS:-shmem legacy}
-for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_truncate dax_parallel dax_inode}; do
+for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_exec dax_truncate dax_parallel dax_inode}; do
   mount_opts=dax=always device_opts="" daemon_opts="" workload_protocols=$protocols
   case $w in
     dax_parallel)

@@ -10,7 +10,8 @@
 # The binary lands in $DAXFSD_CACHE/qemu-dax/bin/qemu-system-x86_64
 # (DAXFSD_CACHE defaults to <repo>/.cache). It is rebuilt only when it is
 # absent or when the stamp beside it does not match the hash of the patch and
-# of this recipe. Also installs the firmware QEMU needs at run time (seabios,
+# of this recipe; the build tree is kept, so a changed patch rebuilds
+# incrementally (the old patch is reversed, the new one applied). Also installs the firmware QEMU needs at run time (seabios,
 # qemu-system-data); run the binary with
 #   -L /usr/share/seabios -L /usr/share/qemu -nic none
 #
@@ -91,7 +92,7 @@ ensure_backports_sources() {
   log "adding $suite apt source (${types[*]})"
   cat >"/etc/apt/sources.list.d/daxfsd-qemu-$suite.sources" <<SRC
 Types: ${types[*]}
-URIs: http://deb.debian.org/debian
+URIs: $("$repo/tests/tools/debian-mirror.sh")
 Suites: $suite
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
@@ -141,42 +142,68 @@ install_missing "${build_deps[@]}"
 install_missing -t "$suite" "${backports_build_deps[@]}"
 install_runtime
 
-# The source: only the upstream (orig) tarball is needed. Debian's own
-# patches are not applied. apt-get source fetches the .dsc and the Debian
-# tarball too; when those are gone from the mirror it still leaves a
-# hash-checked orig tarball behind, which is all we use.
-dl=$root/dl
-mkdir -p "$dl"
-if [ ! -s "$dl/$orig" ]; then
-  log "downloading the qemu source from $suite"
-  chown _apt "$dl" 2>/dev/null || true # apt-get source downloads as _apt
-  (cd "$dl" && apt-get "${apt_opts[@]}" source --download-only "qemu/$suite" >&2) ||
-    log "apt-get source reported errors; using the orig tarball if it arrived"
-  [ -s "$dl/$orig" ] || die "no $orig from $suite (is QEMU $upstream_version still there?)"
+work=$root/work
+src=$work/qemu-$upstream_version
+applied=$root/applied.patch
+tree_recipe=$( { printf '%s\n' "$upstream_version" "${configure_args[@]}"; } | sha256sum | cut -d' ' -f1)
+
+# An earlier build's tree is kept: when only the patch changed, take the old
+# patch back out, put the new one in and let ninja rebuild what changed
+# (about a minute instead of a full build).
+incremental=0
+if [ $force -eq 0 ] && [ -f "$src/build/build.ninja" ] && [ -s "$applied" ] &&
+  [ "$(cat "$root/tree-stamp" 2>/dev/null)" = "$tree_recipe" ]; then
+  if patch -d "$src" -p1 -R --batch --quiet --dry-run <"$applied" >/dev/null 2>&1 &&
+    patch -d "$src" -p1 -R --batch --quiet <"$applied" >&2; then
+    if patch -d "$src" -p1 --batch --forward --quiet <"$patch_file" >&2; then
+      incremental=1
+      log "patch changed: rebuilding incrementally"
+    else
+      log "the new patch does not apply to the kept tree; full rebuild"
+    fi
+  else
+    log "the kept tree does not match the last patch; full rebuild"
+  fi
 fi
 
-work=$root/work
-rm -rf "$work"
-mkdir -p "$work"
-log "unpacking $orig"
-tar -xf "$dl/$orig" -C "$work"
-src=$work/qemu-$upstream_version
-[ -d "$src" ] || die "$orig did not unpack to qemu-$upstream_version"
+if [ $incremental -eq 0 ]; then
+  # The source: only the upstream (orig) tarball is needed. Debian's own
+  # patches are not applied. apt-get source fetches the .dsc and the Debian
+  # tarball too; when those are gone from the mirror it still leaves a
+  # hash-checked orig tarball behind, which is all we use.
+  dl=$root/dl
+  mkdir -p "$dl"
+  if [ ! -s "$dl/$orig" ]; then
+    log "downloading the qemu source from $suite"
+    chown _apt "$dl" 2>/dev/null || true # apt-get source downloads as _apt
+    (cd "$dl" && apt-get "${apt_opts[@]}" source --download-only "qemu/$suite" >&2) ||
+      log "apt-get source reported errors; using the orig tarball if it arrived"
+    [ -s "$dl/$orig" ] || die "no $orig from $suite (is QEMU $upstream_version still there?)"
+  fi
 
-# The +ds tarball ships no edk2 firmware: do not unpack it even if bzip2 is there.
-sed -i 's/^if unpack_edk2_blobs$/if false  # daxfsd: no edk2 blobs in the +ds tarball/' \
-  "$src/pc-bios/meson.build"
-grep -q '^if false  # daxfsd' "$src/pc-bios/meson.build" ||
-  die "pc-bios/meson.build changed: cannot disable the edk2 blobs"
+  rm -rf "$work" "$applied" "$root/tree-stamp"
+  mkdir -p "$work"
+  log "unpacking $orig"
+  tar -xf "$dl/$orig" -C "$work"
+  [ -d "$src" ] || die "$orig did not unpack to qemu-$upstream_version"
 
-log "applying $(basename "$patch_file")"
-patch -d "$src" -p1 --batch --forward --quiet <"$patch_file" >&2 ||
-  die "the patch does not apply to QEMU $upstream_version"
+  # The +ds tarball ships no edk2 firmware: do not unpack it even if bzip2 is there.
+  sed -i 's/^if unpack_edk2_blobs$/if false  # daxfsd: no edk2 blobs in the +ds tarball/' \
+    "$src/pc-bios/meson.build"
+  grep -q '^if false  # daxfsd' "$src/pc-bios/meson.build" ||
+    die "pc-bios/meson.build changed: cannot disable the edk2 blobs"
 
-log "configuring"
-mkdir -p "$src/build"
-(cd "$src/build" && ../configure "${configure_args[@]}" >"$root/configure.log" 2>&1) ||
-  { tail -n 30 "$root/configure.log" >&2; die "configure failed (log: $root/configure.log)"; }
+  log "applying $(basename "$patch_file")"
+  patch -d "$src" -p1 --batch --forward --quiet <"$patch_file" >&2 ||
+    die "the patch does not apply to QEMU $upstream_version"
+
+  log "configuring"
+  mkdir -p "$src/build"
+  (cd "$src/build" && ../configure "${configure_args[@]}" >"$root/configure.log" 2>&1) ||
+    { tail -n 30 "$root/configure.log" >&2; die "configure failed (log: $root/configure.log)"; }
+fi
+cp "$patch_file" "$applied"
+echo "$tree_recipe" >"$root/tree-stamp"
 
 log "building with ninja -j$jobs"
 if ! (cd "$src/build" && nice ninja -j"$jobs" qemu-system-x86_64 >"$root/build.log" 2>&1); then
@@ -188,7 +215,6 @@ mkdir -p "$root/bin"
 install -m 0755 "$src/build/qemu-system-x86_64" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 echo "$recipe_hash" >"$root/stamp"
-rm -rf "$work"
 "$bin" -device vhost-user-fs-pci,help 2>/dev/null | grep -q 'cache-size=' ||
   die "built binary has no cache-size property on vhost-user-fs-pci"
 log "built in $(($(date +%s) - start)) s: $bin"
