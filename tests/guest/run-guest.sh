@@ -26,6 +26,9 @@
 #   --qemu-args ARGS      extra QEMU arguments                      DAXFSD_QEMU_ARGS
 #   --fs-device-opts OPTS extra vhost-user-fs-pci properties,       DAXFSD_FS_DEVICE_OPTS
 #                         e.g. cache-size=1G for a DAX window
+#   --fs-device DEV       whole -device value instead of            DAXFSD_FS_DEVICE
+#                         vhost-user-fs-pci (its chardev is char0;
+#                         --fs-device-opts is still appended)
 #   --mem SIZE            guest RAM (default 512M)                  DAXFSD_GUEST_MEM
 #   --queue-size N        request queue size (default 1024)         DAXFSD_QUEUE_SIZE
 #   --timeout SECS        QEMU wall clock limit (default 300)       DAXFSD_GUEST_TIMEOUT
@@ -55,6 +58,7 @@ initrd=${DAXFSD_INITRD:-}
 qemu=${DAXFSD_QEMU:-qemu-system-x86_64}
 qemu_args=${DAXFSD_QEMU_ARGS:-}
 fs_device_opts=${DAXFSD_FS_DEVICE_OPTS:-}
+fs_device=${DAXFSD_FS_DEVICE:-}
 mem=${DAXFSD_GUEST_MEM:-512M}
 queue_size=${DAXFSD_QUEUE_SIZE:-1024}
 timeout_s=${DAXFSD_GUEST_TIMEOUT:-300}
@@ -80,6 +84,7 @@ while [ $# -gt 0 ]; do
     --qemu) need_arg "$@"; qemu=$2; shift 2 ;;
     --qemu-args) need_arg "$@"; qemu_args=$2; shift 2 ;;
     --fs-device-opts) need_arg "$@"; fs_device_opts=$2; shift 2 ;;
+    --fs-device) need_arg "$@"; fs_device=$2; shift 2 ;;
     --mem) need_arg "$@"; mem=$2; shift 2 ;;
     --queue-size) need_arg "$@"; queue_size=$2; shift 2 ;;
     --timeout) need_arg "$@"; timeout_s=$2; shift 2 ;;
@@ -169,7 +174,7 @@ done
 cmdline="console=ttyS0 panic=-1 daxfsd.tag=$tag daxfsd.workload=$workload"
 [ -n "$mount_opts" ] && cmdline+=" daxfsd.mount_opts=$mount_opts"
 [ -n "$append" ] && cmdline+=" $append"
-fs_dev="vhost-user-fs-pci,chardev=char0,tag=$tag,queue-size=$queue_size"
+fs_dev=${fs_device:-"vhost-user-fs-pci,chardev=char0,tag=$tag,queue-size=$queue_size"}
 [ -n "$fs_device_opts" ] && fs_dev+=",$fs_device_opts"
 read -r -a extra_qemu <<<"$qemu_args"
 qemu_cmd=(
