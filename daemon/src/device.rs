@@ -532,9 +532,15 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // CONFIGURE_MEM_SLOTS: a frontend that puts window mappings into the
+        // memory table (QEMU 11.1 adds a region per mapping) may then pass
+        // up to 509 regions with ADD_MEM_REG / REM_MEM_REG, which
+        // vhost-user-backend serves (update_memory below); without it QEMU
+        // is limited to 8 regions in SET_MEM_TABLE.
         let base = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::REPLY_ACK;
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
         match self.dispatcher.dax().map(|dax| dax.protocol()) {
             None => base,
             Some(protocol) => {

@@ -9,6 +9,7 @@ pub struct Errno(pub i32);
 #[allow(missing_docs)]
 impl Errno {
     pub const EPERM: Errno = Errno(libc::EPERM);
+    pub const EACCES: Errno = Errno(libc::EACCES);
     pub const ENOENT: Errno = Errno(libc::ENOENT);
     pub const EIO: Errno = Errno(libc::EIO);
     pub const EBADF: Errno = Errno(libc::EBADF);

@@ -239,6 +239,36 @@ pub fn render(device: &FsDevice) -> String {
             "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
             m.thrash,
         );
+        metric(
+            "dax_forgotten_mappings_total",
+            "counter",
+            "Mappings of an ended session forgotten without an unmap: the frontend no longer held them (dropped at its device reset, or a new frontend).",
+            m.forgotten_mappings,
+        );
+        metric(
+            "dax_init_refusals_total",
+            "counter",
+            "INITs answered so that the guest's DAX mount fails: dax=always on a frontend that cannot map partial last pages.",
+            m.init_refusals,
+        );
+        metric(
+            "dax_frontend_probed",
+            "gauge",
+            "1 when the frontend's mapping capabilities were probed at the current session's INIT (standard protocol); 0: assumed.",
+            m.frontend_probed,
+        );
+        metric(
+            "dax_frontend_maps_partial_tail",
+            "gauge",
+            "1 when the frontend maps the partial last page of a file (patched QEMU); 0: it refuses maps passing the file's end (QEMU 11.1).",
+            m.frontend_partial_tail,
+        );
+        metric(
+            "dax_frontend_maps_read_only",
+            "gauge",
+            "1 when the frontend maps read-only descriptors; 0: it maps every mapping writable (QEMU 11.1), so read mappings need a writable descriptor.",
+            m.frontend_read_only_fd,
+        );
         let placement = device.window_placement();
         metric(
             "dax_window_address_known",

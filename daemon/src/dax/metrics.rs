@@ -29,6 +29,8 @@ pub struct DaxMetrics {
     host_repairs: AtomicU64,
     refusals: AtomicU64,
     thrash: AtomicU64,
+    forgotten: AtomicU64,
+    init_refusals: AtomicU64,
     /// Recently removed file ranges: each slot holds a hash of
     /// (inode, file offset) and the removal time in ms since `start`, plus
     /// one. A lossy, lock-free table: collisions overwrite, which can only
@@ -54,6 +56,8 @@ impl Default for DaxMetrics {
             host_repairs: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             thrash: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
+            init_refusals: AtomicU64::new(0),
             recent_key: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             recent_time: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -105,6 +109,18 @@ pub struct DaxMetricsSnapshot {
     pub refusals: u64,
     /// File ranges mapped again within [`THRASH_WINDOW_MS`] of their removal.
     pub thrash: u64,
+    /// Records of an ended session forgotten without an unmap because the
+    /// frontend no longer held them (QEMU 11.1 drops them at a device reset).
+    pub forgotten_mappings: u64,
+    /// INITs answered so that the guest's DAX mount fails (dax=always on a
+    /// frontend that cannot map partial last pages).
+    pub init_refusals: u64,
+    /// Gauge: 1 when the frontend of the current session was probed.
+    pub frontend_probed: u64,
+    /// Gauge: 1 when the frontend maps partial last pages (probed or assumed).
+    pub frontend_partial_tail: u64,
+    /// Gauge: 1 when the frontend maps read-only descriptors (probed or assumed).
+    pub frontend_read_only_fd: u64,
     /// The index's own counters (occupancy, maps, unmaps, waits, conflicts...).
     pub window: WindowStats,
 }
@@ -181,7 +197,15 @@ impl DaxMetrics {
         self.refusals.fetch_add(1, Relaxed);
     }
 
-    /// A snapshot; the file gauges are filled in by the caller.
+    pub(super) fn forgotten(&self, count: u64) {
+        self.forgotten.fetch_add(count, Relaxed);
+    }
+
+    pub(super) fn init_refused(&self) {
+        self.init_refusals.fetch_add(1, Relaxed);
+    }
+
+    /// A snapshot; the file and frontend gauges are filled in by the caller.
     pub(super) fn snapshot(&self, window: &Window) -> DaxMetricsSnapshot {
         DaxMetricsSnapshot {
             setups: self.setups.load(Relaxed),
@@ -199,6 +223,11 @@ impl DaxMetrics {
             unwatched_files: 0,
             refusals: self.refusals.load(Relaxed),
             thrash: self.thrash.load(Relaxed),
+            forgotten_mappings: self.forgotten.load(Relaxed),
+            init_refusals: self.init_refusals.load(Relaxed),
+            frontend_probed: 0,
+            frontend_partial_tail: 0,
+            frontend_read_only_fd: 0,
             window: window.stats(),
         }
     }

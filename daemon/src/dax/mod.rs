@@ -5,9 +5,11 @@
 //! and in which order; [`VmmMapper`] carries it out in the VMM. Nothing here
 //! holds a lock across a VMM round trip except the index's own entry locks.
 
+mod frontend_caps;
 mod host_watch;
 pub mod legacy;
 mod metrics;
+mod session;
 mod trace;
 mod vmm_mapper;
 mod window_io;
@@ -24,12 +26,16 @@ use daxfsd_protocol::abi::{RemoveMappingOne, SetupMappingIn, SETUPMAPPING_FLAG_W
 use daxfsd_protocol::request::Records;
 use vhost::vhost_user::Backend;
 
+use self::frontend_caps::ProbeFiles;
+pub use self::frontend_caps::{FrontendMapCaps, ProbeSetupError};
 use self::host_watch::{HostWatcher, MappedFiles};
 pub use self::metrics::{DaxMetrics, DaxMetricsSnapshot, RepairSource};
+use self::session::{access_for, covers_partial_tail, ForgetDropped, PartialTailError};
 pub use self::trace::{DaxTrace, TraceOpenError};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 pub use self::window_io::WindowIoError;
 use crate::errno::Errno;
+use crate::passthrough::MapAccess;
 use crate::ratelimit::RateLimit;
 
 /// Why the DAX window could not be set up at start-up.
@@ -41,6 +47,9 @@ pub enum DaxSetupError {
     /// The placeholder memfd could not be created.
     #[error("cannot create the placeholder memory for the window")]
     Placeholder(#[source] std::io::Error),
+    /// The descriptors of the frontend probe could not be made.
+    #[error("cannot prepare the frontend probe")]
+    Probe(#[source] ProbeSetupError),
 }
 
 /// A SETUPMAPPING whose file range no mapping can have.
@@ -51,6 +60,17 @@ pub enum DaxSetupError {
 struct FileRangeError {
     foffset: u64,
     len: u64,
+}
+
+/// A read mapping refused because the frontend needs a writable descriptor
+/// for it and the caller may not open the file for writing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "nodeid {nodeid}: this frontend maps only writable descriptors, and the caller may not \
+     open the file for writing"
+)]
+struct ReadOnlyFdError {
+    nodeid: u64,
 }
 
 /// Whether `[foffset, foffset + len)` can be mapped: page aligned, and ending
@@ -104,11 +124,16 @@ impl Core {
         }
     }
 
-    /// Repairs the mappings of `nodeid` (mapped from `file`) to `size`.
+    /// Repairs the mappings of `nodeid` (mapped from `file`) to `size`
+    /// (placed by whole pages when the frontend cannot map a partial last
+    /// page: [`VmmMapper::mappable_size`]).
     fn repair(&self, nodeid: u64, file: &File, size: u64, source: RepairSource) {
-        let report = self
-            .window
-            .repair(&self.mapper, InodeId(nodeid), file, size);
+        let report = self.window.repair(
+            &self.mapper,
+            InodeId(nodeid),
+            file,
+            self.mapper.mappable_size(size),
+        );
         for failure in &report.failures {
             tracing::error!(nodeid, size, error = %crate::error_chain(failure), "DAX repair incomplete");
         }
@@ -171,6 +196,8 @@ pub struct Dax {
     reclaim_lock: Mutex<()>,
     /// The vhost-user socket, by which the legacy channel is found.
     socket_path: PathBuf,
+    /// What the probe at INIT maps.
+    probe_files: ProbeFiles,
 }
 
 impl Dax {
@@ -192,6 +219,7 @@ impl Dax {
         trace: Option<Arc<DaxTrace>>,
     ) -> Result<Self, DaxSetupError> {
         let geometry = WindowGeometry::new(size).map_err(DaxSetupError::Geometry)?;
+        let probe_files = ProbeFiles::new().map_err(DaxSetupError::Probe)?;
         let repair = !repair_switched_off();
         if !repair {
             tracing::warn!(
@@ -224,6 +252,7 @@ impl Dax {
             refusal_log: RateLimit::per_second(10),
             stale: AtomicBool::new(false),
             reclaim_lock: Mutex::new(()),
+            probe_files,
         })
     }
 
@@ -239,9 +268,13 @@ impl Dax {
 
     /// Counters for the metrics file.
     pub fn metrics(&self) -> DaxMetricsSnapshot {
+        let caps = self.frontend_caps();
         DaxMetricsSnapshot {
             mapped_files: self.core.files.len() as u64,
             unwatched_files: self.core.files.unwatched(),
+            frontend_probed: u64::from(self.frontend_probed()),
+            frontend_partial_tail: u64::from(caps.partial_tail),
+            frontend_read_only_fd: u64::from(caps.read_only_fd),
             ..self.core.metrics.snapshot(&self.core.window)
         }
     }
@@ -257,14 +290,17 @@ impl Dax {
     }
 
     /// Serves FUSE_SETUPMAPPING `unique` for `nodeid`. `open` opens the
-    /// file to map (by handle, or by nodeid when the guest sends fh = -1),
-    /// read-write when the mapping is writable.
+    /// file to map (by handle, or by nodeid when the guest sends fh = -1)
+    /// with the access it is given: read-write when the mapping is
+    /// writable, and for a read mapping too when the frontend cannot map
+    /// read-only descriptors (then only for a caller who may write the
+    /// file: `open` refuses with EACCES otherwise).
     pub fn setup(
         &self,
         unique: u64,
         nodeid: u64,
         arg: &SetupMappingIn,
-        open: impl FnOnce(bool) -> Result<File, Errno>,
+        open: impl FnOnce(MapAccess) -> Result<File, Errno>,
     ) -> Result<(), Errno> {
         let mut seen = SetupSeen::default();
         let result = self.setup_inner(nodeid, arg, open, &mut seen);
@@ -293,7 +329,7 @@ impl Dax {
         &self,
         nodeid: u64,
         arg: &SetupMappingIn,
-        open: impl FnOnce(bool) -> Result<File, Errno>,
+        open: impl FnOnce(MapAccess) -> Result<File, Errno>,
         seen: &mut SetupSeen,
     ) -> Result<(), Errno> {
         self.reclaim_if_stale();
@@ -311,7 +347,29 @@ impl Dax {
             };
             return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
         }
-        let file = open(writable)?;
+        let caps = self.frontend_caps();
+        let file = match open(access_for(writable, caps)) {
+            Err(Errno::EACCES) if !writable && !caps.read_only_fd => {
+                let e = ReadOnlyFdError { nodeid };
+                return Err(self.refuse("SETUPMAPPING", &e, Errno::EACCES));
+            }
+            opened => opened?,
+        };
+        if !caps.partial_tail {
+            // Refused here rather than by the frontend: the guest gets EIO
+            // either way, without a round trip or a frontend error message.
+            let size = rustix::fs::fstat(&file)
+                .map(|stat| u64::try_from(stat.st_size).unwrap_or(0))
+                .map_err(Errno::from)?;
+            if covers_partial_tail(arg.foffset, arg.len, size) {
+                let e = PartialTailError {
+                    foffset: arg.foffset,
+                    len: arg.len,
+                    size,
+                };
+                return Err(self.refuse("SETUPMAPPING", &e, Errno::EIO));
+            }
+        }
         let tracing = self.core.trace.as_deref();
         if let Some(trace) = tracing {
             seen.path = trace.relative_path(&file);
@@ -482,10 +540,35 @@ impl Dax {
         self.core.window.clear_dirty(InodeId(nodeid), through)
     }
 
-    /// Empties the window (device reset, disconnect): every waiter is woken
-    /// and every mapping unmapped while the channel still exists.
+    /// Empties the window (FUSE_DESTROY): every waiter is woken and every
+    /// mapping unmapped through the frontend of this session.
     pub fn reset(&self) {
         let report = self.core.window.reset(&self.core.mapper);
+        self.report_reset(&report, 0);
+    }
+
+    /// Empties the window after a session that ended without DESTROY (a new
+    /// INIT, a device reset, a disconnect). The frontend may have dropped the
+    /// mappings itself (QEMU 11.1 does at a device reset; a new frontend
+    /// never had them): then its first refusal ends the unmapping and the
+    /// records are forgotten, logged at debug level only.
+    pub fn reset_after_session_end(&self) {
+        let mapper = ForgetDropped::new(&self.core.mapper);
+        let report = self.core.window.reset(&mapper);
+        let forgotten = mapper.forgotten.load(Ordering::Relaxed);
+        if forgotten > 0 {
+            self.core.metrics.forgotten(forgotten);
+            tracing::debug!(
+                forgotten,
+                "DAX records of the previous session forgotten: the frontend no longer held them"
+            );
+        }
+        self.report_reset(&report, forgotten);
+    }
+
+    /// Traces and logs a reset; `forgotten` of the removed records were
+    /// forgotten without an unmap (logged at debug level only).
+    fn report_reset(&self, report: &dax_window::ResetReport<VmmMapError>, forgotten: u64) {
         self.core.files.sweep(&self.core.window);
         if let Some(trace) = &self.core.trace {
             trace.event(
@@ -496,7 +579,8 @@ impl Dax {
                 ],
             );
         }
-        if !report.removed.is_empty() || !report.failures.is_empty() {
+        let unmapped = (report.removed.len() as u64).saturating_sub(forgotten);
+        if unmapped > 0 || !report.failures.is_empty() {
             tracing::info!(
                 mappings = report.removed.len(),
                 failed_unmaps = report.failures.len(),
@@ -520,7 +604,7 @@ impl Dax {
         }
         let _reclaiming = self.reclaim_lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.stale.load(Ordering::Acquire) {
-            self.reset();
+            self.reset_after_session_end();
             self.stale.store(false, Ordering::Release);
         }
     }

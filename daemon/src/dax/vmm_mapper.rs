@@ -15,6 +15,7 @@ use rustix::fs::{fallocate, ftruncate, memfd_create, FallocateFlags, MemfdFlags}
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
+use super::frontend_caps::CapsState;
 use super::legacy::{self, LegacyChannel, LegacyError, FS_MAP, FS_UNMAP};
 use super::trace::{DaxTrace, Value};
 
@@ -103,6 +104,8 @@ pub struct VmmMapper {
     placeholder: Option<OwnedFd>,
     /// `--dax-trace`: every request sent is written there.
     trace: Option<Arc<DaxTrace>>,
+    /// What the frontend of the current session maps (probed at INIT).
+    caps: CapsState,
 }
 
 impl std::fmt::Debug for VmmMapper {
@@ -112,6 +115,7 @@ impl std::fmt::Debug for VmmMapper {
             .field("channel", &self.has_channel())
             .field("placeholder", &self.placeholder)
             .field("trace", &self.trace.is_some())
+            .field("caps", &self.caps.get())
             .finish()
     }
 }
@@ -138,7 +142,26 @@ impl VmmMapper {
             channel: RwLock::new(None),
             placeholder,
             trace,
+            caps: CapsState::default(),
         })
+    }
+
+    /// What the frontend of the current session maps.
+    pub(super) fn caps(&self) -> &CapsState {
+        &self.caps
+    }
+
+    /// The size the index places `file`'s mappings by, for a file of
+    /// `size` bytes: the size itself, or, when the frontend cannot map a
+    /// partial last page, `size` rounded down to whole pages, so the partial
+    /// page gets the placeholder instead of a map the frontend refuses (see
+    /// docs/protocol.md, "Frontend capabilities").
+    pub(super) fn mappable_size(&self, size: u64) -> u64 {
+        if self.caps.get().partial_tail {
+            size
+        } else {
+            size - size % dax_window::PAGE_SIZE
+        }
     }
 
     /// The protocol spoken.
@@ -230,8 +253,9 @@ impl VmmMapper {
     }
 
     /// Maps `fd` at `fd_offset` over `[moffset, moffset + len)` (or unmaps
-    /// the range when `fd` is `None`).
-    fn send(
+    /// the range when `fd` is `None`). Neither traced nor counted: the
+    /// [`Mapper`] methods do that; the frontend probe calls this directly.
+    pub(super) fn send(
         &self,
         moffset: u64,
         len: u64,
@@ -355,12 +379,16 @@ impl Mapper for VmmMapper {
     }
 
     /// fstat of the file, read after the index registered the map (so a
-    /// repair after a truncation finds the map or the map sees the new size).
+    /// repair after a truncation finds the map or the map sees the new size),
+    /// rounded down to whole pages when the frontend cannot map a partial
+    /// last page ([`VmmMapper::mappable_size`]).
     fn file_size(&self, file: &File) -> Result<Option<u64>, VmmMapError> {
         if self.placeholder.is_none() {
             return Ok(None);
         }
         let stat = rustix::fs::fstat(file).map_err(VmmMapError::Stat)?;
-        Ok(Some(u64::try_from(stat.st_size).unwrap_or(0)))
+        Ok(Some(
+            self.mappable_size(u64::try_from(stat.st_size).unwrap_or(0)),
+        ))
     }
 }

@@ -2,6 +2,7 @@
 
 use daxfsd_protocol::abi::{self, InitOut};
 
+use crate::dax::FrontendMapCaps;
 use crate::passthrough::{CachePolicy, Negotiated};
 
 /// Largest WRITE payload, READ size and READDIR buffer the daemon accepts.
@@ -10,6 +11,13 @@ pub const MAX_TRANSFER: u32 = 1 << 20;
 const MAX_PAGES: u16 = (MAX_TRANSFER / 4096) as u16;
 /// log2 of the DAX mapping alignment announced with MAP_ALIGNMENT (4 KiB pages).
 pub const MAP_ALIGNMENT_SHIFT: u16 = 12;
+/// The map_alignment of an INIT reply that refuses DAX: larger than the
+/// guest's 2 MiB DAX ranges (log2 21), so Linux logs "FUSE: map_alignment 63
+/// incompatible with dax mem range size 2097152" and fails the connection
+/// (`fuse_dax_check_alignment` in fs/fuse/dax.c, called from
+/// `process_init_reply`): every request of that mount then fails with
+/// ECONNREFUSED instead of EIO in the middle of a workload.
+pub const REFUSED_MAP_ALIGNMENT: u16 = 63;
 
 /// What the daemon offers in INIT, fixed at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +87,7 @@ pub fn negotiate(
         writeback: agreed & abi::WRITEBACK_CACHE != 0,
         killpriv_v2: agreed & abi::HANDLE_KILLPRIV_V2 != 0,
         inode_dax: agreed & abi::HAS_INODE_DAX != 0,
+        dax_caps: FrontendMapCaps::ASSUMED,
     };
     let reply = InitOut {
         major: abi::KERNEL_VERSION,
@@ -99,6 +108,25 @@ pub fn negotiate(
         ..InitOut::default()
     };
     InitOutcome::Accepted(reply, negotiated)
+}
+
+/// Whether the guest asks for something the frontend cannot serve: every
+/// file through the window (dax=always: the guest offers MAP_ALIGNMENT, as
+/// it does whenever it has a window, without HAS_INODE_DAX, which it offers
+/// for dax=inode and the default mode) on a frontend that cannot map the
+/// partial last page of a file. Under dax=inode the daemon keeps such files
+/// out of the window instead (see `passthrough::attr`).
+pub fn dax_always_unservable(kernel_flags: u64, caps: FrontendMapCaps) -> bool {
+    kernel_flags & abi::MAP_ALIGNMENT != 0
+        && kernel_flags & abi::HAS_INODE_DAX == 0
+        && !caps.partial_tail
+}
+
+/// Turns an accepted INIT reply into one the guest's DAX mount rejects
+/// (see [`REFUSED_MAP_ALIGNMENT`]).
+pub fn refuse_dax(out: &mut InitOut) {
+    out.flags |= abi::MAP_ALIGNMENT as u32;
+    out.map_alignment = REFUSED_MAP_ALIGNMENT;
 }
 
 #[cfg(test)]
@@ -139,6 +167,29 @@ mod tests {
         };
         assert_ne!(out.flags as u64 & abi::MAP_ALIGNMENT, 0);
         assert_eq!(out.map_alignment, 12);
+    }
+
+    #[test]
+    fn only_dax_always_on_a_frontend_without_partial_pages_is_refused() {
+        let upstream = FrontendMapCaps {
+            partial_tail: false,
+            read_only_fd: false,
+        };
+        let patched = FrontendMapCaps::ASSUMED;
+        let always = abi::MAP_ALIGNMENT | abi::INIT_EXT;
+        let inode = always | abi::HAS_INODE_DAX;
+        assert!(dax_always_unservable(always, upstream));
+        assert!(!dax_always_unservable(always, patched));
+        assert!(!dax_always_unservable(inode, upstream));
+        // A guest without DAX (no window, or dax=never) offers no MAP_ALIGNMENT.
+        assert!(!dax_always_unservable(abi::INIT_EXT, upstream));
+        let InitOutcome::Accepted(mut out, _) = negotiate(&policy(true), 7, 41, 0, always) else {
+            panic!("accepted");
+        };
+        refuse_dax(&mut out);
+        assert_ne!(u64::from(out.flags) & abi::MAP_ALIGNMENT, 0);
+        // Linux's fuse_dax_check_alignment fails anything above FUSE_DAX_SHIFT (21).
+        assert!(out.map_alignment > 21);
     }
 
     #[test]

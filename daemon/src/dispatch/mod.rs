@@ -20,7 +20,7 @@ use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
 use zerocopy::{FromBytes, IntoBytes};
 
-use self::init::{negotiate, InitOutcome};
+use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
 use crate::dax::Dax;
 use crate::errno::Errno;
@@ -81,6 +81,10 @@ impl From<Outcome> for ChainReply {
 pub enum SessionEnd {
     /// FUSE_DESTROY, on a queue worker: the backend channel may be used.
     Destroy,
+    /// An INIT without DESTROY (the guest rebooted or reloaded its driver),
+    /// on a queue worker: the backend channel may be used, but the frontend
+    /// may have dropped the window's mappings at its device reset.
+    NewInit,
     /// The frontend reset the device; runs in the frontend-message handler,
     /// which must not send backend requests.
     DeviceReset,
@@ -100,6 +104,8 @@ pub struct Dispatcher {
     initialized: AtomicBool,
     stats: DispatchStats,
     malformed_log: RateLimit,
+    /// Limits the error logged for each INIT refused for DAX.
+    dax_refusal_log: RateLimit,
     /// The DAX window, when `--cache-size` is set.
     dax: Option<Arc<Dax>>,
 }
@@ -117,6 +123,7 @@ impl Dispatcher {
             initialized: AtomicBool::new(false),
             stats: DispatchStats::default(),
             malformed_log: RateLimit::per_second(10),
+            dax_refusal_log: RateLimit::per_second(1),
             dax,
         }
     }
@@ -145,6 +152,7 @@ impl Dispatcher {
         if let Some(dax) = &self.dax {
             match why {
                 SessionEnd::Destroy => dax.reset(),
+                SessionEnd::NewInit => dax.reset_after_session_end(),
                 SessionEnd::DeviceReset => dax.mark_stale(),
                 SessionEnd::Disconnect => {
                     dax.set_channel(None);
@@ -277,7 +285,7 @@ impl Dispatcher {
                 max_readahead,
                 flags,
             } => match negotiate(&self.policy, *major, *minor, *max_readahead, *flags) {
-                InitOutcome::Accepted(out, negotiated) => {
+                InitOutcome::Accepted(mut out, mut negotiated) => {
                     if self.initialized.load(Ordering::Acquire) {
                         // A new guest driver (the guest rebooted or its
                         // driver was reloaded) without DESTROY: what the old
@@ -285,7 +293,28 @@ impl Dispatcher {
                         // (this runs on a queue worker, so the backend
                         // channel may be used).
                         tracing::info!("INIT during a session: the previous session ends");
-                        self.end_session(SessionEnd::Destroy);
+                        self.end_session(SessionEnd::NewInit);
+                    }
+                    if let Some(dax) = &self.dax {
+                        // On this queue worker, before the reply: the probe
+                        // of what the frontend maps.
+                        negotiated.dax_caps = dax.begin_session();
+                        if dax_always_unservable(*flags, negotiated.dax_caps) {
+                            dax.init_refused();
+                            if let Some(suppressed) = self.dax_refusal_log.check() {
+                                tracing::error!(
+                                    suppressed,
+                                    "the guest mounted with dax=always, but this frontend \
+                                     (QEMU 11.1?) cannot map partial last pages: mount with \
+                                     -o dax=inode, or use a frontend that can; refusing the \
+                                     mount (the INIT reply carries a map_alignment the guest \
+                                     rejects)"
+                                );
+                            }
+                            refuse_dax(&mut out);
+                            r.push(&out);
+                            return Ok(ChainReply::Reply(r.finish().len()));
+                        }
                     }
                     fs.init(negotiated);
                     self.initialized.store(true, Ordering::Release);
@@ -462,8 +491,8 @@ impl Dispatcher {
             Operation::Syncfs => fs.syncfs(nodeid)?,
             Operation::SetupMapping(arg) => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
-                dax.setup(h.unique, nodeid, arg, |writable| {
-                    fs.open_for_mapping(nodeid, arg.fh, writable)
+                dax.setup(h.unique, nodeid, arg, |access| {
+                    fs.open_for_mapping(ctx, nodeid, arg.fh, access)
                 })?;
             }
             Operation::RemoveMapping { ranges } => {

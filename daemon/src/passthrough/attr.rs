@@ -3,9 +3,14 @@
 use std::os::fd::AsFd;
 
 use daxfsd_protocol::abi::{Attr, AttrOut, EntryOut, ATTR_DAX};
-use rustix::fs::{AtFlags, Statx, StatxFlags};
+use rustix::fs::{AtFlags, Statx, StatxAttributes, StatxFlags};
 
-use super::PassthroughFs;
+use super::{Context, PassthroughFs};
+
+/// `statx` attribute bits of files that cannot be opened for writing as
+/// they are: immutable, and append-only (writable only with O_APPEND).
+const NOT_WRITABLE_IN_PLACE: StatxAttributes =
+    StatxAttributes::IMMUTABLE.union(StatxAttributes::APPEND);
 
 /// What every attribute query asks `statx` for.
 const STATX_WANTED: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::MNT_ID);
@@ -58,20 +63,49 @@ impl PassthroughFs {
         self.config.cache.timeout_secs()
     }
 
-    /// The attributes sent to the guest: `st`, plus ATTR_DAX on regular
-    /// files the per-inode DAX policy selects (only once the guest
-    /// negotiated HAS_INODE_DAX).
-    fn guest_attr(&self, st: &Statx) -> Attr {
+    /// The attributes sent to `ctx`: `st`, plus ATTR_DAX on regular files
+    /// the per-inode DAX policy selects and the frontend can map (only once
+    /// the guest negotiated HAS_INODE_DAX).
+    fn guest_attr(&self, ctx: Context, st: &Statx) -> Attr {
         let mut attr = attr_of(st);
-        let regular = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG;
-        if regular && self.negotiated().inode_dax && self.config.inode_dax.applies(st.stx_size) {
+        if self.negotiated().inode_dax && self.dax_eligible(ctx, st) {
             attr.flags |= ATTR_DAX;
         }
         attr
     }
 
-    /// The LOOKUP-style reply for `nodeid` with attributes `st`.
-    pub(super) fn entry_out(&self, nodeid: u64, st: &Statx) -> EntryOut {
+    /// Whether the file of `st` goes through the DAX window for `ctx` under
+    /// dax=inode: a regular file that `--inode-dax` selects and that the
+    /// frontend of this session can map. A frontend that cannot map a
+    /// partial last page takes only sizes that are a non-zero multiple of
+    /// 4 KiB (a file growing from 0 would soon end partway); one that cannot
+    /// map read-only descriptors takes only files `ctx` may open for
+    /// writing, since every read mapping then needs a writable descriptor.
+    /// Evaluated on every attribute reply, so a size change turns the flag
+    /// off or on (the guest re-instantiates the inode when it changes).
+    fn dax_eligible(&self, ctx: Context, st: &Statx) -> bool {
+        let regular = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFREG;
+        if !regular || !self.config.inode_dax.applies(st.stx_size) {
+            return false;
+        }
+        let caps = self.negotiated().dax_caps;
+        (caps.partial_tail || (st.stx_size > 0 && st.stx_size % 4096 == 0))
+            && (caps.read_only_fd || self.may_open_for_writing(ctx, st))
+    }
+
+    /// Whether a FUSE OPEN for writing by `ctx` would be allowed for the
+    /// file of `st`: the share is writable, the file is neither immutable
+    /// nor append-only, and its mode grants `ctx` write access (checked as
+    /// ACCESS checks it: uid and primary gid, FUSE carries no supplementary
+    /// groups; root may write anything).
+    pub(super) fn may_open_for_writing(&self, ctx: Context, st: &Statx) -> bool {
+        !self.config.readonly
+            && !st.stx_attributes.intersects(NOT_WRITABLE_IN_PLACE)
+            && mode_grants(ctx, st, libc::W_OK as u32)
+    }
+
+    /// The LOOKUP-style reply for `nodeid` with attributes `st`, for `ctx`.
+    pub(super) fn entry_out(&self, ctx: Context, nodeid: u64, st: &Statx) -> EntryOut {
         EntryOut {
             nodeid,
             generation: 0,
@@ -79,19 +113,39 @@ impl PassthroughFs {
             attr_valid: self.timeout(),
             entry_valid_nsec: 0,
             attr_valid_nsec: 0,
-            attr: self.guest_attr(st),
+            attr: self.guest_attr(ctx, st),
         }
     }
 
-    /// The GETATTR-style reply with attributes `st`.
-    pub(super) fn attr_out(&self, st: &Statx) -> AttrOut {
+    /// The GETATTR-style reply with attributes `st`, for `ctx`.
+    pub(super) fn attr_out(&self, ctx: Context, st: &Statx) -> AttrOut {
         AttrOut {
             attr_valid: self.timeout(),
             attr_valid_nsec: 0,
             dummy: 0,
-            attr: self.guest_attr(st),
+            attr: self.guest_attr(ctx, st),
         }
     }
+}
+
+/// Whether the mode bits of `st` grant `ctx` every access of `mask` (R_OK,
+/// W_OK, X_OK bits): the owner's, group's (primary gid) or others' bits.
+/// Root may read and write anything, and execute anything with an execute
+/// bit or any directory.
+pub(super) fn mode_grants(ctx: Context, st: &Statx, mask: u32) -> bool {
+    let mode = u32::from(st.stx_mode);
+    if ctx.uid == 0 {
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        return mask & libc::X_OK as u32 == 0 || is_dir || mode & 0o111 != 0;
+    }
+    let granted = if st.stx_uid == ctx.uid {
+        (mode >> 6) & 0o7
+    } else if st.stx_gid == ctx.gid {
+        (mode >> 3) & 0o7
+    } else {
+        mode & 0o7
+    };
+    mask & !granted == 0
 }
 
 #[cfg(test)]

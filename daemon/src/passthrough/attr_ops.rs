@@ -8,19 +8,24 @@ use daxfsd_protocol::abi::{
 };
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
-use super::attr::statx_fd;
+use super::attr::{mode_grants, statx_fd};
 use super::inode::Inode;
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
 
 /// GETATTR: through the open file when the guest names one.
-pub(super) fn getattr(fs: &PassthroughFs, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+pub(super) fn getattr(
+    fs: &PassthroughFs,
+    ctx: Context,
+    nodeid: u64,
+    fh: Option<u64>,
+) -> Result<AttrOut, Errno> {
     let st = match fh {
         Some(fh) => statx_fd(&fs.handles.get(fh, nodeid)?.fd)?,
         None => statx_fd(&fs.inodes.get(nodeid)?.path_fd)?,
     };
-    Ok(fs.attr_out(&st))
+    Ok(fs.attr_out(ctx, &st))
 }
 
 /// The mode `mode` becomes once setuid, and setgid if group-executable,
@@ -87,7 +92,12 @@ fn time_arg(valid: u32, set: u32, now: u32, secs: u64, nsecs: u32) -> Timespec {
 /// order Linux's own notify_change applies them in effect: times last, so
 /// a truncate does not overwrite the mtime just set). FATTR_CTIME is
 /// ignored: the host sets ctime itself on every change.
-pub(super) fn setattr(fs: &PassthroughFs, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+pub(super) fn setattr(
+    fs: &PassthroughFs,
+    ctx: Context,
+    nodeid: u64,
+    arg: &SetattrIn,
+) -> Result<AttrOut, Errno> {
     fs.check_writable()?;
     let valid = arg.valid;
     let inode = fs.inodes.get(nodeid)?;
@@ -175,7 +185,7 @@ pub(super) fn setattr(fs: &PassthroughFs, nodeid: u64, arg: &SetattrIn) -> Resul
         Some(h) => statx_fd(&h.fd)?,
         None => statx_fd(&inode.path_fd)?,
     };
-    Ok(fs.attr_out(&st))
+    Ok(fs.attr_out(ctx, &st))
 }
 
 /// STATFS.
@@ -220,26 +230,8 @@ pub(super) fn access(
     if mask & libc::W_OK as u32 != 0 && fs.config.readonly {
         return Err(Errno::EROFS);
     }
-    if mask == 0 {
-        return Ok(()); // F_OK: the inode exists.
-    }
-    let mode = u32::from(st.stx_mode);
-    if ctx.uid == 0 {
-        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
-        if mask & libc::X_OK as u32 != 0 && !is_dir && mode & 0o111 == 0 {
-            return Err(Errno(libc::EACCES));
-        }
-        return Ok(());
-    }
-    let granted = if st.stx_uid == ctx.uid {
-        (mode >> 6) & 0o7
-    } else if st.stx_gid == ctx.gid {
-        (mode >> 3) & 0o7
-    } else {
-        mode & 0o7
-    };
-    if mask & !granted == 0 {
-        Ok(())
+    if mask == 0 || mode_grants(ctx, &st, mask) {
+        Ok(()) // F_OK: the inode exists.
     } else {
         Err(Errno(libc::EACCES))
     }

@@ -10,7 +10,7 @@ use daxfsd_protocol::abi::{Attr, EntryOut, OpenOut, FOPEN_CACHE_DIR, FOPEN_KEEP_
 use daxfsd_protocol::reply::DirentWriter;
 use rustix::fs::{FileType, OFlags, RawDir, SeekFrom};
 
-use super::{CachePolicy, PassthroughFs};
+use super::{CachePolicy, Context, PassthroughFs};
 use crate::errno::Errno;
 
 /// Bytes of getdents64 output read per call (about 250 short names). Entries
@@ -165,6 +165,7 @@ fn name_only(ino: u64) -> EntryOut {
 /// does not fail the whole listing and its error surfaces on LOOKUP.
 pub(super) fn readdir(
     fs: &PassthroughFs,
+    ctx: Context,
     nodeid: u64,
     fh: u64,
     offset: u64,
@@ -216,7 +217,7 @@ pub(super) fn readdir(
                 cursor.pending.pop_front();
                 continue;
             };
-            match fs.lookup_in(parent, name) {
+            match fs.lookup_in(ctx, parent, name) {
                 Ok(e) => e,
                 Err(Errno::ENOENT) => {
                     cursor.pending.pop_front();

@@ -31,16 +31,22 @@ fn open_path(parent: &Inode, name: &CStr) -> Result<OwnedFd, Errno> {
 }
 
 impl PassthroughFs {
-    /// Registers the inode `fd` refers to (+1 lookup) and builds its entry.
-    pub(super) fn register(&self, fd: OwnedFd) -> Result<EntryOut, Errno> {
+    /// Registers the inode `fd` refers to (+1 lookup) and builds its entry
+    /// for the caller `ctx`.
+    pub(super) fn register(&self, ctx: Context, fd: OwnedFd) -> Result<EntryOut, Errno> {
         let st = statx_fd(&fd)?;
         let inode = self.inodes.insert_or_ref(fd, &st);
-        Ok(self.entry_out(inode.nodeid, &st))
+        Ok(self.entry_out(ctx, inode.nodeid, &st))
     }
 
     /// Looks `name` up in the already-resolved `parent` (+1 lookup).
-    pub(super) fn lookup_in(&self, parent: &Inode, name: &CStr) -> Result<EntryOut, Errno> {
-        self.register(open_path(parent, name)?)
+    pub(super) fn lookup_in(
+        &self,
+        ctx: Context,
+        parent: &Inode,
+        name: &CStr,
+    ) -> Result<EntryOut, Errno> {
+        self.register(ctx, open_path(parent, name)?)
     }
 
     /// EROFS when the filesystem is read-only.
@@ -59,9 +65,14 @@ impl PassthroughFs {
 }
 
 /// LOOKUP.
-pub(super) fn lookup(fs: &PassthroughFs, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+pub(super) fn lookup(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: u64,
+    name: &CStr,
+) -> Result<EntryOut, Errno> {
     let parent = fs.inodes.get(parent)?;
-    fs.lookup_in(&parent, name)
+    fs.lookup_in(ctx, &parent, name)
 }
 
 /// READLINK: EINVAL unless the inode is a symlink.
@@ -89,7 +100,7 @@ fn create_entry(
         let _caller = fs.as_caller(ctx)?;
         make(&parent)?;
     }
-    fs.lookup_in(&parent, name)
+    fs.lookup_in(ctx, &parent, name)
 }
 
 /// SYMLINK.
@@ -215,5 +226,5 @@ pub(super) fn link(
             AtFlags::SYMLINK_FOLLOW,
         )?;
     }
-    fs.lookup_in(&parent, newname)
+    fs.lookup_in(ctx, &parent, newname)
 }

@@ -10,10 +10,11 @@ use daxfsd_protocol::abi::{
 };
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 
+use super::attr::statx_fd;
 use super::attr_ops::kill_suidgid_fd;
 use super::entry_ops::RESOLVE;
 use super::guest_io::{self, GuestBuffers};
-use super::{CachePolicy, Context, PassthroughFs};
+use super::{CachePolicy, Context, MapAccess, PassthroughFs};
 use crate::errno::Errno;
 
 /// open(2) flags a guest may pass through to the host. Everything else is
@@ -154,7 +155,7 @@ pub(super) fn create(
         let status = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, status - OFlags::NONBLOCK)?;
     }
-    let entry = fs.register(fs.path_fd_of(&fd)?)?;
+    let entry = fs.register(ctx, fs.path_fd_of(&fd)?)?;
     if io_flags & OFlags::RWMODE == guest_flags & OFlags::RWMODE {
         return Ok((entry, fs.open_out(entry.nodeid, fd)));
     }
@@ -347,10 +348,15 @@ pub(super) fn syncfs(fs: &PassthroughFs, nodeid: u64) -> Result<(), Errno> {
 /// See [`PassthroughFs::open_for_mapping`].
 pub(super) fn open_for_mapping(
     fs: &PassthroughFs,
+    ctx: Context,
     nodeid: u64,
     fh: u64,
-    writable: bool,
+    access: MapAccess,
 ) -> Result<std::fs::File, Errno> {
+    if access == MapAccess::ReadWithWritableFd {
+        return open_writable_for_reading(fs, ctx, nodeid);
+    }
+    let writable = access == MapAccess::Write;
     if writable {
         fs.check_writable()?;
     }
@@ -377,4 +383,30 @@ pub(super) fn open_for_mapping(
         OFlags::RDONLY
     };
     Ok(fs.reopen(&inode, flags)?.into())
+}
+
+/// [`MapAccess::ReadWithWritableFd`]: the inode reopened read-write, only
+/// where a FUSE OPEN for writing by `ctx` would be allowed (mode bits
+/// against its uid and gid, a writable share, neither immutable nor
+/// append-only); EACCES otherwise, and whenever the host refuses the
+/// read-write open. The handle the guest names is not used: whoever opened
+/// it, the caller of this request is the one checked.
+fn open_writable_for_reading(
+    fs: &PassthroughFs,
+    ctx: Context,
+    nodeid: u64,
+) -> Result<std::fs::File, Errno> {
+    let inode = fs.inodes.get(nodeid)?;
+    if inode.file_type == FileType::Directory {
+        return Err(Errno(libc::EISDIR));
+    }
+    let st = statx_fd(&inode.path_fd)?;
+    if !fs.may_open_for_writing(ctx, &st) {
+        return Err(Errno::EACCES);
+    }
+    match fs.reopen(&inode, OFlags::RDWR) {
+        Ok(fd) => Ok(fd.into()),
+        Err(Errno(libc::EPERM | libc::EROFS | libc::ETXTBSY)) => Err(Errno::EACCES),
+        Err(e) => Err(e),
+    }
 }

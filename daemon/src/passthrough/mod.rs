@@ -157,6 +157,23 @@ pub struct Negotiated {
     pub killpriv_v2: bool,
     /// Per-inode DAX (HAS_INODE_DAX) was negotiated.
     pub inode_dax: bool,
+    /// What the frontend of this session maps into the DAX window (probed
+    /// at INIT; everything when there is no window): decides which files
+    /// get ATTR_DAX under dax=inode.
+    pub dax_caps: crate::dax::FrontendMapCaps,
+}
+
+/// How SETUPMAPPING needs the file opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAccess {
+    /// A read-only mapping from a read-only descriptor.
+    Read,
+    /// A read-only mapping on a frontend that maps every descriptor
+    /// writable (QEMU 11.1): read-write, but only where the caller may open
+    /// the file for writing; EACCES otherwise.
+    ReadWithWritableFd,
+    /// A writable mapping: read-write (EROFS on a read-only share).
+    Write,
 }
 
 /// The passthrough filesystem.
@@ -246,8 +263,8 @@ impl PassthroughFs {
     }
 
     /// LOOKUP `name` in `parent`; +1 lookup reference on success.
-    pub fn lookup(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
-        entry_ops::lookup(self, parent, name)
+    pub fn lookup(&self, ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+        entry_ops::lookup(self, ctx, parent, name)
     }
 
     /// FORGET: drop `nlookup` references (BATCH_FORGET calls this per entry).
@@ -256,13 +273,13 @@ impl PassthroughFs {
     }
 
     /// GETATTR, through the open file `fh` when the guest names one.
-    pub fn getattr(&self, _ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
-        attr_ops::getattr(self, nodeid, fh)
+    pub fn getattr(&self, ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+        attr_ops::getattr(self, ctx, nodeid, fh)
     }
 
     /// SETATTR: the fields `arg.valid` selects.
-    pub fn setattr(&self, _ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
-        attr_ops::setattr(self, nodeid, arg)
+    pub fn setattr(&self, ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+        attr_ops::setattr(self, ctx, nodeid, arg)
     }
 
     /// READLINK: the target bytes (no NUL).
@@ -432,14 +449,14 @@ impl PassthroughFs {
     /// except "." and ".." counts as a lookup.
     pub fn readdir(
         &self,
-        _ctx: Context,
+        ctx: Context,
         nodeid: u64,
         fh: u64,
         offset: u64,
         plus: bool,
         out: &mut DirentWriter<'_, '_>,
     ) -> Result<(), Errno> {
-        dir_ops::readdir(self, nodeid, fh, offset, plus, out)
+        dir_ops::readdir(self, ctx, nodeid, fh, offset, plus, out)
     }
 
     /// RELEASEDIR.
@@ -538,18 +555,21 @@ impl PassthroughFs {
         file_ops::syncfs(self, nodeid)
     }
 
-    /// A file to map into the DAX window for SETUPMAPPING: a duplicate of
-    /// the open handle `fh` if it has the access needed, else the inode
-    /// reopened read-only, or read-write when `writable` (a shared writable
-    /// mapping needs both). The guest sends `fh = u64::MAX`: by nodeid.
-    /// EROFS for `writable` on a read-only share; ELOOP / ENXIO / EISDIR
-    /// for what is not a regular file.
+    /// A file to map into the DAX window for SETUPMAPPING by `ctx`: a
+    /// duplicate of the open handle `fh` if it has the access needed, else
+    /// the inode reopened read-only, or read-write for [`MapAccess::Write`]
+    /// and [`MapAccess::ReadWithWritableFd`] (a shared writable mapping
+    /// needs both). The guest sends `fh = u64::MAX`: by nodeid. EROFS for
+    /// `Write` on a read-only share; EACCES for `ReadWithWritableFd` unless
+    /// `ctx` may open the file for writing; ELOOP / ENXIO / EISDIR for what
+    /// is not a regular file.
     pub fn open_for_mapping(
         &self,
+        ctx: Context,
         nodeid: u64,
         fh: u64,
-        writable: bool,
+        access: MapAccess,
     ) -> Result<std::fs::File, Errno> {
-        file_ops::open_for_mapping(self, nodeid, fh, writable)
+        file_ops::open_for_mapping(self, ctx, nodeid, fh, access)
     }
 }

@@ -10,7 +10,13 @@
 //!   SHARED_OBJECT_* and refused).
 //!
 //! When the request asks for a reply (NEED_REPLY), the answer is a u64: 0 on success, an
-//! errno otherwise.
+//! errno otherwise (1 for any failure when playing upstream QEMU 11.1).
+//!
+//! Two frontends are played ([`FrontendBehaviour`]): the patched QEMU of tests/qemu (maps
+//! with the access asked, partial last pages included, keeps mappings across a device
+//! reset) and upstream QEMU 11.1 (refuses a map that passes the file's end and any
+//! descriptor not open read-write, maps everything writable, drops its mappings at a
+//! device reset).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -48,6 +54,23 @@ const MAX_FDS: usize = 32;
 const SHMEM_FLAG_WRITABLE: u64 = 1;
 const LEGACY_PROT_READ: u64 = 1;
 const LEGACY_PROT_WRITE: u64 = 2;
+
+/// Which frontend the harness plays on the backend channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrontendBehaviour {
+    /// The patched QEMU 10.0.2 of tests/qemu: a SHMEM_MAP maps with the access it asks for
+    /// (a read-only mapping of an `O_RDONLY` descriptor works), the partial last page of a
+    /// file maps (bytes past the end read as zeros), mappings survive a device reset.
+    #[default]
+    Patched,
+    /// Upstream QEMU 11.1 (measured with Debian's 11.1.3): a SHMEM_MAP whose descriptor is
+    /// shorter than `fd_offset + len` is refused ("backing store size ... is too small"),
+    /// as is one whose descriptor is not open read-write (every mapping is `PROT_READ |
+    /// PROT_WRITE`, `MAP_SHARED`: "unable to map backing store for guest RAM: Permission
+    /// denied"); replies are 0 or 1; a device reset drops every mapping
+    /// ([`crate::Device::device_reset_window`]).
+    Upstream11_1,
+}
 
 /// One entry of a legacy FS_MAP / FS_UNMAP payload (entries with `len == 0` are unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +130,9 @@ pub struct BackendRequestRecord {
     pub request: BackendRequest,
     /// Number of fds that came with it.
     pub fds: usize,
+    /// Access mode (`F_GETFL & O_ACCMODE`: `O_RDONLY`, `O_WRONLY` or `O_RDWR`) of the
+    /// first fd, if any came.
+    pub fd_access: Option<i32>,
     /// Whether the backend asked for a reply.
     pub need_reply: bool,
     /// 0 on success, else the errno sent (or that would have been sent) back.
@@ -144,6 +170,7 @@ struct Counters {
 
 struct ChannelState {
     window: Arc<Window>,
+    behaviour: FrontendBehaviour,
     counters: Counters,
     /// Every request in arrival order. Guarded by its own lock; never held with the
     /// window's table lock.
@@ -188,6 +215,17 @@ impl BackendChannel {
         io_timeout: Duration,
         gate: Option<Arc<Mutex<()>>>,
     ) -> Result<Self> {
+        Self::serve_as(sock, window, io_timeout, gate, FrontendBehaviour::Patched)
+    }
+
+    /// Like [`Self::serve_gated`], playing the frontend `behaviour`.
+    pub fn serve_as(
+        sock: UnixStream,
+        window: Arc<Window>,
+        io_timeout: Duration,
+        gate: Option<Arc<Mutex<()>>>,
+        behaviour: FrontendBehaviour,
+    ) -> Result<Self> {
         sock.set_read_timeout(Some(io_timeout))
             .and_then(|()| sock.set_write_timeout(Some(io_timeout)))
             .map_err(|e| HarnessError::io("setting backend channel timeouts", e))?;
@@ -198,6 +236,7 @@ impl BackendChannel {
             .map_err(|e| HarnessError::io("cloning the channel stop eventfd", e))?;
         let state = Arc::new(ChannelState {
             window,
+            behaviour,
             counters: Counters::default(),
             log: Mutex::new(Vec::new()),
             stopped: Mutex::new(None),
@@ -236,6 +275,28 @@ impl BackendChannel {
     /// Every request so far, in arrival order.
     pub fn log(&self) -> Vec<BackendRequestRecord> {
         lock(&self.state.log).clone()
+    }
+
+    /// Forgets the log and zeroes the counters (e.g. after the requests a session's INIT
+    /// caused, so a test sees only its own).
+    pub fn clear_history(&self) {
+        lock(&self.state.log).clear();
+        let c = &self.state.counters;
+        for counter in [
+            &c.shmem_map,
+            &c.shmem_unmap,
+            &c.legacy_map,
+            &c.legacy_unmap,
+            &c.other,
+            &c.failed,
+        ] {
+            counter.store(0, Ordering::Release);
+        }
+    }
+
+    /// The frontend played.
+    pub fn behaviour(&self) -> FrontendBehaviour {
+        self.state.behaviour
     }
 
     /// Why the serving thread stopped (EOF, protocol error), if it did.
@@ -357,6 +418,11 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
     let _main_loop = state.gate.as_deref().map(lock);
     let parsed = parse(request, size, &body);
     let nfds_received = fds.len();
+    let fd_access = fds.first().and_then(|fd| {
+        rustix::fs::fcntl_getfl(fd)
+            .ok()
+            .map(|flags| (flags & rustix::fs::OFlags::RWMODE).bits() as i32)
+    });
     let outcome = if size as usize > MAX_BODY {
         Err(WindowError::UnsupportedRequest { request, size })
     } else {
@@ -370,6 +436,7 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
     lock(&state.log).push(BackendRequestRecord {
         request: parsed,
         fds: nfds_received,
+        fd_access,
         need_reply,
         errno,
         error,
@@ -384,7 +451,12 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
         reply[0..4].copy_from_slice(&request.to_le_bytes());
         reply[4..8].copy_from_slice(&(FLAG_VERSION_1 | FLAG_REPLY).to_le_bytes());
         reply[8..12].copy_from_slice(&8u32.to_le_bytes());
-        reply[12..20].copy_from_slice(&u64::from(errno.unsigned_abs()).to_le_bytes());
+        let value = match (errno, state.behaviour) {
+            (0, _) => 0,
+            (_, FrontendBehaviour::Upstream11_1) => 1,
+            (errno, FrontendBehaviour::Patched) => u64::from(errno.unsigned_abs()),
+        };
+        reply[12..20].copy_from_slice(&value.to_le_bytes());
         let mut writer = sock;
         writer.write_all(&reply)?;
     }
@@ -457,6 +529,28 @@ fn count(state: &ChannelState, req: &BackendRequest, failed: bool) {
     }
 }
 
+/// What QEMU 11.1 checks of a SHMEM_MAP's descriptor before mapping it: open read-write
+/// (it maps `PROT_READ | PROT_WRITE`), and at least `fd_offset + len` bytes long (its
+/// memory backend refuses a smaller backing store).
+fn check_upstream_backing(file: &OwnedFd, fd_offset: u64, len: u64) -> Result<(), WindowError> {
+    let access = rustix::fs::fcntl_getfl(file).map_err(|e| WindowError::Stat(e.into()))?
+        & rustix::fs::OFlags::RWMODE;
+    if access != rustix::fs::OFlags::RDWR {
+        return Err(WindowError::BackingStoreNotWritable);
+    }
+    let size = rustix::fs::fstat(file)
+        .map_err(|e| WindowError::Stat(e.into()))?
+        .st_size as u64;
+    if fd_offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(WindowError::BackingStoreTooSmall {
+            size,
+            len,
+            offset: fd_offset,
+        });
+    }
+    Ok(())
+}
+
 /// Whether the next map should be refused (consumes one injected failure).
 fn injected_failure(state: &ChannelState) -> bool {
     state
@@ -502,7 +596,15 @@ fn handle(
             }
             let file = fds.remove(0);
             let writable = flags & SHMEM_FLAG_WRITABLE != 0;
-            window.map_exclusive(shm_offset, len, file, fd_offset, writable)
+            match state.behaviour {
+                FrontendBehaviour::Patched => {
+                    window.map_exclusive(shm_offset, len, file, fd_offset, writable)
+                }
+                FrontendBehaviour::Upstream11_1 => {
+                    check_upstream_backing(&file, fd_offset, len)?;
+                    window.map_exclusive(shm_offset, len, file, fd_offset, true)
+                }
+            }
         }
         BackendRequest::ShmemUnmap {
             shmid,

@@ -13,7 +13,7 @@ use vhost::vhost_user::{Frontend, VhostUserProtocolFeatures};
 use vhost::VhostBackend;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::backend_channel::BackendChannel;
+use crate::backend_channel::{BackendChannel, FrontendBehaviour};
 use crate::error::{HarnessError, Result};
 use crate::guest_memory::{GuestAllocator, GuestBuf, GuestMemory};
 use crate::handshake::{self, QueueSetup};
@@ -51,6 +51,11 @@ pub struct DeviceConfig {
     pub cache_size: Option<u64>,
     /// Offer the SHMEM protocol feature with a window (false: a legacy-only frontend).
     pub offer_shmem: bool,
+    /// Which frontend the backend channel plays (patched QEMU, or upstream QEMU 11.1).
+    pub frontend: FrontendBehaviour,
+    /// Negotiate CONFIGURE_MEM_SLOTS when offered (ADD_MEM_REG / REM_MEM_REG through
+    /// [`Device::vhost_call`]).
+    pub configure_mem_slots: bool,
     /// Negotiate CONFIG when offered and read the virtio-fs config space with GET_CONFIG
     /// (false: like QEMU, which never negotiates CONFIG for vhost-user-fs).
     pub read_config: bool,
@@ -84,6 +89,8 @@ impl Default for DeviceConfig {
             reply_ack: true,
             cache_size: None,
             offer_shmem: true,
+            frontend: FrontendBehaviour::Patched,
+            configure_mem_slots: false,
             read_config: true,
             extra_features: 0,
             timeout,
@@ -297,6 +304,23 @@ impl Device {
     /// The backend-request channel, if `cache_size` was set.
     pub fn backend_channel(&self) -> Option<&BackendChannel> {
         self.channel.as_ref()
+    }
+
+    /// What the frontend does to the DAX window when the guest resets the device: upstream
+    /// QEMU 11.1 drops every mapping (the back-end's later unmaps of them are refused); the
+    /// patched QEMU keeps them for the back-end to unmap. Nothing is sent to the back-end
+    /// (QEMU negotiates no RESET_DEVICE with it); the guest's next INIT starts the new
+    /// session.
+    pub fn device_reset_window(&self) -> Result<()> {
+        match (&self.window, &self.channel) {
+            (Some(window), Some(channel))
+                if channel.behaviour() == FrontendBehaviour::Upstream11_1 =>
+            {
+                window.clear()?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The bound of every wait.

@@ -83,6 +83,9 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     if cfg.reply_ack {
         wanted_protocol |= VhostUserProtocolFeatures::REPLY_ACK;
     }
+    if cfg.configure_mem_slots {
+        wanted_protocol |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+    }
     if cfg.cache_size.is_some() {
         wanted_protocol |=
             VhostUserProtocolFeatures::BACKEND_REQ | VhostUserProtocolFeatures::BACKEND_SEND_FD;
@@ -122,8 +125,13 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
             let (ours, theirs) = UnixStream::pair()
                 .map_err(|e| HarnessError::io("creating the backend channel socketpair", e))?;
             let gate = cfg.qemu_main_loop.then(|| Arc::clone(&main_loop));
-            let channel =
-                BackendChannel::serve_gated(ours, Arc::clone(&window), cfg.timeout, gate)?;
+            let channel = BackendChannel::serve_as(
+                ours,
+                Arc::clone(&window),
+                cfg.timeout,
+                gate,
+                cfg.frontend,
+            )?;
             wd.call("SET_BACKEND_REQ_FD", || {
                 frontend.set_backend_request_fd(&theirs)
             })?;

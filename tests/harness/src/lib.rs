@@ -25,7 +25,8 @@ mod watchdog;
 pub mod window;
 
 pub use backend_channel::{
-    BackendChannel, BackendRequest, BackendRequestRecord, BackendRequestStats, LegacyEntry,
+    BackendChannel, BackendRequest, BackendRequestRecord, BackendRequestStats, FrontendBehaviour,
+    LegacyEntry,
 };
 pub use device::{Device, DeviceConfig, FsConfig, Negotiated};
 pub use error::{error_chain, HarnessError, Result};

@@ -140,6 +140,22 @@ pub enum WindowError {
         /// First read-only offset.
         offset: u64,
     },
+    /// QEMU 11.1: the descriptor is shorter than the mapping (its message).
+    #[error(
+        "backing store size {size:#x} is too small for 'size' option {len:#x} plus 'offset' \
+         option {offset:#x}"
+    )]
+    BackingStoreTooSmall {
+        /// Size of the descriptor's file.
+        size: u64,
+        /// Length of the mapping.
+        len: u64,
+        /// File offset of the mapping.
+        offset: u64,
+    },
+    /// QEMU 11.1: the descriptor is not open read-write (it maps every mapping writable).
+    #[error("unable to map backing store for guest RAM: Permission denied")]
+    BackingStoreNotWritable,
     /// Access to a page past the end of the mapped file (would raise SIGBUS).
     #[error("window offset {offset:#x} lies past the end of {source_path} ({file_size} bytes)")]
     BeyondFileEnd {
@@ -162,6 +178,7 @@ impl WindowError {
             WindowError::Overlap { .. } => libc::EEXIST,
             WindowError::NoSuchMapping { .. } => libc::ENOENT,
             WindowError::FdCount(_) | WindowError::UnexpectedFds(_) => libc::EBADF,
+            WindowError::BackingStoreNotWritable => libc::EACCES,
             _ => libc::EINVAL,
         }
     }

@@ -583,3 +583,86 @@ fn gated_channel_waits_for_the_main_loop() {
     assert_eq!(window.mappings().len(), 1);
     assert_eq!(ch.stats().shmem_map, 1);
 }
+
+/// Playing upstream QEMU 11.1: a map whose descriptor is shorter than `fd_offset + len`
+/// and a map of a descriptor not open read-write are refused (reply 1, nothing mapped);
+/// what is mapped is writable whatever the request asked; unmaps are as before.
+#[test]
+fn the_upstream_channel_refuses_short_and_read_only_descriptors() {
+    use daxfsd_harness::FrontendBehaviour;
+    use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
+    use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+
+    let window = Arc::new(Window::reserve(8 * MIB).unwrap());
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let ch = BackendChannel::serve_as(
+        ours,
+        Arc::clone(&window),
+        Duration::from_secs(10),
+        None,
+        FrontendBehaviour::Upstream11_1,
+    )
+    .unwrap();
+    let backend = Backend::from_stream(theirs);
+    backend.set_shmem_flag(true);
+    backend.set_reply_ack_flag(true);
+    let page = 4096u64;
+    // 20 bytes: its one page passes the file's end.
+    let mut short = tempfile::tempfile().unwrap();
+    short.write_all(&[7u8; 20]).unwrap();
+    let read = VhostUserMMap {
+        len: page,
+        ..Default::default()
+    };
+    let writable = VhostUserMMap {
+        flags: VhostUserMMapFlags::WRITABLE.bits(),
+        ..read
+    };
+    assert!(
+        backend.shmem_map(&writable, &short).is_err(),
+        "partial page"
+    );
+    // A whole page, but the descriptor is read-only.
+    let (file, _) = patterned_file(2 * MIB as usize);
+    let read_only = std::fs::File::open(file.path()).unwrap();
+    assert!(backend.shmem_map(&read, &read_only).is_err(), "O_RDONLY");
+    assert!(window.mappings().is_empty());
+    // Read-write and long enough: mapped, and writable even for a read mapping.
+    let read_write = file.reopen().unwrap();
+    backend.shmem_map(&read, &read_write).unwrap();
+    assert!(window.mapping_at(0).unwrap().writable);
+    assert_eq!(window.read(0, 16).unwrap(), pattern(0, 16));
+    // Past the end by one page: refused.
+    let past = VhostUserMMap {
+        shm_offset: MIB,
+        fd_offset: 2 * MIB - page,
+        len: 2 * page,
+        ..read
+    };
+    assert!(backend.shmem_map(&past, &read_write).is_err());
+    backend.shmem_unmap(&read).unwrap();
+    assert!(window.mappings().is_empty());
+
+    let log = ch.log();
+    let errnos: Vec<i32> = log.iter().map(|r| r.errno).collect();
+    assert_eq!(
+        errnos,
+        [libc::EINVAL, libc::EACCES, 0, libc::EINVAL, 0],
+        "{log:?}"
+    );
+    let access: Vec<Option<i32>> = log.iter().map(|r| r.fd_access).collect();
+    assert_eq!(
+        access,
+        [
+            Some(libc::O_RDWR),
+            Some(libc::O_RDONLY),
+            Some(libc::O_RDWR),
+            Some(libc::O_RDWR),
+            None
+        ]
+    );
+    assert!(log[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("backing store size 0x14 is too small")));
+}

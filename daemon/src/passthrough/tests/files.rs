@@ -8,7 +8,7 @@ use daxfsd_protocol::abi::{
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::Negotiated;
+use crate::passthrough::{MapAccess, Negotiated};
 
 #[test]
 fn create_write_read_release() {
@@ -511,29 +511,39 @@ fn open_for_mapping_gives_a_file_with_the_access_asked() {
         |file: &std::fs::File| rustix::fs::fcntl_getfl(file).unwrap() & rustix::fs::OFlags::RWMODE;
 
     // By nodeid (fh = u64::MAX, what the guest sends).
-    let mut ro = f.fs.open_for_mapping(node, u64::MAX, false).unwrap();
+    let mut ro =
+        f.fs.open_for_mapping(me(), node, u64::MAX, MapAccess::Read)
+            .unwrap();
     assert_eq!(access(&ro), rustix::fs::OFlags::RDONLY);
     let mut text = String::new();
     ro.read_to_string(&mut text).unwrap();
     assert_eq!(text, "mapped");
-    let rw = f.fs.open_for_mapping(node, u64::MAX, true).unwrap();
+    let rw =
+        f.fs.open_for_mapping(me(), node, u64::MAX, MapAccess::Write)
+            .unwrap();
     assert_eq!(access(&rw), rustix::fs::OFlags::RDWR);
 
     // A read-only handle serves a read mapping but not a write mapping.
     let o = f.fs.open(me(), node, libc::O_RDONLY as u32, 0).unwrap();
-    let dup = f.fs.open_for_mapping(node, o.fh, false).unwrap();
+    let dup =
+        f.fs.open_for_mapping(me(), node, o.fh, MapAccess::Read)
+            .unwrap();
     assert_eq!(access(&dup), rustix::fs::OFlags::RDONLY);
-    let w = f.fs.open_for_mapping(node, o.fh, true).unwrap();
+    let w =
+        f.fs.open_for_mapping(me(), node, o.fh, MapAccess::Write)
+            .unwrap();
     assert_eq!(access(&w), rustix::fs::OFlags::RDWR);
     assert_eq!(f.fs.counts(), (2, 1), "mapping files are not handles");
 
     let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
     assert_eq!(
-        f.fs.open_for_mapping(d.nodeid, u64::MAX, false).err(),
+        f.fs.open_for_mapping(me(), d.nodeid, u64::MAX, MapAccess::Read)
+            .err(),
         Some(Errno(libc::EISDIR))
     );
     assert_eq!(
-        f.fs.open_for_mapping(999, u64::MAX, false).err(),
+        f.fs.open_for_mapping(me(), 999, u64::MAX, MapAccess::Read)
+            .err(),
         Some(Errno::EBADF)
     );
 
@@ -541,8 +551,14 @@ fn open_for_mapping_gives_a_file_with_the_access_asked() {
     std::fs::write(ro_share.path("m"), b"x").unwrap();
     let node = ro_share.fs.lookup(me(), ROOT, &cs("m")).unwrap().nodeid;
     assert_eq!(
-        ro_share.fs.open_for_mapping(node, u64::MAX, true).err(),
+        ro_share
+            .fs
+            .open_for_mapping(me(), node, u64::MAX, MapAccess::Write)
+            .err(),
         Some(Errno::EROFS)
     );
-    ro_share.fs.open_for_mapping(node, u64::MAX, false).unwrap();
+    ro_share
+        .fs
+        .open_for_mapping(me(), node, u64::MAX, MapAccess::Read)
+        .unwrap();
 }

@@ -208,6 +208,11 @@ impl ReplaySession {
             ASYNC_READ | BIG_WRITES | MAX_PAGES | MAP_ALIGNMENT,
         )
         .map_err(harness("INIT"))?;
+        // The requests INIT caused (the daemon's probe of the frontend) are not the
+        // trace's: the replay counts only its own.
+        if let Some(channel) = dev.backend_channel() {
+            channel.clear_history();
+        }
         Ok(ReplaySession {
             dev,
             uniques,

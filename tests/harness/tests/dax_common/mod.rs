@@ -103,13 +103,29 @@ impl DaxDaemon {
     }
 
     /// A harness device playing a standard (SHMEM, exclusive-map) frontend with the
-    /// window, INIT done with MAP_ALIGNMENT offered.
+    /// window, INIT done with MAP_ALIGNMENT offered. The backend requests INIT caused (the
+    /// daemon's probe of the frontend) are cleared from the channel's log and counters.
     pub fn connect(&self) -> Session<'_> {
         self.connect_with(|_| {})
     }
 
     /// Like [`Self::connect`] with the device config adjusted by `tweak`.
     pub fn connect_with(&self, tweak: impl FnOnce(&mut DeviceConfig)) -> Session<'_> {
+        let s =
+            self.connect_keeping_probe(tweak, ASYNC_READ | BIG_WRITES | MAX_PAGES | MAP_ALIGNMENT);
+        if let Some(channel) = s.dev.backend_channel() {
+            channel.clear_history();
+        }
+        s
+    }
+
+    /// Like [`Self::connect_with`] with INIT offering `init_flags`, and the channel's
+    /// history (the probe's requests) kept.
+    pub fn connect_keeping_probe(
+        &self,
+        tweak: impl FnOnce(&mut DeviceConfig),
+        init_flags: u64,
+    ) -> Session<'_> {
         let mut config = DeviceConfig {
             request_queues: self.request_queues,
             cache_size: Some(self.window),
@@ -121,14 +137,7 @@ impl DaxDaemon {
             Device::connect_when_ready(self.backend.socket_path(), config, Duration::from_secs(10)),
         );
         let uniques = Uniques::default();
-        let init = check(
-            &self.backend,
-            dev.fuse_init(
-                1,
-                uniques.next(),
-                ASYNC_READ | BIG_WRITES | MAX_PAGES | MAP_ALIGNMENT,
-            ),
-        );
+        let init = check(&self.backend, dev.fuse_init(1, uniques.next(), init_flags));
         Session {
             daemon: self,
             dev,
