@@ -128,7 +128,7 @@ pub fn render(device: &FsDevice) -> String {
         metric(
             "dax_refusals_total",
             "counter",
-            "DAX requests refused (EINVAL or EIO).",
+            "DAX requests refused (EINVAL, EIO, or EACCES for a read mapping the frontend could only take writable).",
             m.refusals,
         );
         metric(
@@ -146,8 +146,8 @@ pub fn render(device: &FsDevice) -> String {
         metric(
             "dax_vmm_unmaps_total",
             "counter",
-            "Unmaps sent to the VMM.",
-            w.unmaps,
+            "Unmaps sent to the VMM (records forgotten because the frontend no longer held them not included).",
+            w.unmaps.saturating_sub(m.forgotten_mappings),
         );
         metric(
             "dax_vmm_unmap_failures_total",

@@ -34,6 +34,7 @@ use dax_window::PAGE_SIZE;
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags, Mode, OFlags};
 
 use super::vmm_mapper::{VmmMapError, VmmMapper};
+use crate::ratelimit::RateLimit;
 
 /// Bytes of the probe file whose only page is partial.
 const TAIL_PROBE_LEN: u64 = 16;
@@ -112,6 +113,8 @@ pub(super) struct ProbeFiles {
     tail: OwnedFd,
     /// `full` re-opened `O_RDONLY` through `/proc/self/fd`.
     read_only: OwnedFd,
+    /// Limits the probe's warnings (a guest may INIT again and again).
+    warn_log: RateLimit,
 }
 
 fn memfd(name: &'static str, len: u64) -> Result<OwnedFd, ProbeSetupError> {
@@ -139,6 +142,7 @@ impl ProbeFiles {
             full,
             tail,
             read_only,
+            warn_log: RateLimit::per_second(1),
         })
     }
 }
@@ -205,6 +209,7 @@ impl CapsState {
 /// which is logged (the session's first map of that page would be refused).
 fn try_map(
     mapper: &VmmMapper,
+    files: &ProbeFiles,
     fd: &OwnedFd,
     writable: bool,
     what: &str,
@@ -212,11 +217,14 @@ fn try_map(
     match mapper.send(0, PAGE_SIZE, Some(fd.as_fd()), 0, writable) {
         Ok(()) => {
             if let Err(error) = mapper.send(0, PAGE_SIZE, None, 0, false) {
-                tracing::error!(
-                    probe = what,
-                    error = %crate::error_chain(&error),
-                    "the frontend refused to unmap a probe mapping at window offset 0"
-                );
+                if let Some(suppressed) = files.warn_log.check() {
+                    tracing::error!(
+                        probe = what,
+                        suppressed,
+                        error = %crate::error_chain(&error),
+                        "the frontend refused to unmap a probe mapping at window offset 0"
+                    );
+                }
             }
             Ok(true)
         }
@@ -232,17 +240,26 @@ fn try_map(
 /// the answer is unknown (no channel, or the control map was refused).
 pub(super) fn probe(mapper: &VmmMapper, files: &ProbeFiles) -> Option<FrontendMapCaps> {
     let run = || -> Result<Option<FrontendMapCaps>, VmmMapError> {
-        if !try_map(mapper, &files.full, true, "control")? {
-            tracing::warn!(
-                "the frontend refused to map one full page at window offset 0: \
-                 cannot tell what it maps; assuming partial last pages and \
-                 read-only descriptors work"
-            );
+        if !try_map(mapper, files, &files.full, true, "control")? {
+            if let Some(suppressed) = files.warn_log.check() {
+                tracing::warn!(
+                    suppressed,
+                    "the frontend refused to map one full page at window offset 0: \
+                     cannot tell what it maps; assuming partial last pages and \
+                     read-only descriptors work"
+                );
+            }
             return Ok(None);
         }
         Ok(Some(FrontendMapCaps {
-            partial_tail: try_map(mapper, &files.tail, true, "partial last page")?,
-            read_only_fd: try_map(mapper, &files.read_only, false, "read-only descriptor")?,
+            partial_tail: try_map(mapper, files, &files.tail, true, "partial last page")?,
+            read_only_fd: try_map(
+                mapper,
+                files,
+                &files.read_only,
+                false,
+                "read-only descriptor",
+            )?,
         }))
     };
     run().unwrap_or_else(|error| {
