@@ -24,6 +24,10 @@ __attribute__((noinline)) static unsigned mix(unsigned x) { return x * 265443576
 int main(void) { printf("prog $i %u\n", mix($i * 7919u)); return 0; }
 C
     gcc -static -O2 -o "$shared/bin/prog$i" "$state/prog$i.c"
+    # Zero-padded to a whole number of 4 KiB pages (harmless after the ELF
+    # data): a frontend that cannot map a file's partial last page (QEMU
+    # 11.1) then still gets them through the window under dax=inode.
+    truncate -s %4096 "$shared/bin/prog$i"
     "$shared/bin/prog$i" >"$shared/bin/prog$i.want"
   done
 }

@@ -9,9 +9,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=SCRIPTDIR/../host-checks.sh
 . "$here/../host-checks.sh"
 
-# Keep in sync with dax_truncate.sh.
+# Keep in sync with dax_truncate.sh. KEEP is the size after the truncation:
+# by default inside a page (the partial last page's bytes past the end read
+# as zeros); DAXFSD_TRUNCATE_KEEP changes it (run-dax-upstream.sh takes a
+# whole number of pages: QEMU 11.1 cannot map a partial last page, so the
+# guest's write faults in the head would get EIO). The guest reads it from
+# the file `keep` in the share.
 LEN=4194304
-KEEP=1049576
+KEEP=${DAXFSD_TRUNCATE_KEEP:-1049576}
 
 truncator() {
   local shared=$1 metrics=$2/metrics.prom i
@@ -34,6 +39,7 @@ truncator() {
 prepare() {
   local shared=$1 state=$2
   head -c "$LEN" /dev/urandom >"$shared/victim.bin"
+  echo "$KEEP" >"$shared/keep"
   # Detached from run-guest.sh's output; it ends on its own (timeouts above).
   truncator "$shared" "$state" </dev/null >/dev/null 2>&1 &
   echo $! >"$state/truncator.pid"

@@ -7,9 +7,11 @@
 # and dax_truncate.host.sh (which truncates when the guest says it is ready).
 # shellcheck shell=sh
 
-# Keep in sync with dax_truncate.host.sh.
+# Keep in sync with dax_truncate.host.sh, which writes KEEP (the size after
+# the truncation, 1049576 unless DAXFSD_TRUNCATE_KEEP says otherwise) to the
+# file `keep` in the share.
 LEN=4194304
-KEEP=1049576
+KEEP=$(cat "$MNT/keep" 2>/dev/null || echo 1049576)
 
 mounted_with_dax() {
   grep " $MNT virtiofs " /proc/mounts | grep -q dax || fail "$(grep " $MNT " /proc/mounts)"
