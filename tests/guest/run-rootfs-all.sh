@@ -24,7 +24,7 @@ IFS=';' read -r -a list <<<"$configs"
 for c in "${list[@]}"; do
   IFS=':' read -r protocol mode extra <<<"$c"
   t=$SECONDS
-  if "$here/run-rootfs.sh" --daemon-bin "$daemon_bin" --window 32M --protocol "$protocol" \
+  if "$here/run-rootfs.sh" --daemon-bin "$daemon_bin" --window 32M --protocol "$protocol" --modules 2 \
     --mount-dax "$mode" --daemon-args "$sandbox ${extra:-}"; then
     passed=$((passed + 1))
     echo "guest-rootfs: PASS $protocol/dax=$mode ($((SECONDS - t))s)"

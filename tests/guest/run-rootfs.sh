@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Boots a Debian bookworm root filesystem served over virtio-fs as the guest's
 # `/` (no initramfs) and runs real programs in checked phases
-# (rootfs/init.sh): python compileall, `make -j4` of a 48-module C project
-# (twice), git init/add/commit/fsck/status over /usr/share/doc, fio verified
-# random writes and mmap random reads of a file twice the window, I/O whose
+# (rootfs/init.sh): python compileall, `make -j4` of a C project (twice), git
+# init/add/commit/fsck/status over /usr/share/doc, verified random writes and
+# mmap random reads of a file twice the window (randio; fio as an optional
+# phase), I/O whose
 # buffer is an mmap of another file on the share, `rm -rf`; then powers off
 # and checks the tree from the host. Ends with "rootfs: PASS|FAIL ..." and one
 # "rootfs-phases: ..." line of wall times.
@@ -18,6 +19,7 @@
 #                         the system qemu-system-x86_64 without)
 #     --smp N             vCPUs (and request queues)             default 2
 #     --phases LIST       comma-separated phases of rootfs/init.sh
+#     --modules N         C modules in the make phase's project   default 48
 #     --rounds N          run the phase list N times             default 1
 #     --soak SECONDS      repeat the phase list until the guest has run
 #                         SECONDS (the soak: every round fully checked;
@@ -38,6 +40,7 @@ qemu=
 smp=2
 phases=
 rounds=1
+modules=48
 soak=0
 timeout_s=1200
 daemon_args=
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --phases) need "$@"; phases=$2; shift 2 ;;
     --rounds) need "$@"; rounds=$2; shift 2 ;;
     --soak) need "$@"; soak=$2; shift 2 ;;
+    --modules) need "$@"; modules=$2; shift 2 ;;
     --timeout) need "$@"; timeout_s=$2; shift 2 ;;
     --daemon-args) need "$@"; daemon_args=$2; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -109,7 +113,7 @@ fail() {
 cp -a --reflink=auto "$tree" "$root"
 install -m 0755 "$here/rootfs/init.sh" "$root/daxfsd-init"
 mkdir -p "$root/work"
-"$here/rootfs/gen-cproj.sh" "$root/work/cproj"
+"$here/rootfs/gen-cproj.sh" "$root/work/cproj" "$modules"
 
 # 2. The daemon.
 if [ -n "$virtiofsd" ]; then
@@ -173,10 +177,13 @@ if grep -q 'panicked at' "$daemon_log"; then fail "daemon panicked"; fi
 case $daemon_rc in 0|143) ;; *) fail "daemon exited with status $daemon_rc" ;; esac
 # shellcheck source=SCRIPTDIR/host-checks.sh
 . "$here/host-checks.sh"
-all=${phases:-compileall,make,git,fio,window_io,rmrf}
+all=${phases:-compileall,make,git,randio,window_io,rmrf}
 w=$root/work
 if [[ ,$all, == *,make,* ]]; then
   check make.output cmp -s "$w/cproj/out.2" "$w/cproj/want"
+fi
+if [[ ,$all, == *,randio,* ]]; then
+  check randio.md5 test "$(md5_of "$w/randio.dat")" = "$(cat "$w/randio.md5")"
 fi
 if [[ ,$all, == *,fio,* ]]; then
   check fio.md5 test "$(md5_of "$w/fio.dat")" = "$(cat "$w/fio.md5")"

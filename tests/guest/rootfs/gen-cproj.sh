@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Writes the C project the root-filesystem guest builds with `make -j4`
-# (MODULES translation units, a header, a Makefile) into DIR, builds it once
-# on the host and stores the program's output as DIR/want.
-#   gen-cproj.sh DIR
+# (MODULES translation units plus main.c, a header, a Makefile) into DIR,
+# builds it once on the host and stores the program's output as DIR/want.
+#   gen-cproj.sh DIR [MODULES]      (default 48)
 set -euo pipefail
 dir=$1
-modules=48
+modules=${2:-48}
 mkdir -p "$dir"
 {
   echo '#include <stddef.h>'
