@@ -33,6 +33,10 @@ section "real guest (QEMU TCG, stock QEMU, no DAX)"
 section "real guest with DAX (patched QEMU, dax=always and dax=inode, 8 MiB window)"
 "$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
+section "real guest with DAX on upstream QEMU 11.1 (Debian sid's binary in a chroot; dax=inode served, dax=always refused at INIT)"
+# Builds the sid chroot once into .cache/qemu-upstream (debootstrap, about 90 s).
+"$repo/tests/guest/run-dax-upstream.sh" --daemon-bin "$repo/target/debug/daxfsd"
+
 section "real programs on a Debian root filesystem over DAX (32 MiB window, 2 vCPUs; both protocols, dax=always and dax=inode)"
 # Builds the bookworm tree once into .cache/rootfs (debootstrap, about 2 minutes).
 "$repo/tests/guest/run-rootfs-all.sh" --daemon-bin "$repo/target/debug/daxfsd"

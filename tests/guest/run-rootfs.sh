@@ -191,6 +191,16 @@ fi
 if [[ ,$all, == *,window_io,* ]]; then
   check window_io.write test "$(md5_of "$w/dst.bin")" = "$(cat "$w/src.md5")"
   check window_io.read test "$(md5_of "$w/rdst.bin")" = "$(cat "$w/src.md5")"
+  check window_io.direct-write test "$(md5_of "$w/wdirect.bin")" = "$(cat "$w/wdirect.md5")"
+  check window_io.direct-read test "$(dd if="$w/rdst2.bin" bs=4096 skip=2 count=10 status=none | md5sum | cut -d' ' -f1)" = "$(cat "$w/small.md5")"
+  if [ $dax = 1 ]; then
+    # WRITE data taken from window pages (git's config, dst.bin) ...
+    check window_io.served-writes test "$(metric "$state/metrics.prom" dax_window_io_read_bytes_total)" -gt 0
+    # ... and, under dax=inode, READ data put into window pages.
+    if [ "$mount_dax" = inode ]; then
+      check window_io.served-reads test "$(metric "$state/metrics.prom" dax_window_io_written_bytes_total)" -gt 0
+    fi
+  fi
 fi
 if [[ ,$all, == *,git,* ]] && [[ ,$all, != *,rmrf,* ]]; then
   check git.fsck git -c safe.directory='*' -C "$w/repo" fsck --full --strict
