@@ -319,27 +319,35 @@ fn requests(trace: &Trace) -> Vec<String> {
     out
 }
 
-#[test]
-fn a_synthetic_reclaim_trace_replays_over_the_standard_protocol_and_the_daemon_traces_it() {
-    let trace = synthetic(seed(), EVENTS);
+/// Replays `trace` over the standard protocol in a window of `window` bytes
+/// with the daemon tracing too; fails on any result that differs from the
+/// trace's. Returns the report, the daemon's own trace and its text.
+fn replay_traced(label: &str, trace: &Trace, window: u64) -> (ReplayReport, Trace, String) {
     let dir = tempfile::tempdir().unwrap();
     let captured_path = dir.path().join("daemon.jsonl");
     let mut options = ReplayOptions::new(Protocol::Shmem);
-    options.window_size = Some(WINDOW_SLOTS * SLOT);
+    options.window_size = Some(window);
     options.daemon_args = vec![
         "--dax-trace".to_string(),
         captured_path.to_string_lossy().into_owned(),
     ];
-    let report = replay("standard protocol", &trace, &options);
+    let report = replay(label, trace, &options);
     assert!(
         report.differing_results.is_empty(),
         "{:#?}",
         report.differing_results
     );
+    let text = std::fs::read_to_string(&captured_path).unwrap();
+    (report, Trace::load(&captured_path).unwrap(), text)
+}
+
+#[test]
+fn a_synthetic_reclaim_trace_replays_over_the_standard_protocol_and_the_daemon_traces_it() {
+    let trace = synthetic(seed(), EVENTS);
+    let (report, captured, text) = replay_traced("standard protocol", &trace, WINDOW_SLOTS * SLOT);
 
     // The daemon's own trace of that replay: the same requests in the same order, each
     // naming the replay file (by its path in the shared directory) and its size.
-    let captured = Trace::load(&captured_path).unwrap();
     assert_eq!(requests(&captured), requests(&trace));
     let mut names: HashMap<&str, String> = HashMap::new();
     for (ours, theirs) in trace.events.iter().zip(&captured.events) {
@@ -360,7 +368,6 @@ fn a_synthetic_reclaim_trace_replays_over_the_standard_protocol_and_the_daemon_t
         captured.other_count("vmm_unmap") as u64,
         report.vmm.shmem_unmap
     );
-    let text = std::fs::read_to_string(&captured_path).unwrap();
     for needle in [
         "\"outcome\":\"mapped\"",
         "\"outcome\":\"upgraded\"",
@@ -501,28 +508,13 @@ fn refused_requests_are_traced_and_replay_with_the_same_errors() {
         ],
         other: Vec::new(),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let captured_path = dir.path().join("daemon.jsonl");
-    let mut options = ReplayOptions::new(Protocol::Shmem);
-    options.window_size = Some(2 * SLOT);
-    options.daemon_args = vec![
-        "--dax-trace".to_string(),
-        captured_path.to_string_lossy().into_owned(),
-    ];
-    let report = replay("refusals", &trace, &options);
-    assert!(
-        report.differing_results.is_empty(),
-        "{:#?}",
-        report.differing_results
-    );
-    let captured = Trace::load(&captured_path).unwrap();
+    let (_, captured, text) = replay_traced("refusals", &trace, 2 * SLOT);
     assert_eq!(requests(&captured), requests(&trace));
     let TraceEvent::Setup(refused) = &captured.events[1] else {
         panic!("{captured:?}");
     };
     // Refused before the file was opened: neither its path nor its size is known.
     assert_eq!((refused.path.as_deref(), refused.size), (None, None));
-    let text = std::fs::read_to_string(&captured_path).unwrap();
     assert!(
         text.contains("\"result\":\"EINVAL\",\"outcome\":null"),
         "{text}"

@@ -236,10 +236,10 @@ fn a_read_mapping_gets_a_writable_descriptor_only_for_a_caller_who_may_write() {
     assert!(s.channel().log().is_empty());
 }
 
-#[test]
-fn dax_inode_marks_only_files_the_frontend_can_map() {
-    let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
-    let dir = daemon.backend.shared_dir().to_owned();
+/// The files of `dax_inode_marks_only_files_the_frontend_can_map`: sizes
+/// around a page, and one owned by `USER`.
+fn write_inode_dax_files(daemon: &DaxDaemon) {
+    let dir = daemon.backend.shared_dir();
     for (name, size) in [
         ("empty", 0usize),
         ("tail", 20),
@@ -251,6 +251,12 @@ fn dax_inode_marks_only_files_the_frontend_can_map() {
     let users = dir.join("users");
     std::fs::write(&users, vec![1u8; 8192]).unwrap();
     std::os::unix::fs::chown(&users, Some(USER), Some(USER)).unwrap();
+}
+
+#[test]
+fn dax_inode_marks_only_files_the_frontend_can_map() {
+    let daemon = DaxDaemon::start(8 * MIB, 1, &[]);
+    write_inode_dax_files(&daemon);
     let flagged =
         |s: &Session<'_>, uid: u32, name: &str| lookup_as(s, uid, name).attr.flags & ATTR_DAX != 0;
 
@@ -263,18 +269,8 @@ fn dax_inode_marks_only_files_the_frontend_can_map() {
     drop(daemon);
 
     let daemon = DaxDaemon::start(8 * MIB, 1, &["--persist"]);
+    write_inode_dax_files(&daemon);
     let dir = daemon.backend.shared_dir().to_owned();
-    for (name, size) in [
-        ("empty", 0usize),
-        ("tail", 20),
-        ("page", 4096),
-        ("big", 8193),
-    ] {
-        std::fs::write(dir.join(name), vec![1u8; size]).unwrap();
-    }
-    let users = dir.join("users");
-    std::fs::write(&users, vec![1u8; 8192]).unwrap();
-    std::os::unix::fs::chown(&users, Some(USER), Some(USER)).unwrap();
     let s = connect(&daemon, UPSTREAM, DAX_INODE);
     assert_eq!(s.init.map_alignment, 12, "dax=inode is served");
     assert!(!flagged(&s, 0, "empty"), "empty: ends partway once written");
