@@ -5,7 +5,11 @@
 # interleaved per round), with ratios and the window metrics of the DAX runs.
 # Results go in docs/benchmarks.md with this command line.
 #   tests/guest/bench-rootfs.sh [--runs N] [--daemon-bin PATH] [--configs LIST]
+#                               [--modules N] [--phases LIST]
 # LIST: comma-separated of dax32m, dax1g, nodax, virtiofsd (default all).
+# --modules and --phases are passed to run-rootfs.sh (defaults 2 and its
+# default phases: the CI workload; a bigger project thrashes a 32 MiB window
+# for an hour under TCG).
 # Needs a release daxfsd (default target/release/daxfsd) and virtiofsd
 # (tests/tools/install-virtiofsd.sh).
 set -euo pipefail
@@ -14,12 +18,16 @@ repo=$(cd "$here/../.." && pwd)
 runs=3
 daemon_bin=$repo/target/release/daxfsd
 configs=dax32m,dax1g,nodax,virtiofsd
+modules=2
+phases=
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
     --daemon-bin) daemon_bin=$2; shift 2 ;;
     --configs) configs=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--daemon-bin PATH] [--configs LIST]" >&2; exit 2 ;;
+    --modules) modules=$2; shift 2 ;;
+    --phases) phases=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--daemon-bin PATH] [--configs LIST] [--modules N] [--phases LIST]" >&2; exit 2 ;;
   esac
 done
 [ -x "$daemon_bin" ] || { echo "bench-rootfs: build it first: cargo build --release -p daxfsd" >&2; exit 2; }
@@ -37,6 +45,8 @@ for r in $(seq 1 "$runs"); do
       virtiofsd) args=(--virtiofsd "$virtiofsd") ;;
       *) echo "bench-rootfs: unknown configuration $c" >&2; exit 2 ;;
     esac
+    args+=(--modules "$modules")
+    [ -n "$phases" ] && args+=(--phases "$phases")
     echo "bench-rootfs: round $r/$runs: $c" >&2
     if "$here/run-rootfs.sh" "${args[@]}" >"$out/$c.$r.log" 2>"$out/$c.$r.err"; then
       grep '^rootfs-phases:' "$out/$c.$r.log" | sed "s/^/$c $r /" >>"$out/results"

@@ -141,7 +141,8 @@ cmdline="console=ttyS0 panic=-1 root=rootfs rootfstype=virtiofs rw init=/daxfsd-
 [ $dax = 1 ] && cmdline+=" rootflags=dax=$mount_dax"
 [ -n "$phases" ] && cmdline+=" daxfsd.phases=$phases"
 fs_dev="vhost-user-fs-pci,chardev=char0,tag=rootfs,queue-size=1024"
-[ "$smp" -gt 1 ] && fs_dev+=",num-request-queues=$smp"
+# upstream virtiofsd serves one request queue
+[ "$smp" -gt 1 ] && [ -z "$virtiofsd" ] && fs_dev+=",num-request-queues=$smp"
 [ $dax = 1 ] && fs_dev+=",cache-size=$window"
 qemu_cmd=("$qemu" -machine q35 -accel tcg -cpu max -smp "$smp" -m 2G
   -object memory-backend-memfd,id=mem,size=2G,share=on -numa node,memdev=mem
