@@ -75,7 +75,7 @@ for line in open(results):
         v = float(v)
         if k not in best[cfg] or v < best[cfg][k]:
             best[cfg][k] = v
-phases = ["compileall", "make", "git", "fio", "window_io", "rmrf", "total"]
+phases = ["compileall", "make", "git", "randio", "window_io", "rmrf", "total"]
 print("| phase | " + " | ".join(configs) + " |")
 print("| --- | " + " | ".join("---" for _ in configs) + " |")
 for p in phases:
