@@ -9,6 +9,7 @@
 
 mod backends;
 mod dax;
+mod dax_table;
 mod error;
 mod ops;
 mod report;
@@ -31,6 +32,9 @@ enum Section {
     Ops,
     /// DAX SETUPMAPPING + REMOVEMAPPING cycles vs the measured limit.
     Dax,
+    /// DAX cycles through frontends that do and do not update the vhost memory table
+    /// per mapping (upstream QEMU 11.1 does), against the patched QEMU's.
+    DaxTable,
     /// Real TCG guests reading a 64 MiB file (tests/guest/bench-guest.sh: patched
     /// QEMU, DAX and page-cache configurations); root, slow, not in the default set.
     Guest,
@@ -46,7 +50,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Sections to run.
-    #[arg(long, value_delimiter = ',', default_values = ["ops", "dax"])]
+    #[arg(long, value_delimiter = ',', default_values = ["ops", "dax", "dax-table"])]
     sections: Vec<Section>,
     /// A/B pairs of timed runs per row (default 5, --quick 2); for the guest section,
     /// runs per configuration (default 3, --quick 1).
@@ -158,6 +162,17 @@ fn run(args: &Args) -> Result<()> {
             daxfsd_args: args.daxfsd_args.clone(),
         };
         dax::run(&bins, &cfg, workdir.path(), &mut table)?;
+    }
+    if args.sections.contains(&Section::DaxTable) {
+        let cfg = dax::DaxConfig {
+            window: args.window_mib << 20,
+            threads: vec![1],
+            pairs,
+            run,
+            warmup,
+            daxfsd_args: args.daxfsd_args.clone(),
+        };
+        dax_table::run(&bins, &cfg, workdir.path())?;
     }
     println!("\nload average at the end: {}", loadavg());
     if args.sections.contains(&Section::Guest) {
