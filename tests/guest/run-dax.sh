@@ -11,8 +11,10 @@
 # subject is the per-file policy rather than the channel, runs with shmem only.
 # dax_parallel gives the guest two request queues (one per vCPU), dax_inode
 # mounts dax=inode with --inode-dax min-size=1M; the others mount dax=always.
+# dax_reset reboots the guest with the share mounted (a device reset without
+# FUSE_DESTROY; run-guest.sh --allow-reboot) and maps the same files again.
 # DAXFSD_DAX_WORKLOADS picks the workloads (default: dax dax_exec dax_truncate
-# dax_parallel dax_inode), DAXFSD_DAX_PROTOCOLS the protocols (default: shmem
+# dax_parallel dax_inode dax_reset), DAXFSD_DAX_PROTOCOLS the protocols (default: shmem
 # legacy), DAXFSD_DAX_WINDOW the window size
 # (default 8M), DAXFSD_DAX_SANDBOX the daemon's isolation flags (default
 # "--sandbox namespace --seccomp kill": the DAX paths run under the
@@ -35,8 +37,9 @@ passed=0
 failed=0
 failures=()
 protocols=${DAXFSD_DAX_PROTOCOLS:-shmem legacy}
-for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_exec dax_truncate dax_parallel dax_inode}; do
+for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_exec dax_truncate dax_parallel dax_inode dax_reset}; do
   mount_opts=dax=always device_opts="" daemon_opts="" workload_protocols=$protocols
+  guest_opts=()
   case $w in
     dax_parallel)
       device_opts=",num-request-queues=2"
@@ -45,10 +48,12 @@ for w in ${DAXFSD_DAX_WORKLOADS:-dax dax_exec dax_truncate dax_parallel dax_inod
       mount_opts=dax=inode
       daemon_opts="--inode-dax min-size=1M"
       workload_protocols=${protocols%% *} ;;
+    dax_reset)
+      guest_opts=(--allow-reboot) ;;
   esac
   for p in $workload_protocols; do
     t=$SECONDS
-    if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" --qemu "$qemu" \
+    if DAXFSD_DAX_PROTOCOL=$p "$here/run-guest.sh" --workload "$w" "${guest_opts[@]}" --initrd "$initrd" --qemu "$qemu" \
       --qemu-args "-L /usr/share/seabios -L /usr/share/qemu" \
       --fs-device-opts "cache-size=$window$device_opts" --mount-opts "$mount_opts" \
       --daemon-args "--cache-size $window --dax-protocol $p --metrics-file {state}/metrics.prom $daemon_opts $sandbox" "$@"; then

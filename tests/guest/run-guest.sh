@@ -32,6 +32,9 @@
 #   --mem SIZE            guest RAM (default 512M)                  DAXFSD_GUEST_MEM
 #   --queue-size N        request queue size (default 1024)         DAXFSD_QUEUE_SIZE
 #   --timeout SECS        QEMU wall clock limit (default 300)       DAXFSD_GUEST_TIMEOUT
+#   --allow-reboot        let the guest reboot (a system reset, so   DAXFSD_ALLOW_REBOOT=1
+#                         a device reset without FUSE_DESTROY) instead
+#                         of QEMU exiting on it (-no-reboot)
 # Output:
 #   --work-dir DIR        socket, shared dir, logs (default: a new   DAXFSD_WORK_DIR
 #                         temp dir, removed on success unless --keep)
@@ -62,6 +65,7 @@ fs_device=${DAXFSD_FS_DEVICE:-}
 mem=${DAXFSD_GUEST_MEM:-512M}
 queue_size=${DAXFSD_QUEUE_SIZE:-1024}
 timeout_s=${DAXFSD_GUEST_TIMEOUT:-300}
+allow_reboot=${DAXFSD_ALLOW_REBOOT:-0}
 work=${DAXFSD_WORK_DIR:-}
 keep=0
 console=0
@@ -90,6 +94,7 @@ while [ $# -gt 0 ]; do
     --timeout) need_arg "$@"; timeout_s=$2; shift 2 ;;
     --work-dir) need_arg "$@"; work=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --allow-reboot) allow_reboot=1; shift ;;
     --console) console=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -183,9 +188,12 @@ qemu_cmd=(
   -chardev "socket,id=char0,path=$sock"
   -device "$fs_dev"
   -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
-  -nographic -no-reboot -nic none
+  -nographic -nic none
   "${extra_qemu[@]}"
 )
+# A reboot (or a panic: panic=-1) ends QEMU unless the workload reboots on
+# purpose; then a panic loops until the timeout, which still fails the run.
+[ "$allow_reboot" = 1 ] || qemu_cmd+=(-no-reboot)
 echo "run-guest: qemu: ${qemu_cmd[*]}" >&2
 start=$(date +%s.%N)
 timeout -k 10 "$timeout_s" "${qemu_cmd[@]}" </dev/null >"$guest_log" 2>&1 &
