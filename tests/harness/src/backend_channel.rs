@@ -60,7 +60,8 @@ const LEGACY_PROT_WRITE: u64 = 2;
 pub enum FrontendBehaviour {
     /// The patched QEMU 10.0.2 of tests/qemu: a SHMEM_MAP maps with the access it asks for
     /// (a read-only mapping of an `O_RDONLY` descriptor works), the partial last page of a
-    /// file maps (bytes past the end read as zeros), mappings survive a device reset.
+    /// file maps (bytes past the end read as zeros); a device reset drops every mapping, as
+    /// upstream does ([`crate::Device::device_reset_window`]).
     #[default]
     Patched,
     /// Upstream QEMU 11.1 (measured with Debian's 11.1.3): a SHMEM_MAP whose descriptor is

@@ -306,21 +306,16 @@ impl Device {
         self.channel.as_ref()
     }
 
-    /// What the frontend does to the DAX window when the guest resets the device: upstream
-    /// QEMU 11.1 drops every mapping (the back-end's later unmaps of them are refused); the
-    /// patched QEMU keeps them for the back-end to unmap. Nothing is sent to the back-end
-    /// (QEMU negotiates no RESET_DEVICE with it); the guest's next INIT starts the new
-    /// session.
+    /// What the frontend does to the DAX window when the guest resets the device: both
+    /// QEMUs drop every mapping, whichever protocol made it (the back-end's later SHMEM
+    /// unmaps of them are refused; legacy unmaps clear whatever is there and succeed).
+    /// Nothing is sent to the back-end (QEMU negotiates no RESET_DEVICE with it); the
+    /// guest's next INIT starts the new session.
     pub fn device_reset_window(&self) -> Result<()> {
-        match (&self.window, &self.channel) {
-            (Some(window), Some(channel))
-                if channel.behaviour() == FrontendBehaviour::Upstream11_1 =>
-            {
-                window.clear()?;
-                Ok(())
-            }
-            _ => Ok(()),
+        if let Some(window) = &self.window {
+            window.clear()?;
         }
+        Ok(())
     }
 
     /// The bound of every wait.
