@@ -42,6 +42,7 @@ use rustix::io::Errno as SysErrno;
 use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
+use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::ratelimit::RateLimit;
 
 /// Bytes each reader offers to `read(2)`: the largest WRITE (`max_write`)
@@ -218,7 +219,7 @@ pub fn run(
     check_mount_point(mount_point, shared_dir)?;
     // Block the signals before any thread starts so that every thread
     // inherits the mask and only the signal thread receives them.
-    let signals = block_stop_signals().map_err(FuseDevError::Signals)?;
+    let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(FuseDevError::Signals)?;
     let mount = FuseMount::mount(mount_point, fsname)?;
     tracing::info!(mount_point = %mount_point.display(), readers, "daxfsd serving /dev/fuse");
     let target = mount.mount_point().to_owned();
@@ -326,30 +327,8 @@ fn reader_loop(
     }
 }
 
-/// The signal set SIGTERM, SIGINT, SIGHUP, blocked in the calling thread
-/// (and so in every thread it starts afterwards).
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data; an all-zero value is a valid
-    // argument to sigemptyset, which initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
-    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: `set` was initialised by sigemptyset; the signal
-        // numbers are valid.
-        unsafe { libc::sigaddset(&mut set, signal) };
-    }
-    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-    // pthread_sigmask changes only this thread's mask.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    Ok(set)
-}
-
 /// Waits for one of `signals` (blocked everywhere) and unmounts.
-fn unmount_on_signal(signals: &libc::sigset_t, mount_point: &Path) {
+fn unmount_on_signal(signals: &BlockedSignals, mount_point: &Path) {
     let Some(signal) = wait_signal(signals) else {
         return;
     };
@@ -379,16 +358,14 @@ fn unmount_on_signal(signals: &libc::sigset_t, mount_point: &Path) {
     }
 }
 
-fn wait_signal(signals: &libc::sigset_t) -> Option<i32> {
-    let mut signal = 0;
-    // SAFETY: `signals` is an initialised sigset_t and `signal` a valid
-    // out-pointer; sigwait blocks this thread only.
-    let rc = unsafe { libc::sigwait(signals, &mut signal) };
-    if rc != 0 {
-        tracing::warn!(error = %std::io::Error::from_raw_os_error(rc), "sigwait failed; signals will not unmount");
-        return None;
+fn wait_signal(signals: &BlockedSignals) -> Option<i32> {
+    match signals.wait() {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "sigwait failed; signals will not unmount");
+            None
+        }
     }
-    Some(signal)
 }
 
 /// The fusectl connection id (the minor device number of the mount) of the

@@ -4,17 +4,16 @@
 //! The binary (`main.rs`) is a thin shell over this library so that tests and
 //! fuzz targets can drive the dispatcher and filesystem directly.
 
-pub mod cli;
+pub mod config;
 pub mod dax;
 pub mod device;
 pub mod dispatch;
 pub mod errno;
 pub mod fuse_dev;
-pub mod lifecycle;
 pub mod metrics;
 pub mod passthrough;
+pub mod process;
 pub mod ratelimit;
-pub mod sandbox;
 pub mod server;
 pub mod window_buffers;
 

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use daxfsd::{cli, server};
+use daxfsd::config::cli;
+use daxfsd::{error_chain, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -34,12 +35,7 @@ fn main() -> ExitCode {
     match server::run(&args) {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("daxfsd: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
+            let msg = format!("daxfsd: {}", error_chain(&e));
             tracing::error!("{msg}");
             eprintln!("{msg}");
             ExitCode::FAILURE

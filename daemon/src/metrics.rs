@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -305,7 +305,7 @@ pub enum MetricsSink {
     /// The metrics file, written by this process.
     File(PathBuf),
     /// The supervisor outside the sandbox, which writes the file: one
-    /// snapshot per `SOCK_SEQPACKET` record (see `sandbox::supervisor`).
+    /// snapshot per `SOCK_SEQPACKET` record (see `process::sandbox::supervisor`).
     Relay(OwnedFd),
 }
 
@@ -313,7 +313,7 @@ impl MetricsSink {
     /// Publishes one snapshot.
     pub fn publish(&self, contents: &str) -> std::io::Result<()> {
         match self {
-            Self::File(path) => write_atomically(path, contents.as_bytes()),
+            Self::File(path) => crate::process::write_atomically(path, contents.as_bytes()),
             Self::Relay(fd) => {
                 rustix::io::write(fd, contents.as_bytes())?;
                 Ok(())
@@ -326,15 +326,6 @@ impl MetricsSink {
 /// the file ends with the final counts).
 pub fn write_now(device: &FsDevice, sink: &MetricsSink) -> std::io::Result<()> {
     sink.publish(&render(device))
-}
-
-/// Replaces `path` with `contents` atomically (a temporary name beside it,
-/// then rename), so a reader never sees half a snapshot.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut tmp: PathBuf = path.to_owned();
-    tmp.as_mut_os_string().push(".tmp");
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Starts the thread that publishes a snapshot every `period`.

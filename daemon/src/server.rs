@@ -11,14 +11,15 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::cli::Args;
+use crate::config::cli::Args;
 use crate::dax::{Dax, DaxTrace};
 use crate::device::{DeviceConfig, FsDevice};
 use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
-use crate::lifecycle::{BlockedSignals, Shutdown, SocketFile, STOP_SIGNALS};
 use crate::metrics::MetricsSink;
 use crate::passthrough::{FsConfig, PassthroughFs};
-use crate::sandbox::{Jail, Role, SandboxMode};
+use crate::process::lifecycle::{Shutdown, SocketFile};
+use crate::process::sandbox::{Jail, Role, SandboxMode};
+use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,16 +55,16 @@ pub enum ServerError {
     },
     /// The socket could not be created.
     #[error("cannot listen")]
-    Listen(#[source] crate::lifecycle::SocketFileError),
+    Listen(#[source] crate::process::lifecycle::SocketFileError),
     /// The stop signals could not be blocked or their thread started.
     #[error("cannot set up the stop signals")]
     Signals(#[source] std::io::Error),
     /// The sandbox could not be entered.
     #[error("cannot enter the sandbox")]
-    Sandbox(#[source] crate::sandbox::SandboxError),
+    Sandbox(#[source] crate::process::sandbox::SandboxError),
     /// The seccomp filter could not be installed.
     #[error("seccomp")]
-    Seccomp(#[source] crate::sandbox::seccomp::SeccompError),
+    Seccomp(#[source] crate::process::sandbox::seccomp::SeccompError),
     /// Neither `--socket-path` nor `--mount-point` was given.
     #[error("no transport: give --socket-path or --mount-point")]
     NoTransport,
@@ -191,7 +192,7 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
     rustix::process::umask(rustix::fs::Mode::empty());
     let mode = args.sandbox_mode();
     let original = rustix::process::getpid();
-    let entered = crate::sandbox::enter(
+    let entered = crate::process::sandbox::enter(
         mode,
         &args.shared_dir,
         unix_listener.as_fd(),
@@ -238,11 +239,13 @@ fn serve_in(
 ) -> Result<(), ServerError> {
     let device = build_device_at(args, &jail.root, trace)?;
     if jail.mode != SandboxMode::None {
-        crate::sandbox::enter_fd_dir().map_err(|source| {
-            ServerError::Sandbox(crate::sandbox::step_io("entering /proc/self/fd")(source))
+        crate::process::fds::enter_fd_dir().map_err(|source| {
+            ServerError::Sandbox(crate::process::sandbox::step_io("entering /proc/self/fd")(
+                source,
+            ))
         })?;
     }
-    crate::sandbox::caps::restrict_to(crate::sandbox::caps::DAEMON_CAPS)
+    crate::process::sandbox::caps::restrict_to(crate::process::sandbox::caps::DAEMON_CAPS)
         .map_err(ServerError::Sandbox)?;
     let shutdown = Shutdown::new(unix_listener.as_fd()).map_err(ServerError::Signals)?;
     let mut listener = Listener::from(unix_listener);
@@ -265,8 +268,8 @@ fn serve_in(
             source,
         })?;
     }
-    let capabilities = crate::sandbox::caps::effective();
-    crate::sandbox::seccomp::install(args.seccomp).map_err(ServerError::Seccomp)?;
+    let capabilities = crate::process::sandbox::caps::effective();
+    crate::process::sandbox::seccomp::install(args.seccomp).map_err(ServerError::Seccomp)?;
     tracing::info!(
         socket = %socket_path.display(),
         shared_dir = %args.shared_dir.display(),
@@ -321,7 +324,10 @@ fn serve_in(
         tracing::info!("--persist: waiting for the next frontend");
     }
     if let Some(signal) = shutdown.requested() {
-        tracing::info!(signal = crate::lifecycle::signal_name(signal), "stopped");
+        tracing::info!(
+            signal = crate::process::signals::signal_name(signal),
+            "stopped"
+        );
     }
     if let Some(sink) = &metrics {
         if let Err(error) = crate::metrics::write_now(&device, sink) {

@@ -129,7 +129,7 @@ impl ProbeFiles {
     pub(super) fn new() -> Result<Self, ProbeSetupError> {
         let full = memfd("daxfsd-probe-page", PAGE_SIZE)?;
         let tail = memfd("daxfsd-probe-tail", TAIL_PROBE_LEN)?;
-        let proc_self_fd = crate::sandbox::proc_self_fd().map_err(ProbeSetupError::Reopen)?;
+        let proc_self_fd = crate::process::fds::proc_self_fd().map_err(ProbeSetupError::Reopen)?;
         let name = std::os::fd::AsRawFd::as_raw_fd(&full).to_string();
         let read_only = rustix::fs::openat(
             proc_self_fd,

@@ -133,21 +133,6 @@ impl InodeDaxPolicy {
     }
 }
 
-impl std::str::FromStr for InodeDaxPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "never" => Ok(Self::Never),
-            "always" => Ok(Self::Always),
-            _ => match s.strip_prefix("min-size=") {
-                Some(size) => crate::cli::parse_size(size).map(Self::MinSize),
-                None => Err(format!("'{s}' is not never, always or min-size=SIZE")),
-            },
-        }
-    }
-}
-
 /// Feature bits agreed in INIT that change how operations behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Negotiated {
@@ -220,7 +205,7 @@ impl PassthroughFs {
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )?;
         // Opened by the sandbox before it hid the host's /proc.
-        let proc_self_fd = crate::sandbox::proc_self_fd()?.try_clone_to_owned()?;
+        let proc_self_fd = crate::process::fds::proc_self_fd()?.try_clone_to_owned()?;
         let root_stat = attr::statx_fd(&root)?;
         let inodes = InodeTable::new(root, &root_stat);
         Ok(Self {

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
 use crate::passthrough::{CachePolicy, InodeDaxPolicy};
-use crate::sandbox::{SandboxMode, SeccompMode};
+use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
@@ -103,7 +104,7 @@ pub struct Args {
     /// should access through the window: never, always, or
     /// min-size=SIZE (regular files of at least SIZE bytes, suffix K/M/G).
     /// Guests mounting with `dax=always` use it for every file regardless.
-    #[arg(long, value_name = "POLICY", default_value = "always")]
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_inode_dax)]
     pub inode_dax: InodeDaxPolicy,
 
     /// Write the daemon's counters (DAX window occupancy, maps, unmaps,
@@ -175,37 +176,9 @@ fn parse_queue_size(s: &str) -> Result<u16, String> {
     Ok(n)
 }
 
-/// Parses a size with an optional K/M/G suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G suffix)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_take_suffixes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("2T").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 
     #[test]
     fn bad_flags_name_the_flag() {
