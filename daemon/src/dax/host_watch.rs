@@ -240,7 +240,8 @@ impl MappedFiles {
             .map(|entry| Arc::clone(&entry.file))
     }
 
-    /// Whether `nodeid` has (or is getting) mappings.
+    /// Whether `nodeid` has (or is getting) mappings (for tests).
+    #[cfg(test)]
     pub(super) fn contains(&self, nodeid: u64) -> bool {
         self.lock().by_node.contains_key(&nodeid)
     }

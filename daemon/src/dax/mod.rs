@@ -519,27 +519,6 @@ impl Dax {
         }
     }
 
-    /// Whether `nodeid` has (or is getting) mappings.
-    pub fn has_mappings(&self, nodeid: u64) -> bool {
-        self.core.files.contains(nodeid)
-    }
-
-    /// Generation to pass to [`Dax::synced`] once a sync of `nodeid` started
-    /// now has completed.
-    pub fn sync_point(&self) -> u64 {
-        self.core.window.current_generation()
-    }
-
-    /// Whether `nodeid` has writable mappings made since its last sync.
-    pub fn is_dirty(&self, nodeid: u64) -> bool {
-        !self.core.window.dirty_mappings(InodeId(nodeid)).is_empty()
-    }
-
-    /// Clears the dirty marks of `nodeid` up to `through` (from [`Dax::sync_point`]).
-    pub fn synced(&self, nodeid: u64, through: u64) -> usize {
-        self.core.window.clear_dirty(InodeId(nodeid), through)
-    }
-
     /// Empties the window (FUSE_DESTROY): every waiter is woken and every
     /// mapping unmapped through the frontend of this session.
     pub fn reset(&self) {
