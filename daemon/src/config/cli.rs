@@ -1,4 +1,7 @@
 //! Command line, with virtiofsd-compatible names for the common flags.
+//!
+//! Only clap's view: the flags and what one flag alone accepts. Flags
+//! that need each other are checked by [`super::Config`].
 
 use std::path::PathBuf;
 
@@ -134,24 +137,6 @@ pub struct Args {
     pub seccomp: SeccompMode,
 }
 
-impl Args {
-    /// Checks what clap cannot express: `--dax-trace` needs a window
-    /// (`--cache-size` other than 0). The message names the flags.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.dax_trace.is_some() && self.cache_size == 0 {
-            return Err(
-                "--dax-trace traces the DAX window: it needs --cache-size (other than 0)".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The sandbox mode: `--sandbox`, or the default for this user.
-    pub fn sandbox_mode(&self) -> SandboxMode {
-        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
-    }
-}
-
 fn parse_tag(tag: &str) -> Result<String, String> {
     if tag.is_empty() {
         return Err("the tag must not be empty".into());
@@ -210,34 +195,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--socket-path"), "{err}");
-    }
-
-    #[test]
-    fn dax_trace_needs_a_window() {
-        let base = ["daxfsd", "--socket-path", "s", "--shared-dir", "d"];
-        let err = Args::try_parse_from(base.iter().chain(&["--dax-trace", "t"]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--cache-size"), "{err}");
-        let zero =
-            Args::try_parse_from(
-                base.iter()
-                    .chain(&["--dax-trace", "t", "--cache-size", "0"]),
-            );
-        // clap accepts an explicit 0; validate() refuses it.
-        let err = zero.map_or_else(|e| e.to_string(), |a| a.validate().unwrap_err());
-        assert!(
-            err.contains("--cache-size") && err.contains("--dax-trace"),
-            "{err}"
-        );
-        let args =
-            Args::try_parse_from(
-                base.iter()
-                    .chain(&["--dax-trace", "t", "--cache-size", "2M"]),
-            )
-            .unwrap();
-        assert_eq!(args.dax_trace, Some(PathBuf::from("t")));
-        assert_eq!(args.validate(), Ok(()));
     }
 
     #[test]
