@@ -15,6 +15,7 @@ pub mod passthrough;
 pub mod process;
 pub mod ratelimit;
 pub mod server;
+pub mod session;
 pub mod window_buffers;
 
 /// Renders an error and its `source` chain on one line, "a: b: c".

@@ -9,7 +9,7 @@
 
 mod init;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
@@ -26,6 +26,7 @@ use crate::dax::Dax;
 use crate::errno::Errno;
 use crate::passthrough::{Context, GuestBuffers, PassthroughFs};
 use crate::ratelimit::RateLimit;
+use crate::session::Session;
 
 /// Counters the dispatcher keeps; read them with [`Dispatcher::stats`].
 #[derive(Debug, Default)]
@@ -98,10 +99,9 @@ pub struct Dispatcher {
     fs: Arc<PassthroughFs>,
     policy: InitPolicy,
     limits: Limits,
-    /// Set by a successful INIT, cleared by DESTROY and device reset. Only
-    /// ordering with respect to itself matters, so Relaxed would do; Acquire /
-    /// Release keep the INIT-time `fs.init` visible to other queues.
-    initialized: AtomicBool,
+    /// The FUSE session (INIT seen, the features agreed), shared with the
+    /// filesystem, which reads it; only the dispatcher writes it.
+    session: Arc<Session>,
     stats: DispatchStats,
     malformed_log: RateLimit,
     /// Limits the error logged for each INIT refused for DAX.
@@ -113,6 +113,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher over `fs`.
     pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
+        let session = Arc::clone(fs.session());
         Self {
             fs,
             policy,
@@ -120,7 +121,7 @@ impl Dispatcher {
                 max_write: MAX_TRANSFER,
                 max_read: MAX_TRANSFER,
             },
-            initialized: AtomicBool::new(false),
+            session,
             stats: DispatchStats::default(),
             malformed_log: RateLimit::per_second(10),
             dax_refusal_log: RateLimit::per_second(1),
@@ -148,7 +149,7 @@ impl Dispatcher {
     /// be used (DESTROY, on a queue worker); otherwise its mappings are
     /// reclaimed before the next session's first DAX request.
     pub fn end_session(&self, why: SessionEnd) {
-        self.initialized.store(false, Ordering::Release);
+        self.session.end();
         if let Some(dax) = &self.dax {
             match why {
                 SessionEnd::Destroy => dax.reset(),
@@ -161,6 +162,7 @@ impl Dispatcher {
             }
         }
         self.fs.destroy();
+        self.session.forget_features();
     }
 
     /// Handles one request. `capacity` is the writable space in the chain;
@@ -268,7 +270,7 @@ impl Dispatcher {
         };
         let fs = &*self.fs;
         let nodeid = h.nodeid;
-        if !matches!(req.op, Operation::Init { .. }) && !self.initialized.load(Ordering::Acquire) {
+        if !matches!(req.op, Operation::Init { .. }) && !self.session.is_initialized() {
             return Err(Errno::EIO);
         }
         // Refuse before acting when even the fixed part of the reply cannot
@@ -286,7 +288,7 @@ impl Dispatcher {
                 flags,
             } => match negotiate(&self.policy, *major, *minor, *max_readahead, *flags) {
                 InitOutcome::Accepted(mut out, mut negotiated) => {
-                    if self.initialized.load(Ordering::Acquire) {
+                    if self.session.is_initialized() {
                         // A new guest driver (the guest rebooted or its
                         // driver was reloaded) without DESTROY: what the old
                         // one held is released, its window mappings unmapped
@@ -316,8 +318,7 @@ impl Dispatcher {
                             return Ok(ChainReply::Reply(r.finish().len()));
                         }
                     }
-                    fs.init(negotiated);
-                    self.initialized.store(true, Ordering::Release);
+                    self.session.begin(negotiated);
                     tracing::info!(major, minor, "guest session initialised");
                     r.push(&out);
                 }

@@ -30,13 +30,15 @@
 
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
-use std::sync::RwLock;
+use std::sync::Arc;
 
 use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, StatfsOut};
 use daxfsd_protocol::reply::DirentWriter;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::errno::Errno;
+pub use crate::session::Negotiated;
+use crate::session::Session;
 
 mod attr;
 mod attr_ops;
@@ -133,21 +135,6 @@ impl InodeDaxPolicy {
     }
 }
 
-/// Feature bits agreed in INIT that change how operations behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Negotiated {
-    /// The guest uses writeback caching (WRITEBACK_CACHE).
-    pub writeback: bool,
-    /// The guest asks the server to kill suid/sgid (HANDLE_KILLPRIV_V2).
-    pub killpriv_v2: bool,
-    /// Per-inode DAX (HAS_INODE_DAX) was negotiated.
-    pub inode_dax: bool,
-    /// What the frontend of this session maps into the DAX window (probed
-    /// at INIT; everything when there is no window): decides which files
-    /// get ATTR_DAX under dax=inode.
-    pub dax_caps: crate::dax::FrontendMapCaps,
-}
-
 /// How SETUPMAPPING needs the file opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapAccess {
@@ -165,8 +152,9 @@ pub enum MapAccess {
 ///
 /// Locking: the inode table and the handle table each sit behind their own
 /// `RwLock` (documented at `InodeTable` and `HandleTable`); no code path
-/// holds both at once. `negotiated` is a separate `RwLock` written only by
-/// INIT. Everything else is immutable after [`PassthroughFs::new`].
+/// holds both at once. The session's features are read from the
+/// [`Session`] (its own lock, see there). Everything else is immutable
+/// after [`PassthroughFs::new`].
 #[derive(Debug)]
 pub struct PassthroughFs {
     config: FsConfig,
@@ -179,8 +167,9 @@ pub struct PassthroughFs {
     /// Whether creation operations switch to the caller's fsuid/fsgid
     /// (only possible, and only needed, when the daemon runs as root).
     switch_creds: bool,
-    /// Features agreed in INIT; guarded by its own lock, written only there.
-    negotiated: RwLock<Negotiated>,
+    /// The FUSE session served: the features agreed in INIT (written by the
+    /// dispatcher, read here).
+    session: Arc<Session>,
 }
 
 impl PassthroughFs {
@@ -190,6 +179,12 @@ impl PassthroughFs {
     /// or the kernel lacks `openat2` (Linux 5.6) — without it names could
     /// not be resolved safely.
     pub fn new(config: FsConfig) -> std::io::Result<Self> {
+        Self::with_session(config, Arc::new(Session::new()))
+    }
+
+    /// Like [`Self::new`], serving `session` (whose owner, the dispatcher,
+    /// writes it at INIT and at the session's end).
+    pub fn with_session(config: FsConfig, session: Arc<Session>) -> std::io::Result<Self> {
         let root = rustix::fs::open(
             &config.shared_dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -214,7 +209,7 @@ impl PassthroughFs {
             handles: HandleTable::default(),
             proc_self_fd,
             switch_creds: rustix::process::geteuid().is_root(),
-            negotiated: RwLock::new(Negotiated::default()),
+            session,
         })
     }
 
@@ -223,17 +218,16 @@ impl PassthroughFs {
         &self.config
     }
 
-    /// INIT: the session starts with these negotiated features.
-    pub fn init(&self, negotiated: Negotiated) {
-        *self.negotiated.write().unwrap_or_else(|e| e.into_inner()) = negotiated;
+    /// The session served.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
     }
 
-    /// DESTROY or a device reset: forget every inode and handle except the
-    /// root, and the INIT features (the next session negotiates anew).
+    /// The session ended (DESTROY, a device reset, a disconnect): forget
+    /// every inode and handle except the root.
     pub fn destroy(&self) {
         self.handles.clear();
         self.inodes.clear_except_root();
-        self.init(Negotiated::default());
     }
 
     /// Number of inodes (the root included) and open handles (for tests and
@@ -244,7 +238,7 @@ impl PassthroughFs {
 
     /// The features agreed in INIT.
     pub(crate) fn negotiated(&self) -> Negotiated {
-        *self.negotiated.read().unwrap_or_else(|e| e.into_inner())
+        self.session.negotiated()
     }
 
     /// LOOKUP `name` in `parent`; +1 lookup reference on success.

@@ -123,7 +123,7 @@ fn create_excl_and_open_flags() {
 #[test]
 fn writeback_opens_write_only_files_read_write_without_append() {
     let f = fixture();
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         writeback: true,
         ..Negotiated::default()
     });
@@ -150,7 +150,7 @@ fn writeback_opens_write_only_files_read_write_without_append() {
 #[test]
 fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
     let f = fixture();
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         writeback: true,
         ..Negotiated::default()
     });
@@ -248,7 +248,7 @@ fn write_kills_suid_only_when_asked_and_negotiated() {
         0o6755,
         "without HANDLE_KILLPRIV_V2 the guest kernel handles it"
     );
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         killpriv_v2: true,
         ..Negotiated::default()
     });

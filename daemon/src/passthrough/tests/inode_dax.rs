@@ -18,7 +18,7 @@ fn attr_dax_marks_files_the_policy_selects() {
     // Before the guest negotiates HAS_INODE_DAX nothing is marked.
     assert_eq!(flags("large"), 0);
 
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         inode_dax: true,
         ..Negotiated::default()
     });
@@ -43,8 +43,8 @@ fn policy_applies() {
 }
 
 /// A frontend like QEMU 11.1: no partial last pages, no read-only descriptors.
-fn upstream_caps() -> crate::dax::FrontendMapCaps {
-    crate::dax::FrontendMapCaps {
+fn upstream_caps() -> crate::session::FrontendMapCaps {
+    crate::session::FrontendMapCaps {
         partial_tail: false,
         read_only_fd: false,
     }
@@ -66,9 +66,9 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
     for size in sizes {
         std::fs::write(f.path(&format!("f{size}")), vec![7u8; size]).unwrap();
     }
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         inode_dax: true,
-        dax_caps: crate::dax::FrontendMapCaps {
+        dax_caps: crate::session::FrontendMapCaps {
             partial_tail: false,
             read_only_fd: true,
         },
@@ -91,7 +91,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         inode_dax: InodeDaxPolicy::Always,
     })
     .unwrap();
-    every.init(Negotiated {
+    every.session().begin(Negotiated {
         inode_dax: true,
         dax_caps: upstream_caps(),
         ..Negotiated::default()
@@ -123,7 +123,7 @@ fn a_frontend_without_read_only_descriptors_gets_only_files_the_caller_may_write
         std::os::unix::fs::PermissionsExt::from_mode(0o444),
     )
     .unwrap();
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         inode_dax: true,
         dax_caps: upstream_caps(),
         ..Negotiated::default()
@@ -159,7 +159,7 @@ fn a_frontend_without_read_only_descriptors_gets_only_files_the_caller_may_write
     // On a read-only share nobody may write: EACCES, and no ATTR_DAX.
     let ro = fixture_with(true, false, CachePolicy::Auto);
     std::fs::write(ro.path("mine"), vec![1u8; 8192]).unwrap();
-    ro.fs.init(Negotiated {
+    ro.fs.session().begin(Negotiated {
         inode_dax: true,
         dax_caps: upstream_caps(),
         ..Negotiated::default()

@@ -165,7 +165,7 @@ fn setattr_kill_suidgid_with_truncate() {
         0o6775,
         "not negotiated: left to the guest"
     );
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         killpriv_v2: true,
         ..Negotiated::default()
     });
