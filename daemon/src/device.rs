@@ -37,6 +37,7 @@ use crate::errno::Errno;
 use crate::passthrough::GuestBuffers;
 use crate::ratelimit::RateLimit;
 use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
+use crate::worker_guard::{run_guarded, WorkerFailure};
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
@@ -227,6 +228,8 @@ pub struct FsDevice {
     bad_chain_log: RateLimit,
     /// Where the frontend placed the DAX window (SET_CONFIG at offset 64).
     placement: WindowPlacement,
+    /// Queue workers that panicked; the daemon stops at the first.
+    failure: WorkerFailure,
 }
 
 impl FsDevice {
@@ -245,7 +248,14 @@ impl FsDevice {
             stats: ChainStats::default(),
             bad_chain_log: RateLimit::per_second(10),
             placement,
+            failure: WorkerFailure::default(),
         }
+    }
+
+    /// Panics of queue workers: [`WorkerFailure::on_panic`] says how the
+    /// daemon stops, [`WorkerFailure::first`] whether one happened.
+    pub fn worker_failure(&self) -> &WorkerFailure {
+        &self.failure
     }
 
     /// The dispatcher.
@@ -649,7 +659,16 @@ impl VhostUserBackend for FsDevice {
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or(DeviceError::NoSuchQueue(device_event))?;
-        self.process_queue(device_event, vring)?;
-        Ok(())
+        let served = run_guarded(
+            || format!("queue {device_event} worker"),
+            || self.process_queue(device_event, vring),
+        );
+        match served {
+            Ok(result) => Ok(result?),
+            Err(panic) => {
+                self.failure.report(panic.clone());
+                Err(io::Error::other(panic))
+            }
+        }
     }
 }

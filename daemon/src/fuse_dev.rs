@@ -44,6 +44,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::ratelimit::RateLimit;
+use crate::worker_guard::{run_guarded, WorkerFailure, WorkerPanic};
 
 /// Bytes each reader offers to `read(2)`: the largest WRITE (`max_write`)
 /// plus a page for its headers, more than the kernel's minimum of
@@ -99,6 +100,9 @@ pub enum FuseDevError {
     /// A reply could not be written and the session cannot go on.
     #[error("writing a reply to /dev/fuse")]
     Write(#[source] std::io::Error),
+    /// A reader panicked; the filesystem was unmounted.
+    #[error("serving /dev/fuse")]
+    Panicked(#[source] WorkerPanic),
 }
 
 /// A FUSE filesystem mounted on a host directory, and the `/dev/fuse`
@@ -242,14 +246,24 @@ pub fn run(
 /// Runs `readers` reader threads on `mount` until the filesystem is
 /// unmounted; the first reader error stops the others by unmounting.
 pub fn serve(dispatcher: &Dispatcher, mount: &FuseMount, readers: u16) -> Result<(), FuseDevError> {
-    let write_log = RateLimit::per_second(10);
+    let write_log = &RateLimit::per_second(10);
+    // A reader that panics unmounts (below, as on any reader error): the
+    // others then see ENODEV and the daemon exits with the error.
+    let failure = &WorkerFailure::default();
     std::thread::scope(|scope| {
         let mut threads = Vec::new();
         for i in 0..readers.max(1) {
             let spawned = std::thread::Builder::new()
                 .name(format!("daxfsd-fuse{i}"))
-                .spawn_scoped(scope, || {
-                    let result = reader_loop(dispatcher, mount.device(), &write_log);
+                .spawn_scoped(scope, move || {
+                    let result = run_guarded(
+                        || format!("/dev/fuse reader {i}"),
+                        || reader_loop(dispatcher, mount.device(), write_log),
+                    )
+                    .unwrap_or_else(|panic| {
+                        failure.report(panic.clone());
+                        Err(FuseDevError::Panicked(panic))
+                    });
                     match &result {
                         Ok(()) => mount.gone.store(true, Ordering::Release),
                         // Wake the other readers: they see ENODEV.

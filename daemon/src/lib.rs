@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod window_buffers;
+pub mod worker_guard;
 
 /// Renders an error and its `source` chain on one line, "a: b: c".
 pub fn error_chain(error: &dyn std::error::Error) -> String {

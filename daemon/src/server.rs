@@ -68,6 +68,9 @@ pub enum ServerError {
     /// The host FUSE transport (`--mount-point`) failed.
     #[error("host FUSE transport")]
     Fuse(#[source] crate::fuse_dev::FuseDevError),
+    /// A queue worker (or `/dev/fuse` reader) panicked; the daemon stopped.
+    #[error("stopped after a worker panic")]
+    WorkerPanicked(#[source] crate::worker_guard::WorkerPanic),
     /// Serving a connection failed.
     #[error("serving {socket}: {cause}")]
     Serve {
@@ -254,6 +257,10 @@ fn serve_in(
     shutdown
         .spawn_signal_thread(signals)
         .map_err(ServerError::Signals)?;
+    let stop_on_panic = Arc::clone(&shutdown);
+    device
+        .worker_failure()
+        .on_panic(move || stop_on_panic.fail());
     let metrics = match (jail.metrics_relay, &config.metrics_file) {
         (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
         (None, Some(path)) => Some(Arc::new(MetricsSink::File(path.clone()))),
@@ -293,8 +300,8 @@ fn serve_in(
         )
         .map_err(ServerError::Device)?;
         let served = match daemon.start(&mut listener) {
-            // The signal thread shut the listener down.
-            Err(_) if shutdown.requested().is_some() => break,
+            // The signal thread (or a worker's panic) shut the listener down.
+            Err(_) if shutdown.stopping() => break,
             Err(cause) => Err(cause),
             Ok(()) => {
                 shutdown.session_started(daemon.shutdown_handle());
@@ -320,7 +327,7 @@ fn serve_in(
                 })
             }
         }
-        if shutdown.requested().is_some() || !config.persist {
+        if shutdown.stopping() || !config.persist {
             break;
         }
         tracing::info!("--persist: waiting for the next frontend");
@@ -336,7 +343,10 @@ fn serve_in(
             tracing::warn!(%error, "cannot write the final metrics");
         }
     }
-    Ok(())
+    match device.worker_failure().first() {
+        Some(panic) => Err(ServerError::WorkerPanicked(panic.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Serves the share over /dev/fuse on `mount_point` until it is unmounted.

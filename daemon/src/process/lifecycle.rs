@@ -37,6 +37,8 @@ pub struct Shutdown {
 struct ShutdownState {
     /// The signal that asked the daemon to stop.
     signal: Option<i32>,
+    /// A failure inside the daemon (a worker panicked) asked it to stop.
+    failed: bool,
     /// The current frontend connection, shut down when a signal arrives.
     session: Option<ShutdownHandle>,
 }
@@ -45,6 +47,7 @@ impl std::fmt::Debug for ShutdownState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShutdownState")
             .field("signal", &self.signal)
+            .field("failed", &self.failed)
             .field("session", &self.session.is_some())
             .finish()
     }
@@ -68,14 +71,21 @@ impl Shutdown {
         self.state().signal
     }
 
+    /// Whether the daemon is stopping (a signal, or a failure inside it).
+    pub fn stopping(&self) -> bool {
+        let state = self.state();
+        state.signal.is_some() || state.failed
+    }
+
     /// A frontend connected; `handle` ends its connection. If a stop was
     /// requested meanwhile, the connection is shut down at once.
     pub fn session_started(&self, handle: Option<ShutdownHandle>) {
         let mut state = self.state();
-        match (state.signal, handle) {
-            (Some(_), Some(handle)) => handle.shutdown(),
-            (None, handle) => state.session = handle,
-            (Some(_), None) => {}
+        let stopping = state.signal.is_some() || state.failed;
+        match (stopping, handle) {
+            (true, Some(handle)) => handle.shutdown(),
+            (false, handle) => state.session = handle,
+            (true, None) => {}
         }
     }
 
@@ -92,6 +102,22 @@ impl Shutdown {
             return;
         }
         state.signal = Some(signal);
+        self.stop(state);
+    }
+
+    /// Stops the daemon because something inside it failed (a worker
+    /// panicked): as [`Self::request`], without a signal.
+    pub fn fail(&self) {
+        let mut state = self.state();
+        if state.failed {
+            return;
+        }
+        state.failed = true;
+        self.stop(state);
+    }
+
+    /// Ends the current connection and wakes `accept`.
+    fn stop(&self, mut state: std::sync::MutexGuard<'_, ShutdownState>) {
         if let Some(session) = state.session.take() {
             session.shutdown();
         }
