@@ -201,7 +201,9 @@ impl Dispatcher {
             if let Ok(req) = parse(request, &self.limits) {
                 if is_no_reply(&req.op) {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.handle(&req, reply, capacity, None);
+                    let _ = self
+                        .admit(&req, capacity)
+                        .and_then(|()| self.handle(&req, reply, capacity, None, &mut None));
                 }
             }
             return ChainReply::NoReply;
@@ -212,7 +214,10 @@ impl Dispatcher {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let unique = req.header.unique;
-        match self.handle(&req, reply, capacity, guest) {
+        let handled = self
+            .admit(&req, capacity)
+            .and_then(|()| self.handle_and_repair(&req, reply, capacity, guest));
+        match handled {
             Ok(ChainReply::Reply(len)) if len > capacity => {
                 tracing::debug!(
                     unique,
@@ -255,12 +260,53 @@ impl Dispatcher {
         write_error(reply, request_unique(head), errno)
     }
 
+    /// Whether `req` may run now: nothing but INIT before INIT, and only
+    /// when even the fixed part of its reply fits `capacity` (an entry or
+    /// handle the guest never hears of could never be forgotten or
+    /// released, so this is refused before acting).
+    fn admit(&self, req: &Request<'_>, capacity: usize) -> Result<(), Errno> {
+        if !matches!(req.op, Operation::Init { .. }) && !self.session.is_initialized() {
+            return Err(Errno::EIO);
+        }
+        if !is_no_reply(&req.op) && capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
+            return Err(Errno::ERANGE);
+        }
+        Ok(())
+    }
+
+    /// Serves an admitted `req`, then repairs the DAX mappings of the file
+    /// it may have resized (see [`size_effect`]) before the reply goes back.
+    fn handle_and_repair(
+        &self,
+        req: &Request<'_>,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+        guest: Option<&GuestBuffers<'_>>,
+    ) -> Result<ChainReply, Errno> {
+        let mut created = None;
+        let handled = self.handle(req, reply, capacity, guest, &mut created);
+        let resized = match size_effect(req) {
+            SizeEffect::Keeps => None,
+            SizeEffect::MayChange { nodeid, on_failure } => {
+                (handled.is_ok() || on_failure).then_some(nodeid)
+            }
+            SizeEffect::MayChangeCreated => created.filter(|_| handled.is_ok()),
+        };
+        if let (Some(nodeid), Some(dax)) = (resized, &self.dax) {
+            dax.file_changed(nodeid);
+        }
+        handled
+    }
+
+    /// Serves an admitted `req`; `created` receives the nodeid of the file
+    /// a CREATE opened.
     fn handle(
         &self,
         req: &Request<'_>,
         reply: &mut Vec<u8>,
         capacity: usize,
         guest: Option<&GuestBuffers<'_>>,
+        created: &mut Option<u64>,
     ) -> Result<ChainReply, Errno> {
         let h = &req.header;
         let ctx = Context {
@@ -270,15 +316,6 @@ impl Dispatcher {
         };
         let fs = &*self.fs;
         let nodeid = h.nodeid;
-        if !matches!(req.op, Operation::Init { .. }) && !self.session.is_initialized() {
-            return Err(Errno::EIO);
-        }
-        // Refuse before acting when even the fixed part of the reply cannot
-        // fit: an entry or handle the guest never hears of could never be
-        // forgotten or released.
-        if !is_no_reply(&req.op) && capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
-            return Err(Errno::ERANGE);
-        }
         let mut r = ReplyBuf::new(reply, h.unique);
         match &req.op {
             Operation::Init {
@@ -357,13 +394,7 @@ impl Dispatcher {
                 r.push(&fs.getattr(ctx, nodeid, fh)?);
             }
             Operation::Setattr(arg) => {
-                let out = fs.setattr(ctx, nodeid, arg);
-                // Also after a failure: a later step may fail after the
-                // truncation happened.
-                if arg.valid & FATTR_SIZE != 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                r.push(&out?);
+                r.push(&fs.setattr(ctx, nodeid, arg)?);
             }
             Operation::Readlink => {
                 r.push_bytes(&fs.readlink(ctx, nodeid)?);
@@ -389,18 +420,11 @@ impl Dispatcher {
                 r.push(&fs.link(ctx, *oldnodeid, nodeid, name.as_cstr())?);
             }
             Operation::Open(arg) => {
-                let out = fs.open(ctx, nodeid, arg.flags, arg.open_flags);
-                if arg.flags & libc::O_TRUNC as u32 != 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                r.push(&out?);
+                r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
             }
             Operation::Create { arg, name } => {
                 let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
-                // O_TRUNC of an existing file that may be mapped.
-                if arg.flags & libc::O_TRUNC as u32 != 0 {
-                    self.dax_file_changed(entry.nodeid);
-                }
+                *created = Some(entry.nodeid);
                 r.push(&entry).push(&open);
             }
             Operation::Read(arg) => {
@@ -415,8 +439,6 @@ impl Dispatcher {
             }
             Operation::Write { arg, data } => {
                 let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
-                // A write past the end makes placeholders file pages again.
-                self.dax_file_changed(nodeid);
                 r.push(&WriteOut {
                     size: n as u32,
                     padding: 0,
@@ -457,15 +479,7 @@ impl Dispatcher {
             }
             Operation::Removexattr { name } => fs.removexattr(ctx, nodeid, name)?,
             Operation::Fallocate(arg) => {
-                let done = fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode);
-                // Without KEEP_SIZE the size may change: grow (default mode,
-                // ZERO_RANGE, INSERT_RANGE) or shrink (COLLAPSE_RANGE). A hole
-                // punch keeps the size: its pages read as zeros through the
-                // still valid mapping, nothing to repair.
-                if arg.mode & libc::FALLOC_FL_KEEP_SIZE as u32 == 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                done?
+                fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode)?
             }
             Operation::Lseek(arg) => {
                 let offset = fs.lseek(ctx, nodeid, arg.fh, arg.offset, arg.whence)?;
@@ -483,7 +497,6 @@ impl Dispatcher {
                     arg.len,
                     arg.flags,
                 )?;
-                self.dax_file_changed(arg.nodeid_out);
                 r.push(&WriteOut {
                     size: u32::try_from(n).unwrap_or(u32::MAX),
                     padding: 0,
@@ -541,15 +554,52 @@ fn min_reply_body(op: &Operation<'_>) -> usize {
     }
 }
 
-impl Dispatcher {
-    /// After an operation that may have changed the size of `nodeid`'s file:
-    /// keeps its DAX mappings within the file before the reply tells the
-    /// guest the new size (see [`Dax::file_changed`]). Nothing to do for a
-    /// file without mappings.
-    fn dax_file_changed(&self, nodeid: u64) {
-        if let Some(dax) = &self.dax {
-            dax.file_changed(nodeid);
+/// What a request may do to the size of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SizeEffect {
+    /// No file changes size.
+    Keeps,
+    /// The file `nodeid` may have changed size; with `on_failure`, also when
+    /// the operation failed (a later step may fail after a truncation).
+    MayChange {
+        /// The file.
+        nodeid: u64,
+        /// Repair after a failure too.
+        on_failure: bool,
+    },
+    /// The file CREATE opened may have changed size (O_TRUNC of an existing
+    /// file).
+    MayChangeCreated,
+}
+
+/// The one rule for DAX repairs: which file a request may resize, so that
+/// its window mappings are repaired before the reply tells the guest the new
+/// size (a window page past a file's end would kill the VMM with SIGBUS).
+///
+/// - SETATTR with FATTR_SIZE (truncate or extend), even if it failed;
+/// - OPEN with O_TRUNC, even if it failed; CREATE with O_TRUNC (an
+///   existing file) once it succeeded;
+/// - WRITE once it succeeded (past the end, it makes placeholders file
+///   pages again);
+/// - FALLOCATE without KEEP_SIZE, even if it failed: grow (default mode,
+///   ZERO_RANGE, INSERT_RANGE) or shrink (COLLAPSE_RANGE). A hole punch
+///   keeps the size: its pages read as zeros through the still valid
+///   mapping;
+/// - COPY_FILE_RANGE, for its destination, once it succeeded.
+fn size_effect(req: &Request<'_>) -> SizeEffect {
+    let nodeid = req.header.nodeid;
+    let truncates = |flags: u32| flags & libc::O_TRUNC as u32 != 0;
+    let may_change = |nodeid, on_failure| SizeEffect::MayChange { nodeid, on_failure };
+    match &req.op {
+        Operation::Setattr(arg) if arg.valid & FATTR_SIZE != 0 => may_change(nodeid, true),
+        Operation::Open(arg) if truncates(arg.flags) => may_change(nodeid, true),
+        Operation::Create { arg, .. } if truncates(arg.flags) => SizeEffect::MayChangeCreated,
+        Operation::Write { .. } => may_change(nodeid, false),
+        Operation::Fallocate(arg) if arg.mode & libc::FALLOC_FL_KEEP_SIZE as u32 == 0 => {
+            may_change(nodeid, true)
         }
+        Operation::CopyFileRange(arg) => may_change(arg.nodeid_out, false),
+        _ => SizeEffect::Keeps,
     }
 }
 
