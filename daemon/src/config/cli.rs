@@ -9,7 +9,7 @@ use clap::Parser;
 
 use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
-use crate::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM

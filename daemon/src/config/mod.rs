@@ -12,7 +12,7 @@ use clap::{ArgMatches, FromArgMatches};
 
 use self::cli::Args;
 use crate::dax::DaxProtocol;
-use crate::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// Why the command line does not make a configuration. The message names

@@ -35,7 +35,7 @@ pub use self::trace::{DaxTrace, TraceOpenError};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 pub use self::window_io::WindowIoError;
 use crate::errno::Errno;
-use crate::passthrough::MapAccess;
+use crate::fs::MapAccess;
 use crate::ratelimit::RateLimit;
 
 /// Why the DAX window could not be set up at start-up.

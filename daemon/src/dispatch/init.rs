@@ -2,7 +2,7 @@
 
 use daxfsd_protocol::abi::{self, InitOut};
 
-use crate::passthrough::{CachePolicy, Negotiated};
+use crate::fs::passthrough::{CachePolicy, Negotiated};
 use crate::session::FrontendMapCaps;
 
 /// Largest WRITE payload, READ size and READDIR buffer the daemon accepts.

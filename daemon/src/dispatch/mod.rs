@@ -24,7 +24,8 @@ use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::passthrough::{Context, GuestBuffers, PassthroughFs};
+use crate::fs::passthrough::GuestBuffers;
+use crate::fs::{Context, FileSystem};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
 
@@ -96,7 +97,7 @@ pub enum SessionEnd {
 /// Serves FUSE requests for one vhost-user device.
 #[derive(Debug)]
 pub struct Dispatcher {
-    fs: Arc<PassthroughFs>,
+    fs: Arc<dyn FileSystem>,
     policy: InitPolicy,
     limits: Limits,
     /// The FUSE session (INIT seen, the features agreed), shared with the
@@ -112,7 +113,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over `fs`.
-    pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
+    pub fn new(fs: Arc<dyn FileSystem>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
         let session = Arc::clone(fs.session());
         Self {
             fs,
@@ -135,7 +136,7 @@ impl Dispatcher {
     }
 
     /// The filesystem served.
-    pub fn fs(&self) -> &Arc<PassthroughFs> {
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
         &self.fs
     }
 

@@ -9,7 +9,8 @@ use daxfsd_protocol::abi::{
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::Negotiated;
+use crate::fs::passthrough::Negotiated;
+use crate::fs::FileSystem;
 
 #[test]
 fn setattr_mode_and_size_by_inode_and_by_handle() {

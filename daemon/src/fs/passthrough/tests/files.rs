@@ -8,7 +8,8 @@ use daxfsd_protocol::abi::{
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::{MapAccess, Negotiated};
+use crate::fs::passthrough::{MapAccess, Negotiated};
+use crate::fs::FileSystem;
 
 #[test]
 fn create_write_read_release() {

@@ -4,7 +4,8 @@ use daxfsd_protocol::abi::{ATTR_DAX, ROOT_ID};
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::{InodeDaxPolicy, MapAccess, Negotiated};
+use crate::fs::passthrough::{InodeDaxPolicy, MapAccess, Negotiated};
+use crate::fs::FileSystem;
 
 #[test]
 fn attr_dax_marks_files_the_policy_selects() {
