@@ -34,7 +34,7 @@ use zerocopy::IntoBytes;
 use crate::dax::DaxProtocol;
 use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
-use crate::fs::passthrough::GuestBuffers;
+use crate::guest_io::GuestBuffers;
 use crate::ratelimit::RateLimit;
 use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
 use crate::worker_guard::{run_guarded, WorkerFailure};

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod errno;
 pub mod fs;
 pub mod fuse_dev;
+pub mod guest_io;
 pub mod metrics;
 pub mod process;
 pub mod ratelimit;

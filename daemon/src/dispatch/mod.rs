@@ -24,8 +24,7 @@ use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::fs::passthrough::GuestBuffers;
-use crate::fs::{Context, FileSystem};
+use crate::fs::{BufferSink, Context, FileSystem, ReadSink};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
 
@@ -76,6 +75,24 @@ impl From<Outcome> for ChainReply {
             Outcome::NoReply => ChainReply::NoReply,
         }
     }
+}
+
+/// A transport's writable reply space that takes READ data in place, so
+/// the data goes from the file straight into it (zero copy). The dispatcher
+/// decides where the data goes (after the reply header); the transport only
+/// offers its bytes.
+pub trait InPlaceReply {
+    /// Writable bytes the transport offers for the reply.
+    fn capacity(&self) -> usize;
+
+    /// Runs `read` with a sink for bytes `[from, from + len)` of the space
+    /// (clipped to it); returns what `read` returns.
+    fn read_into_range(
+        &self,
+        from: usize,
+        len: usize,
+        read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno>;
 }
 
 /// Why a guest session ends.
@@ -177,16 +194,16 @@ impl Dispatcher {
         }
     }
 
-    /// Like [`Self::dispatch`] for a descriptor chain whose writable space is
-    /// `guest`: READ data goes straight into it after the reply header, so
-    /// it is never copied through `reply`.
+    /// Like [`Self::dispatch`] for a transport whose writable space
+    /// `in_place` takes READ data straight after the reply header, so it is
+    /// never copied through `reply`.
     pub fn dispatch_chain(
         &self,
         request: &[u8],
         reply: &mut Vec<u8>,
-        guest: &GuestBuffers<'_>,
+        in_place: &dyn InPlaceReply,
     ) -> ChainReply {
-        self.dispatch_to(request, reply, guest.len(), Some(guest))
+        self.dispatch_to(request, reply, in_place.capacity(), Some(in_place))
     }
 
     fn dispatch_to(
@@ -194,7 +211,7 @@ impl Dispatcher {
         request: &[u8],
         reply: &mut Vec<u8>,
         capacity: usize,
-        guest: Option<&GuestBuffers<'_>>,
+        in_place: Option<&dyn InPlaceReply>,
     ) -> ChainReply {
         if capacity < OUT_HEADER_LEN {
             // Not even an error fits. Still run no-reply operations (FORGET
@@ -217,7 +234,7 @@ impl Dispatcher {
         let unique = req.header.unique;
         let handled = self
             .admit(&req, capacity)
-            .and_then(|()| self.handle_and_repair(&req, reply, capacity, guest));
+            .and_then(|()| self.handle_and_repair(&req, reply, capacity, in_place));
         match handled {
             Ok(ChainReply::Reply(len)) if len > capacity => {
                 tracing::debug!(
@@ -282,10 +299,10 @@ impl Dispatcher {
         req: &Request<'_>,
         reply: &mut Vec<u8>,
         capacity: usize,
-        guest: Option<&GuestBuffers<'_>>,
+        in_place: Option<&dyn InPlaceReply>,
     ) -> Result<ChainReply, Errno> {
         let mut created = None;
-        let handled = self.handle(req, reply, capacity, guest, &mut created);
+        let handled = self.handle(req, reply, capacity, in_place, &mut created);
         let resized = match size_effect(req) {
             SizeEffect::Keeps => None,
             SizeEffect::MayChange { nodeid, on_failure } => {
@@ -306,7 +323,7 @@ impl Dispatcher {
         req: &Request<'_>,
         reply: &mut Vec<u8>,
         capacity: usize,
-        guest: Option<&GuestBuffers<'_>>,
+        in_place: Option<&dyn InPlaceReply>,
         created: &mut Option<u64>,
     ) -> Result<ChainReply, Errno> {
         let h = &req.header;
@@ -430,12 +447,13 @@ impl Dispatcher {
             }
             Operation::Read(arg) => {
                 let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-                if let Some(guest) = guest {
-                    let dst = guest.range(OUT_HEADER_LEN, size);
-                    let n = fs.read_to_guest(ctx, nodeid, arg.fh, arg.offset, &dst)?;
+                let mut read =
+                    |dst: &mut dyn ReadSink| fs.read(ctx, nodeid, arg.fh, arg.offset, dst);
+                if let Some(space) = in_place {
+                    let n = space.read_into_range(OUT_HEADER_LEN, size, &mut read)?;
                     return Ok(data_reply(reply, h.unique, n.min(size)));
                 }
-                let n = fs.read(ctx, nodeid, arg.fh, arg.offset, r.extend_zeroed(size))?;
+                let n = read(&mut BufferSink(r.extend_zeroed(size)))?;
                 r.truncate_body(n.min(size));
             }
             Operation::Write { arg, data } => {

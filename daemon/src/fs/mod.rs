@@ -16,14 +16,61 @@
 pub mod passthrough;
 
 use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, StatfsOut};
 use daxfsd_protocol::reply::DirentWriter;
 
 use crate::errno::Errno;
-use crate::fs::passthrough::GuestBuffers;
 use crate::session::Session;
+
+/// Where READ data goes: the transport's reply buffers, filled straight
+/// from the file (a daemon buffer for `/dev/fuse`, the chain's guest memory
+/// for a virtqueue). The filesystem finds the file; the sink moves the
+/// bytes, so the filesystem never sees the transport's memory.
+pub trait ReadSink {
+    /// Bytes the sink takes (the size asked).
+    fn len(&self) -> usize;
+
+    /// Whether the sink takes nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads `file` from `offset` on until the sink is full or the file
+    /// ends; returns the bytes read. Short host reads and EINTR are
+    /// retried (a short reply means end of file to the guest); an error
+    /// after some bytes moved returns the count so far.
+    fn read_from(&mut self, file: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize>;
+}
+
+/// A [`ReadSink`] over a byte buffer of the daemon's.
+#[derive(Debug)]
+pub struct BufferSink<'a>(pub &'a mut [u8]);
+
+impl ReadSink for BufferSink<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn read_from(&mut self, file: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < self.0.len() {
+            let pos = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            match rustix::io::pread(file, &mut self.0[done..], pos) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) if done == 0 => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+}
 
 /// Who sends a request, from its FUSE header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,26 +216,17 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
         arg: &CreateIn,
     ) -> Result<(EntryOut, OpenOut), Errno>;
 
-    /// READ from the open file `fh` at `offset` into `buf` (its length is
-    /// the size asked); returns the bytes read, fewer at the end of file.
+    /// READ from the open file `fh` at `offset` straight into `dst` (its
+    /// length is the size asked: the transport's reply buffers, so the data
+    /// is copied once, by the kernel); returns the bytes read, fewer only at
+    /// the end of file.
     fn read(
         &self,
         ctx: Context,
         nodeid: u64,
         fh: u64,
         offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Errno>;
-
-    /// As [`Self::read`], straight into the chain's buffers `dst` (their
-    /// length is the size asked), with no copy through the daemon.
-    fn read_to_guest(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        dst: &GuestBuffers<'_>,
+        dst: &mut dyn ReadSink,
     ) -> Result<usize, Errno>;
 
     /// WRITE `data` to the open file `fh` at `offset` (`write_flags`:

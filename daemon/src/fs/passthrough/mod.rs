@@ -35,8 +35,8 @@ use daxfsd_protocol::reply::DirentWriter;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::errno::Errno;
-use crate::fs::FileSystem;
 pub use crate::fs::{Context, MapAccess};
+use crate::fs::{FileSystem, ReadSink};
 pub use crate::session::Negotiated;
 use crate::session::Session;
 
@@ -46,7 +46,6 @@ mod creds;
 mod dir_ops;
 mod entry_ops;
 mod file_ops;
-mod guest_io;
 mod handle;
 mod inode;
 mod reopen;
@@ -55,7 +54,6 @@ mod xattr_ops;
 #[cfg(test)]
 mod tests;
 
-pub use guest_io::GuestBuffers;
 use handle::HandleTable;
 use inode::InodeTable;
 
@@ -323,20 +321,9 @@ impl FileSystem for PassthroughFs {
         nodeid: u64,
         fh: u64,
         offset: u64,
-        buf: &mut [u8],
+        dst: &mut dyn ReadSink,
     ) -> Result<usize, Errno> {
-        file_ops::read(self, nodeid, fh, offset, buf)
-    }
-
-    fn read_to_guest(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        dst: &GuestBuffers<'_>,
-    ) -> Result<usize, Errno> {
-        file_ops::read_to_guest(self, nodeid, fh, offset, dst)
+        file_ops::read(self, nodeid, fh, offset, dst)
     }
 
     fn write(
