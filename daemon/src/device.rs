@@ -35,6 +35,7 @@ use crate::dax::DaxProtocol;
 use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
 use crate::guest_io::GuestBuffers;
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
 use crate::worker_guard::{run_guarded, WorkerFailure};
@@ -670,5 +671,22 @@ impl VhostUserBackend for FsDevice {
                 Err(io::Error::other(panic))
             }
         }
+    }
+}
+
+impl ExportMetrics for ChainStats {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        out.metric(
+            "chains_total",
+            "counter",
+            "Descriptor chains returned to the guest.",
+            self.chains.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "bad_chains_total",
+            "counter",
+            "Descriptor chains outside guest memory.",
+            self.bad_chains.load(Ordering::Relaxed),
+        );
     }
 }

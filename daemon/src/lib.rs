@@ -14,6 +14,7 @@ pub mod fuse_dev;
 pub mod guest_io;
 pub mod metrics;
 pub mod process;
+pub mod prometheus;
 pub mod ratelimit;
 pub mod server;
 pub mod session;

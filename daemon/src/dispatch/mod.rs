@@ -8,13 +8,14 @@
 //! which READ data goes directly.
 
 mod init;
+mod size_effect;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
     AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
-    FATTR_SIZE, FSYNC_FDATASYNC, GETATTR_FH,
+    FSYNC_FDATASYNC, GETATTR_FH,
 };
 use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
@@ -22,9 +23,11 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
+use self::size_effect::{size_effect, SizeEffect};
 use crate::dax::Dax;
 use crate::errno::Errno;
 use crate::fs::{BufferSink, Context, FileSystem, ReadSink};
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
 
@@ -573,55 +576,6 @@ fn min_reply_body(op: &Operation<'_>) -> usize {
     }
 }
 
-/// What a request may do to the size of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SizeEffect {
-    /// No file changes size.
-    Keeps,
-    /// The file `nodeid` may have changed size; with `on_failure`, also when
-    /// the operation failed (a later step may fail after a truncation).
-    MayChange {
-        /// The file.
-        nodeid: u64,
-        /// Repair after a failure too.
-        on_failure: bool,
-    },
-    /// The file CREATE opened may have changed size (O_TRUNC of an existing
-    /// file).
-    MayChangeCreated,
-}
-
-/// The one rule for DAX repairs: which file a request may resize, so that
-/// its window mappings are repaired before the reply tells the guest the new
-/// size (a window page past a file's end would kill the VMM with SIGBUS).
-///
-/// - SETATTR with FATTR_SIZE (truncate or extend), even if it failed;
-/// - OPEN with O_TRUNC, even if it failed; CREATE with O_TRUNC (an
-///   existing file) once it succeeded;
-/// - WRITE once it succeeded (past the end, it makes placeholders file
-///   pages again);
-/// - FALLOCATE without KEEP_SIZE, even if it failed: grow (default mode,
-///   ZERO_RANGE, INSERT_RANGE) or shrink (COLLAPSE_RANGE). A hole punch
-///   keeps the size: its pages read as zeros through the still valid
-///   mapping;
-/// - COPY_FILE_RANGE, for its destination, once it succeeded.
-fn size_effect(req: &Request<'_>) -> SizeEffect {
-    let nodeid = req.header.nodeid;
-    let truncates = |flags: u32| flags & libc::O_TRUNC as u32 != 0;
-    let may_change = |nodeid, on_failure| SizeEffect::MayChange { nodeid, on_failure };
-    match &req.op {
-        Operation::Setattr(arg) if arg.valid & FATTR_SIZE != 0 => may_change(nodeid, true),
-        Operation::Open(arg) if truncates(arg.flags) => may_change(nodeid, true),
-        Operation::Create { arg, .. } if truncates(arg.flags) => SizeEffect::MayChangeCreated,
-        Operation::Write { .. } => may_change(nodeid, false),
-        Operation::Fallocate(arg) if arg.mode & libc::FALLOC_FL_KEEP_SIZE as u32 == 0 => {
-            may_change(nodeid, true)
-        }
-        Operation::CopyFileRange(arg) => may_change(arg.nodeid_out, false),
-        _ => SizeEffect::Keeps,
-    }
-}
-
 /// FORGET, BATCH_FORGET and INTERRUPT are answered with silence.
 fn is_no_reply(op: &Operation<'_>) -> bool {
     matches!(
@@ -671,4 +625,27 @@ fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Outcome {
 /// Reads the reply header back (tests and the queue worker's tracing).
 pub fn reply_header(reply: &[u8]) -> Option<OutHeader> {
     OutHeader::read_from_prefix(reply).ok().map(|(h, _)| h)
+}
+
+impl ExportMetrics for DispatchStats {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        out.metric(
+            "requests_total",
+            "counter",
+            "FUSE requests parsed.",
+            self.requests.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "malformed_requests_total",
+            "counter",
+            "FUSE requests refused as malformed.",
+            self.malformed.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "unsupported_requests_total",
+            "counter",
+            "FUSE requests answered ENOSYS.",
+            self.unsupported.load(Ordering::Relaxed),
+        );
+    }
 }

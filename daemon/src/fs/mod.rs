@@ -23,6 +23,7 @@ use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, Stat
 use daxfsd_protocol::reply::DirentWriter;
 
 use crate::errno::Errno;
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::session::Session;
 
 /// Where READ data goes: the transport's reply buffers, filled straight
@@ -359,4 +360,22 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
         fh: u64,
         access: MapAccess,
     ) -> Result<std::fs::File, Errno>;
+}
+
+impl ExportMetrics for dyn FileSystem {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        let (inodes, handles) = self.counts();
+        out.metric(
+            "inodes",
+            "gauge",
+            "Inodes the guest holds (root included).",
+            inodes as u64,
+        );
+        out.metric(
+            "open_handles",
+            "gauge",
+            "Open file and directory handles.",
+            handles as u64,
+        );
+    }
 }
