@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::device::FsDevice;
 use crate::prometheus::{ExportMetrics, PrometheusText};
+use crate::transport::vhost_user::FsDevice;
 
 /// Renders the daemon's counters: each room writes its own, in a fixed
 /// order (the metric names and their order are part of the interface).

@@ -13,13 +13,13 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{Config, Transport};
 use crate::dax::{Dax, DaxTrace};
-use crate::device::{DeviceConfig, FsDevice};
 use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
 use crate::fs::passthrough::{FsConfig, PassthroughFs};
 use crate::metrics::MetricsSink;
 use crate::process::lifecycle::{Shutdown, SocketFile};
 use crate::process::sandbox::{Jail, Role, SandboxMode};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
+use crate::transport::vhost_user::{DeviceConfig, FsDevice};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ pub enum ServerError {
     Seccomp(#[source] crate::process::sandbox::seccomp::SeccompError),
     /// The host FUSE transport (`--mount-point`) failed.
     #[error("host FUSE transport")]
-    Fuse(#[source] crate::fuse_dev::FuseDevError),
+    Fuse(#[source] crate::transport::fuse_dev::FuseDevError),
     /// A queue worker (or `/dev/fuse` reader) panicked; the daemon stopped.
     #[error("stopped after a worker panic")]
     WorkerPanicked(#[source] crate::worker_guard::WorkerPanic),
@@ -352,7 +352,7 @@ fn serve_in(
 /// Serves the share over /dev/fuse on `mount_point` until it is unmounted.
 fn run_fuse(config: &Config, mount_point: &std::path::Path) -> Result<(), ServerError> {
     let dispatcher = build_dispatcher(config)?;
-    crate::fuse_dev::run(
+    crate::transport::fuse_dev::run(
         &dispatcher,
         &config.shared_dir,
         mount_point,

@@ -1,5 +1,6 @@
 //! The vhost-user-fs device: features, configuration space and the queue
-//! workers, on rust-vmm `vhost-user-backend`.
+//! workers, on rust-vmm `vhost-user-backend`; chain buffers in guest memory
+//! ([`guest_io`]) and in the DAX window ([`window_buffers`]).
 //!
 //! Queue 0 is the hiprio queue (FORGET, INTERRUPT); queues 1..=N carry
 //! requests. Each queue is served by its own worker thread
@@ -7,6 +8,9 @@
 //! queues progress in parallel and a slow request on one queue never holds
 //! up another. A queue that the frontend enables but never configures simply
 //! never yields a descriptor chain; nothing waits for DRIVER_OK.
+
+pub mod guest_io;
+pub mod window_buffers;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,10 +38,12 @@ use zerocopy::IntoBytes;
 use crate::dax::DaxProtocol;
 use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::errno::Errno;
-use crate::guest_io::GuestBuffers;
 use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
-use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
+use crate::transport::vhost_user::guest_io::GuestBuffers;
+use crate::transport::vhost_user::window_buffers::{
+    gather, scatter, BufferError, WindowPlacement, WindowView,
+};
 use crate::worker_guard::{run_guarded, WorkerFailure};
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
