@@ -31,6 +31,17 @@ use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
 
+/// Bytes of a FUSE request header: what a transport reads of a request it
+/// will not read whole, so that it can be refused ([`Dispatcher::refuse`]).
+pub const REQUEST_HEADER_LEN: usize = 40;
+
+/// The largest reply the dispatcher builds: a full READ or READDIR after
+/// the reply header.
+pub const MAX_REPLY: usize = OUT_HEADER_LEN + MAX_TRANSFER as usize;
+
+/// End of the unique id in a request header (bytes 8..16).
+const UNIQUE_END: usize = 16;
+
 /// Counters the dispatcher keeps; read them with [`Dispatcher::stats`].
 #[derive(Debug, Default)]
 pub struct DispatchStats {
@@ -279,6 +290,23 @@ impl Dispatcher {
             tracing::warn!(unique = request_unique(head), suppressed, %errno, "oversized request refused");
         }
         write_error(reply, request_unique(head), errno)
+    }
+
+    /// Refuses a request of which only the first bytes `head` could be read
+    /// (its later buffers are unusable): as [`Self::refuse`] when `head`
+    /// holds the unique id and `capacity` a reply header; otherwise nothing
+    /// is answered (or counted).
+    pub fn refuse_partial(
+        &self,
+        head: &[u8],
+        errno: Errno,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+    ) -> Outcome {
+        if head.len() < UNIQUE_END || capacity < OUT_HEADER_LEN {
+            return Outcome::NoReply;
+        }
+        self.refuse(head, errno, reply, capacity)
     }
 
     /// Whether `req` may run now: nothing but INIT before INIT, and only
@@ -548,7 +576,7 @@ impl Dispatcher {
 /// The unique id at bytes 8..16 of a request header, or 0 when absent.
 fn request_unique(request: &[u8]) -> u64 {
     request
-        .get(8..16)
+        .get(8..UNIQUE_END)
         .and_then(|b| u64::read_from_bytes(b).ok())
         .unwrap_or(0)
 }

@@ -36,12 +36,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use daxfsd_protocol::reply::OUT_HEADER_LEN;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno as SysErrno;
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
+use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_REPLY, MAX_TRANSFER};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::ratelimit::RateLimit;
 use crate::worker_guard::{run_guarded, WorkerFailure, WorkerPanic};
@@ -53,7 +52,7 @@ use crate::worker_guard::{run_guarded, WorkerFailure, WorkerPanic};
 pub const REQUEST_BUFFER: usize = MAX_TRANSFER as usize + 4096;
 
 /// The largest reply the dispatcher may build: a full READ or READDIR.
-pub const REPLY_CAPACITY: usize = OUT_HEADER_LEN + MAX_TRANSFER as usize;
+pub const REPLY_CAPACITY: usize = MAX_REPLY;
 
 /// Why the FUSE transport could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

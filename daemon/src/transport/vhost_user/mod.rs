@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
-use daxfsd_protocol::reply::OUT_HEADER_LEN;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -36,7 +35,9 @@ use vmm_sys_util::event::{
 use zerocopy::IntoBytes;
 
 use crate::dax::DaxProtocol;
-use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
+use crate::dispatch::{
+    ChainReply, Dispatcher, Outcome, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN,
+};
 use crate::errno::Errno;
 use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
@@ -49,8 +50,6 @@ use crate::worker_guard::{run_guarded, WorkerFailure};
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
 const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
-/// Size of a FUSE request header.
-const IN_HEADER_LEN: usize = 40;
 /// With EVENT_IDX, the longest a completion the driver waits for goes
 /// unsignalled while the worker serves the rest of a batch. A batch is
 /// otherwise signalled once, at its end: cheap for fast requests (one
@@ -390,7 +389,7 @@ impl FsDevice {
         buffers.request.clear();
         buffers
             .request
-            .resize(if oversized { IN_HEADER_LEN } else { len }, 0);
+            .resize(if oversized { REQUEST_HEADER_LEN } else { len }, 0);
         if let Err(e) = gather(
             window.as_ref(),
             mem,
@@ -466,7 +465,7 @@ impl FsDevice {
         window: Option<WindowView<'_>>,
     ) -> u32 {
         let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
-        let head = readable.min(IN_HEADER_LEN);
+        let head = readable.min(REQUEST_HEADER_LEN);
         buffers.request.clear();
         buffers.request.resize(head, 0);
         if gather(
@@ -494,21 +493,16 @@ impl FsDevice {
         capacity: usize,
         window: Option<WindowView<'_>>,
     ) -> u32 {
-        // The unique id is at bytes 8..16 of the header.
-        let head = head.min(IN_HEADER_LEN).min(buffers.request.len());
-        if head < 16 || capacity < OUT_HEADER_LEN {
-            return 0;
-        }
+        let head = head.min(REQUEST_HEADER_LEN).min(buffers.request.len());
         let QueueBuffers {
             request,
             reply,
             writable,
             ..
         } = buffers;
-        let ChainReply::Reply(len) = self
-            .dispatcher
-            .refuse(&request[..head], errno, reply, capacity)
-            .into()
+        let Outcome::Reply(len) =
+            self.dispatcher
+                .refuse_partial(&request[..head], errno, reply, capacity)
         else {
             return 0;
         };
