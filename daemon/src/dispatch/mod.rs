@@ -8,6 +8,7 @@
 //! which READ data goes directly.
 
 mod init;
+mod route;
 mod size_effect;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +16,18 @@ use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
     AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
-    FSYNC_FDATASYNC, GETATTR_FH,
 };
-use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
+use daxfsd_protocol::reply::{error_reply, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
 use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
+use self::route::FsRequest;
 use self::size_effect::{size_effect, SizeEffect};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::fs::{BufferSink, Context, FileSystem, ReadSink};
+use crate::fs::{Context, FileSystem, ReadSink};
 use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
@@ -372,55 +373,9 @@ impl Dispatcher {
                 minor,
                 max_readahead,
                 flags,
-            } => match negotiate(&self.policy, *major, *minor, *max_readahead, *flags) {
-                InitOutcome::Accepted(mut out, mut negotiated) => {
-                    if self.session.is_initialized() {
-                        // A new guest driver (the guest rebooted or its
-                        // driver was reloaded) without DESTROY: what the old
-                        // one held is released, its window mappings unmapped
-                        // (this runs on a queue worker, so the backend
-                        // channel may be used).
-                        tracing::info!("INIT during a session: the previous session ends");
-                        self.end_session(SessionEnd::NewInit);
-                    }
-                    if let Some(dax) = &self.dax {
-                        // On this queue worker, before the reply: the probe
-                        // of what the frontend maps.
-                        negotiated.dax_caps = dax.begin_session();
-                        if dax_always_unservable(*flags, negotiated.dax_caps) {
-                            dax.init_refused();
-                            if let Some(suppressed) = self.dax_refusal_log.check() {
-                                tracing::error!(
-                                    suppressed,
-                                    "the guest mounted with dax=always, but this frontend \
-                                     (QEMU 11.1?) cannot map partial last pages: mount with \
-                                     -o dax=inode, or use a frontend that can; refusing the \
-                                     mount (the INIT reply carries a map_alignment the guest \
-                                     rejects)"
-                                );
-                            }
-                            refuse_dax(&mut out);
-                            r.push(&out);
-                            return Ok(ChainReply::Reply(r.finish().len()));
-                        }
-                    }
-                    self.session.begin(negotiated);
-                    tracing::info!(major, minor, "guest session initialised");
-                    r.push(&out);
-                }
-                InitOutcome::RetryWithMajor(out) => {
-                    r.push(&out);
-                }
-                InitOutcome::Unsupported => {
-                    tracing::warn!(major, minor, "guest FUSE protocol too old");
-                    return Err(Errno(libc::EPROTO));
-                }
-            },
+            } => return self.init(r, *major, *minor, *max_readahead, *flags),
             Operation::Destroy => {
                 self.end_session(SessionEnd::Destroy);
-            }
-            Operation::Lookup { name } => {
-                r.push(&fs.lookup(ctx, nodeid, name.as_cstr())?);
             }
             Operation::Forget { nlookup } => {
                 fs.forget(nodeid, *nlookup);
@@ -438,121 +393,6 @@ impl Dispatcher {
                 // names has either finished or will finish promptly.
                 return Ok(ChainReply::NoReply);
             }
-            Operation::Getattr(arg) => {
-                let fh = (arg.getattr_flags & GETATTR_FH != 0).then_some(arg.fh);
-                r.push(&fs.getattr(ctx, nodeid, fh)?);
-            }
-            Operation::Setattr(arg) => {
-                r.push(&fs.setattr(ctx, nodeid, arg)?);
-            }
-            Operation::Readlink => {
-                r.push_bytes(&fs.readlink(ctx, nodeid)?);
-            }
-            Operation::Symlink { name, target } => {
-                r.push(&fs.symlink(ctx, nodeid, name.as_cstr(), target)?);
-            }
-            Operation::Mknod { arg, name } => {
-                r.push(&fs.mknod(ctx, nodeid, name.as_cstr(), arg.mode, arg.rdev, arg.umask)?);
-            }
-            Operation::Mkdir { arg, name } => {
-                r.push(&fs.mkdir(ctx, nodeid, name.as_cstr(), arg.mode, arg.umask)?);
-            }
-            Operation::Unlink { name } => fs.unlink(ctx, nodeid, name.as_cstr())?,
-            Operation::Rmdir { name } => fs.rmdir(ctx, nodeid, name.as_cstr())?,
-            Operation::Rename {
-                newdir,
-                flags,
-                old,
-                new,
-            } => fs.rename(ctx, nodeid, old.as_cstr(), *newdir, new.as_cstr(), *flags)?,
-            Operation::Link { oldnodeid, name } => {
-                r.push(&fs.link(ctx, *oldnodeid, nodeid, name.as_cstr())?);
-            }
-            Operation::Open(arg) => {
-                r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
-            }
-            Operation::Create { arg, name } => {
-                let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
-                *created = Some(entry.nodeid);
-                r.push(&entry).push(&open);
-            }
-            Operation::Read(arg) => {
-                let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-                let mut read =
-                    |dst: &mut dyn ReadSink| fs.read(ctx, nodeid, arg.fh, arg.offset, dst);
-                if let Some(space) = in_place {
-                    let n = space.read_into_range(OUT_HEADER_LEN, size, &mut read)?;
-                    return Ok(data_reply(reply, h.unique, n.min(size)));
-                }
-                let n = read(&mut BufferSink(r.extend_zeroed(size)))?;
-                r.truncate_body(n.min(size));
-            }
-            Operation::Write { arg, data } => {
-                let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
-                r.push(&WriteOut {
-                    size: n as u32,
-                    padding: 0,
-                });
-            }
-            Operation::Statfs => {
-                r.push(&fs.statfs(ctx, nodeid)?);
-            }
-            Operation::Release(arg) => fs.release(nodeid, arg.fh)?,
-            Operation::Flush(arg) => fs.flush(nodeid, arg.fh)?,
-            Operation::Fsync(arg) => {
-                fs.fsync(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
-            }
-            Operation::Opendir(arg) => {
-                r.push(&fs.opendir(ctx, nodeid, arg.flags)?);
-            }
-            Operation::Readdir(arg) | Operation::Readdirplus(arg) => {
-                let plus = matches!(req.op, Operation::Readdirplus(_));
-                let budget = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-                let mut out = DirentWriter::new(&mut r, budget);
-                fs.readdir(ctx, nodeid, arg.fh, arg.offset, plus, &mut out)?;
-            }
-            Operation::Releasedir(arg) => fs.releasedir(nodeid, arg.fh)?,
-            Operation::Fsyncdir(arg) => {
-                fs.fsyncdir(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
-            }
-            Operation::Access(arg) => fs.access(ctx, nodeid, arg.mask)?,
-            Operation::Setxattr { arg, name, value } => {
-                fs.setxattr(ctx, nodeid, name, value, arg.flags)?
-            }
-            Operation::Getxattr { size, name } => {
-                let value = fs.getxattr(ctx, nodeid, name)?;
-                push_sized(&mut r, &value, *size)?;
-            }
-            Operation::Listxattr { size } => {
-                let list = fs.listxattr(ctx, nodeid)?;
-                push_sized(&mut r, &list, *size)?;
-            }
-            Operation::Removexattr { name } => fs.removexattr(ctx, nodeid, name)?,
-            Operation::Fallocate(arg) => {
-                fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode)?
-            }
-            Operation::Lseek(arg) => {
-                let offset = fs.lseek(ctx, nodeid, arg.fh, arg.offset, arg.whence)?;
-                r.push(&LseekOut { offset });
-            }
-            Operation::CopyFileRange(arg) => {
-                let n = fs.copy_file_range(
-                    ctx,
-                    nodeid,
-                    arg.fh_in,
-                    arg.off_in,
-                    arg.nodeid_out,
-                    arg.fh_out,
-                    arg.off_out,
-                    arg.len,
-                    arg.flags,
-                )?;
-                r.push(&WriteOut {
-                    size: u32::try_from(n).unwrap_or(u32::MAX),
-                    padding: 0,
-                });
-            }
-            Operation::Syncfs => fs.syncfs(nodeid)?,
             Operation::SetupMapping(arg) => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
                 dax.setup(h.unique, nodeid, arg, |access| {
@@ -567,6 +407,76 @@ impl Dispatcher {
                 self.stats.unsupported.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(?op, "unsupported operation");
                 return Err(Errno::ENOSYS);
+            }
+            op => {
+                let fs_request = FsRequest {
+                    fs,
+                    ctx,
+                    nodeid,
+                    op,
+                    capacity,
+                    in_place,
+                };
+                if let Some(data) = route::serve(&fs_request, &mut r, created)? {
+                    return Ok(data_reply(reply, h.unique, data));
+                }
+            }
+        }
+        Ok(ChainReply::Reply(r.finish().len()))
+    }
+
+    /// INIT: negotiates, ends a session the guest did not DESTROY, probes
+    /// the frontend for the DAX window, and starts the session.
+    fn init(
+        &self,
+        mut r: ReplyBuf<'_>,
+        major: u32,
+        minor: u32,
+        max_readahead: u32,
+        flags: u64,
+    ) -> Result<ChainReply, Errno> {
+        match negotiate(&self.policy, major, minor, max_readahead, flags) {
+            InitOutcome::Accepted(mut out, mut negotiated) => {
+                if self.session.is_initialized() {
+                    // A new guest driver (the guest rebooted or its
+                    // driver was reloaded) without DESTROY: what the old
+                    // one held is released, its window mappings unmapped
+                    // (this runs on a queue worker, so the backend
+                    // channel may be used).
+                    tracing::info!("INIT during a session: the previous session ends");
+                    self.end_session(SessionEnd::NewInit);
+                }
+                if let Some(dax) = &self.dax {
+                    // On this queue worker, before the reply: the probe
+                    // of what the frontend maps.
+                    negotiated.dax_caps = dax.begin_session();
+                    if dax_always_unservable(flags, negotiated.dax_caps) {
+                        dax.init_refused();
+                        if let Some(suppressed) = self.dax_refusal_log.check() {
+                            tracing::error!(
+                                suppressed,
+                                "the guest mounted with dax=always, but this frontend \
+                                 (QEMU 11.1?) cannot map partial last pages: mount with \
+                                 -o dax=inode, or use a frontend that can; refusing the \
+                                 mount (the INIT reply carries a map_alignment the guest \
+                                 rejects)"
+                            );
+                        }
+                        refuse_dax(&mut out);
+                        r.push(&out);
+                        return Ok(ChainReply::Reply(r.finish().len()));
+                    }
+                }
+                self.session.begin(negotiated);
+                tracing::info!(major, minor, "guest session initialised");
+                r.push(&out);
+            }
+            InitOutcome::RetryWithMajor(out) => {
+                r.push(&out);
+            }
+            InitOutcome::Unsupported => {
+                tracing::warn!(major, minor, "guest FUSE protocol too old");
+                return Err(Errno(libc::EPROTO));
             }
         }
         Ok(ChainReply::Reply(r.finish().len()))
@@ -614,7 +524,7 @@ fn is_no_reply(op: &Operation<'_>) -> bool {
 
 /// GETXATTR / LISTXATTR: size 0 asks how much room is needed; a buffer too
 /// small for the value is ERANGE.
-fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno> {
+pub(super) fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno> {
     if size == 0 {
         r.push(&GetxattrOut {
             size: u32::try_from(value.len()).map_err(|_| Errno::E2BIG)?,
