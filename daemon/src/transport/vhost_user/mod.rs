@@ -34,7 +34,7 @@ use vmm_sys_util::event::{
 };
 use zerocopy::IntoBytes;
 
-use crate::dax::DaxProtocol;
+use crate::dax::{Dax, DaxProtocol};
 use crate::dispatch::{
     ChainReply, Dispatcher, Outcome, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN,
 };
@@ -222,6 +222,9 @@ pub struct DeviceConfig {
 pub struct FsDevice {
     config: DeviceConfig,
     dispatcher: Arc<Dispatcher>,
+    /// The DAX window, when `--cache-size` is set (the same one the
+    /// dispatcher serves SETUPMAPPING with).
+    dax: Option<Arc<Dax>>,
     /// Guest memory; replaced by vhost-user-backend on SET_MEM_TABLE through
     /// [`VhostUserBackend::update_memory`]. The atomic handle itself is
     /// shared with the vrings, so a load always sees the current table.
@@ -242,13 +245,15 @@ impl FsDevice {
     /// A device serving `dispatcher`.
     pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Self {
         let queues = usize::from(config.num_request_queues) + 1;
-        let placement = WindowPlacement::new(dispatcher.dax().map(|dax| dax.size()));
+        let dax = dispatcher.dax().cloned();
+        let placement = WindowPlacement::new(dax.as_ref().map(|dax| dax.size()));
         Self {
             buffers: (0..queues)
                 .map(|_| Mutex::new(QueueBuffers::default()))
                 .collect(),
             config,
             dispatcher,
+            dax,
             mem: Mutex::new(None),
             event_idx: AtomicBool::new(false),
             stats: ChainStats::default(),
@@ -368,7 +373,7 @@ impl FsDevice {
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
         buffers: &mut QueueBuffers,
     ) -> u32 {
-        let view = WindowView::new(&self.placement, self.dispatcher.dax().map(|dax| &**dax));
+        let view = WindowView::new(&self.placement, self.dax.as_deref());
         let split = match buffers.split_chain(mem, chain, view.as_ref()) {
             Ok(split) => split,
             Err(e) => {
@@ -552,7 +557,7 @@ impl VhostUserBackend for FsDevice {
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
-        match self.dispatcher.dax().map(|dax| dax.protocol()) {
+        match self.dax.as_ref().map(|dax| dax.protocol()) {
             None => base,
             Some(protocol) => {
                 let channel = base
@@ -570,7 +575,7 @@ impl VhostUserBackend for FsDevice {
     fn set_backend_req_fd(&self, backend: Backend) {
         // Only stored here: requests on it are sent from queue workers,
         // never from this frontend-message handler.
-        if let Some(dax) = self.dispatcher.dax() {
+        if let Some(dax) = &self.dax {
             tracing::debug!("backend channel installed for the DAX window");
             dax.set_channel(Some(backend));
         }
@@ -578,8 +583,8 @@ impl VhostUserBackend for FsDevice {
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
         match self
-            .dispatcher
-            .dax()
+            .dax
+            .as_ref()
             .filter(|dax| dax.protocol() == DaxProtocol::Shmem)
         {
             Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.size()])),
