@@ -24,7 +24,7 @@ use super::signals::{signal_name, BlockedSignals};
 
 /// What the signal thread and the main thread share.
 ///
-/// Locking: `state` is one mutex, held only to read or change the two
+/// Locking: `state` is one mutex, held only to read or change its
 /// fields and to shut a connection down (a non-blocking `shutdown(2)`).
 #[derive(Debug)]
 pub struct Shutdown {
