@@ -657,7 +657,7 @@ impl VhostUserBackend for FsDevice {
         device_event: u16,
         evset: EventSet,
         vrings: &[VringRwLock],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(DeviceError::UnexpectedEvent(evset).into());
@@ -665,8 +665,10 @@ impl VhostUserBackend for FsDevice {
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or(DeviceError::NoSuchQueue(device_event))?;
+        // One queue per thread (`queues_per_thread`), so the thread's index
+        // is the queue's; `device_event` indexes this thread's vrings.
         let served = run_guarded(
-            || format!("queue {device_event} worker"),
+            || format!("queue {thread_id} worker"),
             || self.process_queue(device_event, vring),
         );
         match served {
