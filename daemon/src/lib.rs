@@ -3,20 +3,26 @@
 //!
 //! The binary (`main.rs`) is a thin shell over this library so that tests and
 //! fuzz targets can drive the dispatcher and filesystem directly.
+//!
+//! The modules are rooms, each importing only rooms below it (see
+//! docs/architecture.md, "Which room may import which"; checked by
+//! `daemon/tests/rooms.rs`): `server` → `config`, `metrics`, `transport` →
+//! `dispatch` → `dax` → `fs` → `session`, `process`; `errno`, `ratelimit`,
+//! `prometheus` and `worker_guard` are leaves anyone may use.
 
-pub mod cli;
+pub mod config;
 pub mod dax;
-pub mod device;
 pub mod dispatch;
 pub mod errno;
-pub mod fuse_dev;
-pub mod lifecycle;
-pub mod metrics;
-pub mod passthrough;
-pub mod ratelimit;
-pub mod sandbox;
+pub mod fs;
+pub(crate) mod metrics;
+pub mod process;
+pub(crate) mod prometheus;
+pub(crate) mod ratelimit;
 pub mod server;
-pub mod window_buffers;
+pub mod session;
+pub mod transport;
+pub(crate) mod worker_guard;
 
 /// Renders an error and its `source` chain on one line, "a: b: c".
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -2,19 +2,30 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use daxfsd::{cli, server};
+use clap::CommandFactory;
+use daxfsd::config::cli::Args;
+use daxfsd::config::{Config, ConfigError};
+use daxfsd::{error_chain, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
-    if let Err(message) = args.validate() {
-        eprintln!("daxfsd: {message}");
-        return ExitCode::from(2);
-    }
+    let config = match Args::command()
+        .try_get_matches()
+        .map_err(ConfigError::from)
+        .and_then(|matches| Config::from_matches(&matches))
+    {
+        Ok(config) => config,
+        // clap's own errors, --help and --version print as clap prints them
+        // and exit with clap's status (2 for an error, 0 for help).
+        Err(ConfigError::Cli(clap_error)) => clap_error.exit(),
+        Err(error) => {
+            eprintln!("daxfsd: {}", error_chain(&error));
+            return ExitCode::from(2);
+        }
+    };
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(directives),
-        Err(_) => EnvFilter::try_new(&args.log_level),
+        Err(_) => EnvFilter::try_new(&config.log_level),
     };
     let filter = match filter {
         Ok(f) => f,
@@ -31,15 +42,10 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-    match server::run(&args) {
+    match server::run(&config) {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("daxfsd: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
+            let msg = format!("daxfsd: {}", error_chain(&e));
             tracing::error!("{msg}");
             eprintln!("{msg}");
             ExitCode::FAILURE

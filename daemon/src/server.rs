@@ -11,14 +11,15 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::cli::Args;
+use crate::config::{Config, Transport};
 use crate::dax::{Dax, DaxTrace};
-use crate::device::{DeviceConfig, FsDevice};
 use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
-use crate::lifecycle::{BlockedSignals, Shutdown, SocketFile, STOP_SIGNALS};
+use crate::fs::passthrough::{FsConfig, PassthroughFs};
 use crate::metrics::MetricsSink;
-use crate::passthrough::{FsConfig, PassthroughFs};
-use crate::sandbox::{Jail, Role, SandboxMode};
+use crate::process::lifecycle::{Shutdown, SocketFile};
+use crate::process::sandbox::{Jail, Role, SandboxMode};
+use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
+use crate::transport::vhost_user::{DeviceConfig, FsDevice};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,22 +55,22 @@ pub enum ServerError {
     },
     /// The socket could not be created.
     #[error("cannot listen")]
-    Listen(#[source] crate::lifecycle::SocketFileError),
+    Listen(#[source] crate::process::lifecycle::SocketFileError),
     /// The stop signals could not be blocked or their thread started.
     #[error("cannot set up the stop signals")]
     Signals(#[source] std::io::Error),
     /// The sandbox could not be entered.
     #[error("cannot enter the sandbox")]
-    Sandbox(#[source] crate::sandbox::SandboxError),
+    Sandbox(#[source] crate::process::sandbox::SandboxError),
     /// The seccomp filter could not be installed.
     #[error("seccomp")]
-    Seccomp(#[source] crate::sandbox::seccomp::SeccompError),
-    /// Neither `--socket-path` nor `--mount-point` was given.
-    #[error("no transport: give --socket-path or --mount-point")]
-    NoTransport,
+    Seccomp(#[source] crate::process::sandbox::seccomp::SeccompError),
     /// The host FUSE transport (`--mount-point`) failed.
     #[error("host FUSE transport")]
-    Fuse(#[source] crate::fuse_dev::FuseDevError),
+    Fuse(#[source] crate::transport::fuse_dev::FuseDevError),
+    /// A queue worker (or `/dev/fuse` reader) panicked; the daemon stopped.
+    #[error("stopped after a worker panic")]
+    WorkerPanicked(#[source] crate::worker_guard::WorkerPanic),
     /// Serving a connection failed.
     #[error("serving {socket}: {cause}")]
     Serve {
@@ -80,76 +81,82 @@ pub enum ServerError {
     },
 }
 
-/// Builds the filesystem and device from the command line (opening the
+/// Builds the filesystem and device from the configuration (opening the
 /// `--dax-trace` file, if any).
-pub fn build_device(args: &Args) -> Result<Arc<FsDevice>, ServerError> {
-    build_device_at(args, &args.shared_dir, open_trace(args)?)
+pub fn build_device(config: &Config) -> Result<Arc<FsDevice>, ServerError> {
+    build_device_at(config, &config.shared_dir, open_trace(config)?)
 }
 
 /// Builds the filesystem and device, opening `root` (`/` inside a
 /// sandbox) as the shared directory; `trace` is the `--dax-trace` file,
 /// opened before the sandbox was entered.
 pub fn build_device_at(
-    args: &Args,
+    config: &Config,
     root: &Path,
     trace: Option<File>,
 ) -> Result<Arc<FsDevice>, ServerError> {
-    let dispatcher = build_dispatcher_at(args, root, trace)?;
+    let dispatcher = build_dispatcher_at(config, root, trace)?;
     Ok(Arc::new(FsDevice::new(
         DeviceConfig {
-            tag: args.tag.clone(),
-            num_request_queues: args.num_request_queues,
-            queue_size: args.queue_size,
+            tag: config.tag.clone(),
+            num_request_queues: config.num_request_queues,
+            queue_size: config.queue_size,
         },
         dispatcher,
     )))
 }
 
-/// Builds the filesystem, DAX window and dispatcher from the command line.
-pub fn build_dispatcher(args: &Args) -> Result<Arc<Dispatcher>, ServerError> {
-    build_dispatcher_at(args, &args.shared_dir, open_trace(args)?)
+/// Builds the filesystem, DAX window and dispatcher from the configuration.
+pub fn build_dispatcher(config: &Config) -> Result<Arc<Dispatcher>, ServerError> {
+    build_dispatcher_at(config, &config.shared_dir, open_trace(config)?)
 }
 
 /// Opens the `--dax-trace` file, if any (it may lie outside the shared
 /// directory, so a sandboxed daemon gets it opened before the sandbox).
-fn open_trace(args: &Args) -> Result<Option<File>, ServerError> {
-    args.dax_trace
-        .as_deref()
+fn open_trace(config: &Config) -> Result<Option<File>, ServerError> {
+    config
+        .dax
+        .as_ref()
+        .and_then(|dax| dax.trace.as_deref())
         .map(DaxTrace::open_file)
         .transpose()
         .map_err(ServerError::Trace)
 }
 
 fn build_dispatcher_at(
-    args: &Args,
+    config: &Config,
     root: &Path,
     trace: Option<File>,
 ) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
         shared_dir: root.to_owned(),
-        cache: args.cache,
-        readonly: args.readonly,
-        xattr: args.xattr,
-        inode_dax: args.inode_dax,
+        cache: config.cache,
+        readonly: config.readonly,
+        xattr: config.xattr,
+        inode_dax: config.inode_dax(),
     })
     .map_err(|source| ServerError::SharedDir {
-        path: args.shared_dir.clone(),
+        path: config.shared_dir.clone(),
         source,
     })?;
-    let dax = match args.cache_size {
-        0 => None,
-        size => Some(Arc::new(
+    let socket_path = match &config.transport {
+        Transport::VhostUser { socket_path } => socket_path.clone(),
+        Transport::FuseDev { .. } => PathBuf::new(),
+    };
+    let dax = match &config.dax {
+        None => None,
+        Some(dax) => Some(Arc::new(
             Dax::with_trace(
-                size,
-                args.dax_protocol,
-                args.socket_path.clone().unwrap_or_default(),
+                dax.window_size,
+                dax.protocol,
+                socket_path,
                 trace.map(|file| Arc::new(DaxTrace::new(file, root))),
             )
             .map_err(ServerError::Dax)?,
         )),
     };
     let policy = InitPolicy {
-        cache: args.cache,
+        cache: config.cache,
         dax_window: dax.is_some(),
         inode_dax: dax.is_some(),
     };
@@ -161,27 +168,26 @@ fn build_dispatcher_at(
 /// frontend leaves or a stop signal arrives. Every connection starts with a
 /// fresh session. Returns the status to exit with (a supervisor returns its
 /// sandboxed daemon's).
-pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
+pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
     raise_fd_limit();
-    let socket_path = match (&args.mount_point, &args.socket_path) {
-        (Some(mount_point), _) => {
-            if args.sandbox.is_some_and(|m| m != SandboxMode::None) {
+    let socket_path = match &config.transport {
+        Transport::FuseDev { mount_point } => {
+            if config.sandbox.is_some_and(|m| m != SandboxMode::None) {
                 tracing::warn!("--sandbox does not apply to --mount-point (a test transport)");
             }
             // Modes arrive with the guest's umask already applied; the
             // daemon's own umask must not mask them again.
             rustix::process::umask(rustix::fs::Mode::empty());
-            return run_fuse(args, mount_point).map(|()| ExitCode::SUCCESS);
+            return run_fuse(config, mount_point).map(|()| ExitCode::SUCCESS);
         }
-        (None, Some(socket_path)) => socket_path,
-        (None, None) => return Err(ServerError::NoTransport),
+        Transport::VhostUser { socket_path } => socket_path,
     };
     // Before any thread or child process exists, so all of them inherit it.
     let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(ServerError::Signals)?;
     let (unix_listener, socket_file) =
         SocketFile::bind(socket_path).map_err(ServerError::Listen)?;
     // Outside the sandbox and under the caller's umask, like the socket.
-    let trace = match open_trace(args) {
+    let trace = match open_trace(config) {
         Ok(trace) => trace,
         Err(error) => {
             socket_file.remove();
@@ -189,13 +195,13 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
         }
     };
     rustix::process::umask(rustix::fs::Mode::empty());
-    let mode = args.sandbox_mode();
+    let mode = config.sandbox_mode();
     let original = rustix::process::getpid();
-    let entered = crate::sandbox::enter(
+    let entered = crate::process::sandbox::enter(
         mode,
-        &args.shared_dir,
+        &config.shared_dir,
         unix_listener.as_fd(),
-        args.metrics_file.is_some(),
+        config.metrics_file.is_some(),
     );
     let jail = match entered {
         Ok(Role::Supervisor(supervisor)) => {
@@ -207,7 +213,7 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
                 child = supervisor.child().as_raw_nonzero().get(),
                 "supervising"
             );
-            return Ok(supervisor.run(&signals, args.metrics_file.as_deref(), &socket_file));
+            return Ok(supervisor.run(&signals, config.metrics_file.as_deref(), &socket_file));
         }
         Ok(Role::Daemon(jail)) => jail,
         Err(error) => {
@@ -219,7 +225,7 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
             return Err(ServerError::Sandbox(error));
         }
     };
-    let served = serve_in(args, jail, unix_listener, signals, socket_path, trace);
+    let served = serve_in(config, jail, unix_listener, signals, socket_path, trace);
     if mode == SandboxMode::None {
         socket_file.remove();
     }
@@ -229,27 +235,33 @@ pub fn run(args: &Args) -> Result<ExitCode, ServerError> {
 /// The daemon proper, inside `jail`: opens the share, drops capabilities,
 /// starts its threads, installs seccomp, then serves.
 fn serve_in(
-    args: &Args,
+    config: &Config,
     jail: Jail,
     unix_listener: UnixListener,
     signals: BlockedSignals,
     socket_path: &Path,
     trace: Option<File>,
 ) -> Result<(), ServerError> {
-    let device = build_device_at(args, &jail.root, trace)?;
+    let device = build_device_at(config, &jail.root, trace)?;
     if jail.mode != SandboxMode::None {
-        crate::sandbox::enter_fd_dir().map_err(|source| {
-            ServerError::Sandbox(crate::sandbox::step_io("entering /proc/self/fd")(source))
+        crate::process::fds::enter_fd_dir().map_err(|source| {
+            ServerError::Sandbox(crate::process::sandbox::step_io("entering /proc/self/fd")(
+                source,
+            ))
         })?;
     }
-    crate::sandbox::caps::restrict_to(crate::sandbox::caps::DAEMON_CAPS)
+    crate::process::sandbox::caps::restrict_to(crate::process::sandbox::caps::DAEMON_CAPS)
         .map_err(ServerError::Sandbox)?;
     let shutdown = Shutdown::new(unix_listener.as_fd()).map_err(ServerError::Signals)?;
     let mut listener = Listener::from(unix_listener);
     shutdown
         .spawn_signal_thread(signals)
         .map_err(ServerError::Signals)?;
-    let metrics = match (jail.metrics_relay, &args.metrics_file) {
+    let stop_on_panic = Arc::clone(&shutdown);
+    device
+        .worker_failure()
+        .on_panic(move || stop_on_panic.fail());
+    let metrics = match (jail.metrics_relay, &config.metrics_file) {
         (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
         (None, Some(path)) => Some(Arc::new(MetricsSink::File(path.clone()))),
         (None, None) => None,
@@ -261,19 +273,19 @@ fn serve_in(
             std::time::Duration::from_secs(1),
         )
         .map_err(|source| ServerError::Metrics {
-            path: args.metrics_file.clone().unwrap_or_default(),
+            path: config.metrics_file.clone().unwrap_or_default(),
             source,
         })?;
     }
-    let capabilities = crate::sandbox::caps::effective();
-    crate::sandbox::seccomp::install(args.seccomp).map_err(ServerError::Seccomp)?;
+    let capabilities = crate::process::sandbox::caps::effective();
+    crate::process::sandbox::seccomp::install(config.seccomp).map_err(ServerError::Seccomp)?;
     tracing::info!(
         socket = %socket_path.display(),
-        shared_dir = %args.shared_dir.display(),
-        tag = %args.tag,
-        queues = args.num_request_queues,
+        shared_dir = %config.shared_dir.display(),
+        tag = %config.tag,
+        queues = config.num_request_queues,
         sandbox = ?jail.mode,
-        seccomp = ?args.seccomp,
+        seccomp = ?config.seccomp,
         ?capabilities,
         "daxfsd listening"
     );
@@ -288,8 +300,8 @@ fn serve_in(
         )
         .map_err(ServerError::Device)?;
         let served = match daemon.start(&mut listener) {
-            // The signal thread shut the listener down.
-            Err(_) if shutdown.requested().is_some() => break,
+            // The signal thread (or a worker's panic) shut the listener down.
+            Err(_) if shutdown.stopping() => break,
             Err(cause) => Err(cause),
             Ok(()) => {
                 shutdown.session_started(daemon.shutdown_handle());
@@ -315,31 +327,37 @@ fn serve_in(
                 })
             }
         }
-        if shutdown.requested().is_some() || !args.persist {
+        if shutdown.stopping() || !config.persist {
             break;
         }
         tracing::info!("--persist: waiting for the next frontend");
     }
     if let Some(signal) = shutdown.requested() {
-        tracing::info!(signal = crate::lifecycle::signal_name(signal), "stopped");
+        tracing::info!(
+            signal = crate::process::signals::signal_name(signal),
+            "stopped"
+        );
     }
     if let Some(sink) = &metrics {
         if let Err(error) = crate::metrics::write_now(&device, sink) {
             tracing::warn!(%error, "cannot write the final metrics");
         }
     }
-    Ok(())
+    match device.worker_failure().first() {
+        Some(panic) => Err(ServerError::WorkerPanicked(panic.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Serves the share over /dev/fuse on `mount_point` until it is unmounted.
-fn run_fuse(args: &Args, mount_point: &std::path::Path) -> Result<(), ServerError> {
-    let dispatcher = build_dispatcher(args)?;
-    crate::fuse_dev::run(
+fn run_fuse(config: &Config, mount_point: &std::path::Path) -> Result<(), ServerError> {
+    let dispatcher = build_dispatcher(config)?;
+    crate::transport::fuse_dev::run(
         &dispatcher,
-        &args.shared_dir,
+        &config.shared_dir,
         mount_point,
-        &args.tag,
-        args.num_request_queues,
+        &config.tag,
+        config.num_request_queues,
     )
     .map_err(ServerError::Fuse)
 }

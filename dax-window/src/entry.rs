@@ -83,11 +83,6 @@ pub struct MappingRecord {
     /// Whether the VMM maps it writable (for a placeholder: whether the
     /// guest mapping it stands in for was writable).
     pub writable: bool,
-    /// Set when a writable mapping is established; cleared by
-    /// [`crate::Window::clear_dirty`].
-    pub dirty: bool,
-    /// Window-wide sequence number assigned when the mapping was (re)made.
-    pub generation: u64,
     /// Live or zapped.
     pub state: MappingState,
 }
@@ -362,8 +357,6 @@ mod tests {
             inode: InodeId(1),
             foffset: 0,
             writable: false,
-            dirty: false,
-            generation: 0,
             state: MappingState::Live,
         };
         let mut split = SplitSlot::default();

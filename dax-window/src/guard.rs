@@ -219,7 +219,6 @@ impl<'w> SlotGuard<'w> {
                 inode,
                 foffset: foffset + (moffset - self.range.moffset()),
                 writable,
-                dirty: false,
             };
             let mut registration = Registration {
                 window,
@@ -403,13 +402,8 @@ impl<'w> SlotGuard<'w> {
                 self.forget(slot_of(&record), moffset);
                 return Err(UpgradeError::Remap { record, source });
             }
-            let generation = window.next_generation();
             let (mut shard, local) = window.shard(slot_of(&record));
-            let updated = window.update_record(&mut shard, local, moffset, |r| {
-                r.writable = true;
-                r.dirty = true;
-                r.generation = generation;
-            });
+            let updated = window.update_record(&mut shard, local, moffset, |r| r.writable = true);
             stats::bump(&window.counters.maps);
             stats::bump(&window.counters.upgrades);
             upgraded.extend(updated);
@@ -465,21 +459,6 @@ impl<'w> SlotGuard<'w> {
             Some(source) => Err(UpgradeError::Remap { record, source }),
             None => Ok(updated.unwrap_or(record)),
         }
-    }
-
-    /// Sets the dirty mark on every live writable record in the range; returns
-    /// how many records it marked.
-    pub fn mark_dirty(&mut self) -> usize {
-        let window = self.window;
-        let mut marked = 0;
-        for record in self.mappings() {
-            if record.is_live() && record.writable && !record.dirty {
-                let (mut shard, local) = window.shard(slot_of(&record));
-                window.update_record(&mut shard, local, record.moffset, |r| r.dirty = true);
-                marked += 1;
-            }
-        }
-        marked
     }
 }
 

@@ -1,6 +1,6 @@
 //! Whole-inode and whole-window operations: reset, waiting for a range to
-//! settle, the reverse index and dirty marks (repairs after a file changed
-//! size are in `repair.rs`).
+//! settle, the reverse index (repairs after a file changed size are in
+//! `repair.rs`).
 //!
 //! Each walks slots one at a time and holds at most one entry lock at a time,
 //! so it can run concurrently with grabs (which lock in ascending order) without
@@ -205,37 +205,5 @@ impl Window {
             );
         }
         found
-    }
-
-    /// Records of `inode` carrying the dirty mark.
-    pub fn dirty_mappings(&self, inode: InodeId) -> Vec<MappingRecord> {
-        let mut dirty = self.mappings_of(inode);
-        dirty.retain(|record| record.dirty);
-        dirty
-    }
-
-    /// Clears the dirty mark of records of `inode` whose generation is at most
-    /// `through_generation` — read [`Window::current_generation`] before syncing
-    /// the file and pass it here afterwards, so mappings made during the sync
-    /// stay dirty. Returns how many marks were cleared.
-    ///
-    /// A writable mapping stays writable in the VMM: the guest may write through
-    /// it again without any request reaching the daemon. The mark therefore
-    /// means "a writable mapping was established since the last recorded sync".
-    pub fn clear_dirty(&self, inode: InodeId, through_generation: u64) -> usize {
-        let mut cleared = 0;
-        for slot in self.reverse.slots(inode) {
-            let (mut shard, local) = self.shard(slot);
-            // A copy: the records are updated while going through them.
-            let records = Records::from_slice(shard.records(local, ALL_PAGES.0, ALL_PAGES.1));
-            for record in records {
-                if record.inode == inode && record.dirty && record.generation <= through_generation
-                {
-                    self.update_record(&mut shard, local, record.moffset, |r| r.dirty = false);
-                    cleared += 1;
-                }
-            }
-        }
-        cleared
     }
 }

@@ -68,9 +68,6 @@ pub(crate) struct Extent {
     pub(crate) inode: InodeId,
     pub(crate) foffset: u64,
     pub(crate) writable: bool,
-    /// Dirty mark carried over to the new records (a new writable file
-    /// mapping is dirty regardless).
-    pub(crate) dirty: bool,
 }
 
 impl Extent {
@@ -81,7 +78,6 @@ impl Extent {
             inode: record.inode,
             foffset: record.foffset,
             writable: record.writable,
-            dirty: record.dirty,
         }
     }
 
@@ -211,8 +207,6 @@ impl Window {
             inode: extent.inode,
             foffset: extent.foffset + (moffset - extent.moffset),
             writable: extent.writable,
-            dirty: extent.dirty || (placeholder.is_none() && extent.writable),
-            generation: self.next_generation(),
             state,
         }
     }
@@ -493,8 +487,6 @@ mod tests {
             inode: InodeId(1),
             foffset: 0,
             writable: false,
-            dirty: false,
-            generation: 0,
             state: MappingState::Live,
         };
         assert!(record.conforms_to(SLOT_SIZE) && record.conforms_to(SLOT_SIZE - 1));

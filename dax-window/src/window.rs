@@ -34,7 +34,7 @@ use crate::geometry::{Order, RangeError, WindowGeometry, WindowRange, PAGE_SIZE,
 use crate::reverse::ReverseIndex;
 pub(crate) use crate::shard::Shard;
 use crate::stats::{self, Counters, WindowStats};
-use crate::sync::{self, Arc, CachePadded, Mutex, MutexGuard, StatCounter};
+use crate::sync::{self, Arc, CachePadded, Mutex, MutexGuard};
 use crate::wait::{WaitKey, WaitKind, WaitTable, WakeMode};
 use crate::SlotGuard;
 
@@ -133,7 +133,6 @@ pub struct Window {
     shard_bits: u32,
     pub(crate) waits: Arc<WaitTable>,
     pub(crate) reverse: ReverseIndex,
-    generation: StatCounter,
     pub(crate) counters: Counters,
     #[cfg(loom)]
     fault: Option<InjectedFault>,
@@ -177,7 +176,6 @@ impl Window {
             shard_bits,
             waits,
             reverse: ReverseIndex::new(config.inode_shards.unwrap_or((slots / 256).clamp(1, 16))),
-            generation: StatCounter::new(0),
             counters: Counters::default(),
             #[cfg(loom)]
             fault: config.fault,
@@ -207,17 +205,6 @@ impl Window {
             bytes += sync::lock(shard).heap_bytes();
         }
         bytes + self.reverse.heap_bytes() + self.waits.heap_bytes()
-    }
-
-    /// The most recent mapping generation handed out.
-    pub fn current_generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn next_generation(&self) -> u64 {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1
     }
 
     #[cfg(loom)]

@@ -191,9 +191,8 @@ fn worker(shared: &Shared, seed: u64, mode: Mode) {
                 } else {
                     Order::Slot
                 };
-                if let Ok(mut guard) = window.grab_at(moffset, len, order) {
+                if let Ok(guard) = window.grab_at(moffset, len, order) {
                     thread::yield_now();
-                    guard.mark_dirty();
                     let seen = guard.mappings();
                     assert!(seen.iter().all(|record| record.len > 0));
                 }
@@ -203,10 +202,6 @@ fn worker(shared: &Shared, seed: u64, mode: Mode) {
             }
             85..99 => {
                 let _ = window.lookup(moffset);
-                let dirty = window.dirty_mappings(inode);
-                if let Some(record) = dirty.first() {
-                    window.clear_dirty(inode, record.generation);
-                }
                 let _ = window.mappings_of(inode);
             }
             _ if truncations && rng.random_bool(0.2) => {

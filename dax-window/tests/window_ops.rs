@@ -56,7 +56,7 @@ fn setup_lookup_and_remove_a_slot() {
         (SLOT_SIZE, SLOT_SIZE, 4 * MIB)
     );
     assert_eq!(record.inode, InodeId(7));
-    assert!(record.is_live() && !record.writable && !record.dirty);
+    assert!(record.is_live() && !record.writable);
     assert_eq!(window.lookup(0), None);
     assert_eq!(window.lookup(u64::MAX), None);
     assert_eq!(window.slots_of(InodeId(7)), vec![SLOT_SIZE]);
@@ -113,7 +113,7 @@ fn repeated_setup_is_a_no_op_and_write_upgrades() {
     let SetupOutcome::Upgraded { records } = upgraded else {
         panic!("expected an upgrade, got {upgraded:?}");
     };
-    assert!(records[0].writable && records[0].dirty);
+    assert!(records[0].writable);
     // The standard VMM needs the read-only mapping gone before the writable one.
     assert_eq!(mapper.calls(), (2, 1));
     assert!(mapper.mappings()[0].writable);
@@ -342,34 +342,6 @@ fn reset_reports_and_unmaps_everything() {
         ),
         (0, 0, 0)
     );
-    assert_consistent(&window, &mapper);
-}
-
-#[test]
-fn dirty_marks_follow_generations() {
-    let window = window(2);
-    let mapper = MemoryMapper::new();
-    let inode = InodeId(5);
-    window
-        .setup_mapping(&mapper, &request(5, 0, SLOT_SIZE, 0, true))
-        .unwrap();
-    window
-        .setup_mapping(&mapper, &request(5, SLOT_SIZE, SLOT_SIZE, SLOT_SIZE, false))
-        .unwrap();
-    assert_eq!(window.dirty_mappings(inode).len(), 1);
-    let synced_through = window.current_generation();
-    // An upgrade during the sync gets a newer generation and stays dirty.
-    window
-        .setup_mapping(&mapper, &request(5, SLOT_SIZE, SLOT_SIZE, SLOT_SIZE, true))
-        .unwrap();
-    assert_eq!(window.clear_dirty(inode, synced_through), 1);
-    let dirty = window.dirty_mappings(inode);
-    assert_eq!(dirty.len(), 1);
-    assert_eq!(dirty[0].moffset, SLOT_SIZE);
-    let mut guard = window.grab_at(0, SLOT_SIZE, Order::Slot).unwrap();
-    assert_eq!(guard.mark_dirty(), 1);
-    drop(guard);
-    assert_eq!(window.dirty_mappings(inode).len(), 2);
     assert_consistent(&window, &mapper);
 }
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use daxfsd::dax::{Dax, DaxProtocol};
 use daxfsd::dispatch::{reply_header, Dispatcher, InitPolicy, Outcome, SessionEnd};
-use daxfsd::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
+use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
 use daxfsd_protocol::encode::RequestEncoder;
 

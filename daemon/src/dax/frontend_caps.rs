@@ -35,44 +35,10 @@ use rustix::fs::{ftruncate, memfd_create, MemfdFlags, Mode, OFlags};
 
 use super::vmm_mapper::{VmmMapError, VmmMapper};
 use crate::ratelimit::RateLimit;
+pub use crate::session::FrontendMapCaps;
 
 /// Bytes of the probe file whose only page is partial.
 const TAIL_PROBE_LEN: u64 = 16;
-
-/// What the frontend maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrontendMapCaps {
-    /// A mapping may end in the partial last page of a file (its
-    /// page-rounded length passes the file's end).
-    pub partial_tail: bool,
-    /// A read-only mapping may be made from a descriptor open `O_RDONLY`.
-    pub read_only_fd: bool,
-}
-
-impl FrontendMapCaps {
-    /// What a frontend that was not (or could not be) probed is assumed to
-    /// map: everything, as the patched QEMU and legacy frontends do.
-    pub const ASSUMED: Self = Self {
-        partial_tail: true,
-        read_only_fd: true,
-    };
-
-    /// The log line's wording.
-    fn describe(self) -> String {
-        let yes_no = |b: bool| if b { "yes" } else { "no" };
-        format!(
-            "frontend maps partial last pages: {}; read-only descriptors: {}",
-            yes_no(self.partial_tail),
-            yes_no(self.read_only_fd)
-        )
-    }
-}
-
-impl Default for FrontendMapCaps {
-    fn default() -> Self {
-        Self::ASSUMED
-    }
-}
 
 /// How the capabilities of the current session were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +95,7 @@ impl ProbeFiles {
     pub(super) fn new() -> Result<Self, ProbeSetupError> {
         let full = memfd("daxfsd-probe-page", PAGE_SIZE)?;
         let tail = memfd("daxfsd-probe-tail", TAIL_PROBE_LEN)?;
-        let proc_self_fd = crate::sandbox::proc_self_fd().map_err(ProbeSetupError::Reopen)?;
+        let proc_self_fd = crate::process::fds::proc_self_fd().map_err(ProbeSetupError::Reopen)?;
         let name = std::os::fd::AsRawFd::as_raw_fd(&full).to_string();
         let read_only = rustix::fs::openat(
             proc_self_fd,

@@ -240,7 +240,8 @@ impl MappedFiles {
             .map(|entry| Arc::clone(&entry.file))
     }
 
-    /// Whether `nodeid` has (or is getting) mappings.
+    /// Whether `nodeid` has (or is getting) mappings (for tests).
+    #[cfg(test)]
     pub(super) fn contains(&self, nodeid: u64) -> bool {
         self.lock().by_node.contains_key(&nodeid)
     }
@@ -304,7 +305,7 @@ fn add_inode_watch(
     file: &File,
     in_use: impl Fn(i32) -> bool,
 ) -> Result<i32, WatchError> {
-    let proc_fd = crate::sandbox::proc_self_fd().map_err(WatchError::Proc)?;
+    let proc_fd = crate::process::fds::proc_self_fd().map_err(WatchError::Proc)?;
     let path = rustix::fs::readlinkat(proc_fd, file.as_raw_fd().to_string(), Vec::new())
         .map_err(WatchError::Path)?;
     let want = rustix::fs::fstat(file).map_err(WatchError::Path)?;

@@ -122,7 +122,7 @@ fn unix_stream_sockets() -> io::Result<Vec<SocketInfo>> {
     let mut found = Vec::new();
     // Through the descriptor the sandbox opened: inside it the path
     // /proc/self/fd would name a directory of the guest's.
-    let dir = crate::sandbox::read_fd_dir()?;
+    let dir = crate::process::fds::read_fd_dir()?;
     for entry in dir {
         let Ok(raw) = entry?.file_name().to_string_lossy().parse::<i32>() else {
             continue;

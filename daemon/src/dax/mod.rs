@@ -35,7 +35,7 @@ pub use self::trace::{DaxTrace, TraceOpenError};
 pub use self::vmm_mapper::{DaxProtocol, VmmMapError, VmmMapper, WINDOW_SHMID};
 pub use self::window_io::WindowIoError;
 use crate::errno::Errno;
-use crate::passthrough::MapAccess;
+use crate::fs::MapAccess;
 use crate::ratelimit::RateLimit;
 
 /// Why the DAX window could not be set up at start-up.
@@ -517,27 +517,6 @@ impl Dax {
             self.core
                 .repair_to_current_size(nodeid, RepairSource::Daemon);
         }
-    }
-
-    /// Whether `nodeid` has (or is getting) mappings.
-    pub fn has_mappings(&self, nodeid: u64) -> bool {
-        self.core.files.contains(nodeid)
-    }
-
-    /// Generation to pass to [`Dax::synced`] once a sync of `nodeid` started
-    /// now has completed.
-    pub fn sync_point(&self) -> u64 {
-        self.core.window.current_generation()
-    }
-
-    /// Whether `nodeid` has writable mappings made since its last sync.
-    pub fn is_dirty(&self, nodeid: u64) -> bool {
-        !self.core.window.dirty_mappings(InodeId(nodeid)).is_empty()
-    }
-
-    /// Clears the dirty marks of `nodeid` up to `through` (from [`Dax::sync_point`]).
-    pub fn synced(&self, nodeid: u64, through: u64) -> usize {
-        self.core.window.clear_dirty(InodeId(nodeid), through)
     }
 
     /// Empties the window (FUSE_DESTROY): every waiter is woken and every

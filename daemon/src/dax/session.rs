@@ -9,7 +9,7 @@ use dax_window::{Mapper, PAGE_SIZE};
 use super::frontend_caps::{self, CapsSource, FrontendMapCaps};
 use super::vmm_mapper::{VmmMapError, VmmMapper};
 use super::{Dax, DaxProtocol};
-use crate::passthrough::MapAccess;
+use crate::fs::MapAccess;
 
 /// A SETUPMAPPING whose range holds the partial last page of its file, on a
 /// frontend that cannot map one.

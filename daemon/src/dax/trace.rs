@@ -148,7 +148,7 @@ impl DaxTrace {
     /// The path of `file` relative to the shared directory, if it lies
     /// inside it (read from the daemon's /proc/self/fd).
     pub fn relative_path(&self, file: &File) -> Option<String> {
-        let dir = crate::sandbox::proc_self_fd().ok()?;
+        let dir = crate::process::fds::proc_self_fd().ok()?;
         let name = file.as_fd().as_raw_fd().to_string();
         let target = rustix::fs::readlinkat(dir, name.as_str(), Vec::new()).ok()?;
         let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));

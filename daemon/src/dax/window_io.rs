@@ -340,8 +340,6 @@ mod tests {
             inode: InodeId(A),
             foffset: 10 * PAGE_SIZE,
             writable,
-            dirty: false,
-            generation: 1,
             state,
         }
     }

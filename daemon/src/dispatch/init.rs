@@ -2,8 +2,8 @@
 
 use daxfsd_protocol::abi::{self, InitOut};
 
-use crate::dax::FrontendMapCaps;
-use crate::passthrough::{CachePolicy, Negotiated};
+use crate::fs::passthrough::{CachePolicy, Negotiated};
+use crate::session::FrontendMapCaps;
 
 /// Largest WRITE payload, READ size and READDIR buffer the daemon accepts.
 pub const MAX_TRANSFER: u32 = 1 << 20;

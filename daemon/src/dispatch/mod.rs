@@ -8,24 +8,40 @@
 //! which READ data goes directly.
 
 mod init;
+mod route;
+mod size_effect;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
     AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
-    FATTR_SIZE, FSYNC_FDATASYNC, GETATTR_FH,
 };
-use daxfsd_protocol::reply::{error_reply, DirentWriter, ReplyBuf, OUT_HEADER_LEN};
+use daxfsd_protocol::reply::{error_reply, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
 use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
+use self::route::FsRequest;
+use self::size_effect::{size_effect, SizeEffect};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::passthrough::{Context, GuestBuffers, PassthroughFs};
+use crate::fs::{Context, FileSystem, ReadSink};
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
+use crate::session::Session;
+
+/// Bytes of a FUSE request header: what a transport reads of a request it
+/// will not read whole, so that it can be refused ([`Dispatcher::refuse`]).
+pub const REQUEST_HEADER_LEN: usize = 40;
+
+/// The largest reply the dispatcher builds: a full READ or READDIR after
+/// the reply header.
+pub const MAX_REPLY: usize = OUT_HEADER_LEN + MAX_TRANSFER as usize;
+
+/// End of the unique id in a request header (bytes 8..16).
+const UNIQUE_END: usize = 16;
 
 /// Counters the dispatcher keeps; read them with [`Dispatcher::stats`].
 #[derive(Debug, Default)]
@@ -76,6 +92,24 @@ impl From<Outcome> for ChainReply {
     }
 }
 
+/// A transport's writable reply space that takes READ data in place, so
+/// the data goes from the file straight into it (zero copy). The dispatcher
+/// decides where the data goes (after the reply header); the transport only
+/// offers its bytes.
+pub trait InPlaceReply {
+    /// Writable bytes the transport offers for the reply.
+    fn capacity(&self) -> usize;
+
+    /// Runs `read` with a sink for bytes `[from, from + len)` of the space
+    /// (clipped to it); returns what `read` returns.
+    fn read_into_range(
+        &self,
+        from: usize,
+        len: usize,
+        read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno>;
+}
+
 /// Why a guest session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -95,13 +129,12 @@ pub enum SessionEnd {
 /// Serves FUSE requests for one vhost-user device.
 #[derive(Debug)]
 pub struct Dispatcher {
-    fs: Arc<PassthroughFs>,
+    fs: Arc<dyn FileSystem>,
     policy: InitPolicy,
     limits: Limits,
-    /// Set by a successful INIT, cleared by DESTROY and device reset. Only
-    /// ordering with respect to itself matters, so Relaxed would do; Acquire /
-    /// Release keep the INIT-time `fs.init` visible to other queues.
-    initialized: AtomicBool,
+    /// The FUSE session (INIT seen, the features agreed), shared with the
+    /// filesystem, which reads it; only the dispatcher writes it.
+    session: Arc<Session>,
     stats: DispatchStats,
     malformed_log: RateLimit,
     /// Limits the error logged for each INIT refused for DAX.
@@ -112,7 +145,8 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher over `fs`.
-    pub fn new(fs: Arc<PassthroughFs>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
+    pub fn new(fs: Arc<dyn FileSystem>, policy: InitPolicy, dax: Option<Arc<Dax>>) -> Self {
+        let session = Arc::clone(fs.session());
         Self {
             fs,
             policy,
@@ -120,7 +154,7 @@ impl Dispatcher {
                 max_write: MAX_TRANSFER,
                 max_read: MAX_TRANSFER,
             },
-            initialized: AtomicBool::new(false),
+            session,
             stats: DispatchStats::default(),
             malformed_log: RateLimit::per_second(10),
             dax_refusal_log: RateLimit::per_second(1),
@@ -134,7 +168,7 @@ impl Dispatcher {
     }
 
     /// The filesystem served.
-    pub fn fs(&self) -> &Arc<PassthroughFs> {
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
         &self.fs
     }
 
@@ -148,7 +182,7 @@ impl Dispatcher {
     /// be used (DESTROY, on a queue worker); otherwise its mappings are
     /// reclaimed before the next session's first DAX request.
     pub fn end_session(&self, why: SessionEnd) {
-        self.initialized.store(false, Ordering::Release);
+        self.session.end();
         if let Some(dax) = &self.dax {
             match why {
                 SessionEnd::Destroy => dax.reset(),
@@ -161,6 +195,7 @@ impl Dispatcher {
             }
         }
         self.fs.destroy();
+        self.session.forget_features();
     }
 
     /// Handles one request. `capacity` is the writable space in the chain;
@@ -174,16 +209,16 @@ impl Dispatcher {
         }
     }
 
-    /// Like [`Self::dispatch`] for a descriptor chain whose writable space is
-    /// `guest`: READ data goes straight into it after the reply header, so
-    /// it is never copied through `reply`.
+    /// Like [`Self::dispatch`] for a transport whose writable space
+    /// `in_place` takes READ data straight after the reply header, so it is
+    /// never copied through `reply`.
     pub fn dispatch_chain(
         &self,
         request: &[u8],
         reply: &mut Vec<u8>,
-        guest: &GuestBuffers<'_>,
+        in_place: &dyn InPlaceReply,
     ) -> ChainReply {
-        self.dispatch_to(request, reply, guest.len(), Some(guest))
+        self.dispatch_to(request, reply, in_place.capacity(), Some(in_place))
     }
 
     fn dispatch_to(
@@ -191,7 +226,7 @@ impl Dispatcher {
         request: &[u8],
         reply: &mut Vec<u8>,
         capacity: usize,
-        guest: Option<&GuestBuffers<'_>>,
+        in_place: Option<&dyn InPlaceReply>,
     ) -> ChainReply {
         if capacity < OUT_HEADER_LEN {
             // Not even an error fits. Still run no-reply operations (FORGET
@@ -199,7 +234,9 @@ impl Dispatcher {
             if let Ok(req) = parse(request, &self.limits) {
                 if is_no_reply(&req.op) {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.handle(&req, reply, capacity, None);
+                    let _ = self
+                        .admit(&req, capacity)
+                        .and_then(|()| self.handle(&req, reply, capacity, None, &mut None));
                 }
             }
             return ChainReply::NoReply;
@@ -210,7 +247,10 @@ impl Dispatcher {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let unique = req.header.unique;
-        match self.handle(&req, reply, capacity, guest) {
+        let handled = self
+            .admit(&req, capacity)
+            .and_then(|()| self.handle_and_repair(&req, reply, capacity, in_place));
+        match handled {
             Ok(ChainReply::Reply(len)) if len > capacity => {
                 tracing::debug!(
                     unique,
@@ -253,12 +293,70 @@ impl Dispatcher {
         write_error(reply, request_unique(head), errno)
     }
 
+    /// Refuses a request of which only the first bytes `head` could be read
+    /// (its later buffers are unusable): as [`Self::refuse`] when `head`
+    /// holds the unique id and `capacity` a reply header; otherwise nothing
+    /// is answered (or counted).
+    pub fn refuse_partial(
+        &self,
+        head: &[u8],
+        errno: Errno,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+    ) -> Outcome {
+        if head.len() < UNIQUE_END || capacity < OUT_HEADER_LEN {
+            return Outcome::NoReply;
+        }
+        self.refuse(head, errno, reply, capacity)
+    }
+
+    /// Whether `req` may run now: nothing but INIT before INIT, and only
+    /// when even the fixed part of its reply fits `capacity` (an entry or
+    /// handle the guest never hears of could never be forgotten or
+    /// released, so this is refused before acting).
+    fn admit(&self, req: &Request<'_>, capacity: usize) -> Result<(), Errno> {
+        if !matches!(req.op, Operation::Init { .. }) && !self.session.is_initialized() {
+            return Err(Errno::EIO);
+        }
+        if !is_no_reply(&req.op) && capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
+            return Err(Errno::ERANGE);
+        }
+        Ok(())
+    }
+
+    /// Serves an admitted `req`, then repairs the DAX mappings of the file
+    /// it may have resized (see [`size_effect`]) before the reply goes back.
+    fn handle_and_repair(
+        &self,
+        req: &Request<'_>,
+        reply: &mut Vec<u8>,
+        capacity: usize,
+        in_place: Option<&dyn InPlaceReply>,
+    ) -> Result<ChainReply, Errno> {
+        let mut created = None;
+        let handled = self.handle(req, reply, capacity, in_place, &mut created);
+        let resized = match size_effect(req) {
+            SizeEffect::Keeps => None,
+            SizeEffect::MayChange { nodeid, on_failure } => {
+                (handled.is_ok() || on_failure).then_some(nodeid)
+            }
+            SizeEffect::MayChangeCreated => created.filter(|_| handled.is_ok()),
+        };
+        if let (Some(nodeid), Some(dax)) = (resized, &self.dax) {
+            dax.file_changed(nodeid);
+        }
+        handled
+    }
+
+    /// Serves an admitted `req`; `created` receives the nodeid of the file
+    /// a CREATE opened.
     fn handle(
         &self,
         req: &Request<'_>,
         reply: &mut Vec<u8>,
         capacity: usize,
-        guest: Option<&GuestBuffers<'_>>,
+        in_place: Option<&dyn InPlaceReply>,
+        created: &mut Option<u64>,
     ) -> Result<ChainReply, Errno> {
         let h = &req.header;
         let ctx = Context {
@@ -268,15 +366,6 @@ impl Dispatcher {
         };
         let fs = &*self.fs;
         let nodeid = h.nodeid;
-        if !matches!(req.op, Operation::Init { .. }) && !self.initialized.load(Ordering::Acquire) {
-            return Err(Errno::EIO);
-        }
-        // Refuse before acting when even the fixed part of the reply cannot
-        // fit: an entry or handle the guest never hears of could never be
-        // forgotten or released.
-        if !is_no_reply(&req.op) && capacity < OUT_HEADER_LEN + min_reply_body(&req.op) {
-            return Err(Errno::ERANGE);
-        }
         let mut r = ReplyBuf::new(reply, h.unique);
         match &req.op {
             Operation::Init {
@@ -284,56 +373,9 @@ impl Dispatcher {
                 minor,
                 max_readahead,
                 flags,
-            } => match negotiate(&self.policy, *major, *minor, *max_readahead, *flags) {
-                InitOutcome::Accepted(mut out, mut negotiated) => {
-                    if self.initialized.load(Ordering::Acquire) {
-                        // A new guest driver (the guest rebooted or its
-                        // driver was reloaded) without DESTROY: what the old
-                        // one held is released, its window mappings unmapped
-                        // (this runs on a queue worker, so the backend
-                        // channel may be used).
-                        tracing::info!("INIT during a session: the previous session ends");
-                        self.end_session(SessionEnd::NewInit);
-                    }
-                    if let Some(dax) = &self.dax {
-                        // On this queue worker, before the reply: the probe
-                        // of what the frontend maps.
-                        negotiated.dax_caps = dax.begin_session();
-                        if dax_always_unservable(*flags, negotiated.dax_caps) {
-                            dax.init_refused();
-                            if let Some(suppressed) = self.dax_refusal_log.check() {
-                                tracing::error!(
-                                    suppressed,
-                                    "the guest mounted with dax=always, but this frontend \
-                                     (QEMU 11.1?) cannot map partial last pages: mount with \
-                                     -o dax=inode, or use a frontend that can; refusing the \
-                                     mount (the INIT reply carries a map_alignment the guest \
-                                     rejects)"
-                                );
-                            }
-                            refuse_dax(&mut out);
-                            r.push(&out);
-                            return Ok(ChainReply::Reply(r.finish().len()));
-                        }
-                    }
-                    fs.init(negotiated);
-                    self.initialized.store(true, Ordering::Release);
-                    tracing::info!(major, minor, "guest session initialised");
-                    r.push(&out);
-                }
-                InitOutcome::RetryWithMajor(out) => {
-                    r.push(&out);
-                }
-                InitOutcome::Unsupported => {
-                    tracing::warn!(major, minor, "guest FUSE protocol too old");
-                    return Err(Errno(libc::EPROTO));
-                }
-            },
+            } => return self.init(r, *major, *minor, *max_readahead, *flags),
             Operation::Destroy => {
                 self.end_session(SessionEnd::Destroy);
-            }
-            Operation::Lookup { name } => {
-                r.push(&fs.lookup(ctx, nodeid, name.as_cstr())?);
             }
             Operation::Forget { nlookup } => {
                 fs.forget(nodeid, *nlookup);
@@ -351,144 +393,6 @@ impl Dispatcher {
                 // names has either finished or will finish promptly.
                 return Ok(ChainReply::NoReply);
             }
-            Operation::Getattr(arg) => {
-                let fh = (arg.getattr_flags & GETATTR_FH != 0).then_some(arg.fh);
-                r.push(&fs.getattr(ctx, nodeid, fh)?);
-            }
-            Operation::Setattr(arg) => {
-                let out = fs.setattr(ctx, nodeid, arg);
-                // Also after a failure: a later step may fail after the
-                // truncation happened.
-                if arg.valid & FATTR_SIZE != 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                r.push(&out?);
-            }
-            Operation::Readlink => {
-                r.push_bytes(&fs.readlink(ctx, nodeid)?);
-            }
-            Operation::Symlink { name, target } => {
-                r.push(&fs.symlink(ctx, nodeid, name.as_cstr(), target)?);
-            }
-            Operation::Mknod { arg, name } => {
-                r.push(&fs.mknod(ctx, nodeid, name.as_cstr(), arg.mode, arg.rdev, arg.umask)?);
-            }
-            Operation::Mkdir { arg, name } => {
-                r.push(&fs.mkdir(ctx, nodeid, name.as_cstr(), arg.mode, arg.umask)?);
-            }
-            Operation::Unlink { name } => fs.unlink(ctx, nodeid, name.as_cstr())?,
-            Operation::Rmdir { name } => fs.rmdir(ctx, nodeid, name.as_cstr())?,
-            Operation::Rename {
-                newdir,
-                flags,
-                old,
-                new,
-            } => fs.rename(ctx, nodeid, old.as_cstr(), *newdir, new.as_cstr(), *flags)?,
-            Operation::Link { oldnodeid, name } => {
-                r.push(&fs.link(ctx, *oldnodeid, nodeid, name.as_cstr())?);
-            }
-            Operation::Open(arg) => {
-                let out = fs.open(ctx, nodeid, arg.flags, arg.open_flags);
-                if arg.flags & libc::O_TRUNC as u32 != 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                r.push(&out?);
-            }
-            Operation::Create { arg, name } => {
-                let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
-                // O_TRUNC of an existing file that may be mapped.
-                if arg.flags & libc::O_TRUNC as u32 != 0 {
-                    self.dax_file_changed(entry.nodeid);
-                }
-                r.push(&entry).push(&open);
-            }
-            Operation::Read(arg) => {
-                let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-                if let Some(guest) = guest {
-                    let dst = guest.range(OUT_HEADER_LEN, size);
-                    let n = fs.read_to_guest(ctx, nodeid, arg.fh, arg.offset, &dst)?;
-                    return Ok(data_reply(reply, h.unique, n.min(size)));
-                }
-                let n = fs.read(ctx, nodeid, arg.fh, arg.offset, r.extend_zeroed(size))?;
-                r.truncate_body(n.min(size));
-            }
-            Operation::Write { arg, data } => {
-                let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
-                // A write past the end makes placeholders file pages again.
-                self.dax_file_changed(nodeid);
-                r.push(&WriteOut {
-                    size: n as u32,
-                    padding: 0,
-                });
-            }
-            Operation::Statfs => {
-                r.push(&fs.statfs(ctx, nodeid)?);
-            }
-            Operation::Release(arg) => fs.release(nodeid, arg.fh)?,
-            Operation::Flush(arg) => fs.flush(nodeid, arg.fh)?,
-            Operation::Fsync(arg) => {
-                fs.fsync(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
-            }
-            Operation::Opendir(arg) => {
-                r.push(&fs.opendir(ctx, nodeid, arg.flags)?);
-            }
-            Operation::Readdir(arg) | Operation::Readdirplus(arg) => {
-                let plus = matches!(req.op, Operation::Readdirplus(_));
-                let budget = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-                let mut out = DirentWriter::new(&mut r, budget);
-                fs.readdir(ctx, nodeid, arg.fh, arg.offset, plus, &mut out)?;
-            }
-            Operation::Releasedir(arg) => fs.releasedir(nodeid, arg.fh)?,
-            Operation::Fsyncdir(arg) => {
-                fs.fsyncdir(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
-            }
-            Operation::Access(arg) => fs.access(ctx, nodeid, arg.mask)?,
-            Operation::Setxattr { arg, name, value } => {
-                fs.setxattr(ctx, nodeid, name, value, arg.flags)?
-            }
-            Operation::Getxattr { size, name } => {
-                let value = fs.getxattr(ctx, nodeid, name)?;
-                push_sized(&mut r, &value, *size)?;
-            }
-            Operation::Listxattr { size } => {
-                let list = fs.listxattr(ctx, nodeid)?;
-                push_sized(&mut r, &list, *size)?;
-            }
-            Operation::Removexattr { name } => fs.removexattr(ctx, nodeid, name)?,
-            Operation::Fallocate(arg) => {
-                let done = fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode);
-                // Without KEEP_SIZE the size may change: grow (default mode,
-                // ZERO_RANGE, INSERT_RANGE) or shrink (COLLAPSE_RANGE). A hole
-                // punch keeps the size: its pages read as zeros through the
-                // still valid mapping, nothing to repair.
-                if arg.mode & libc::FALLOC_FL_KEEP_SIZE as u32 == 0 {
-                    self.dax_file_changed(nodeid);
-                }
-                done?
-            }
-            Operation::Lseek(arg) => {
-                let offset = fs.lseek(ctx, nodeid, arg.fh, arg.offset, arg.whence)?;
-                r.push(&LseekOut { offset });
-            }
-            Operation::CopyFileRange(arg) => {
-                let n = fs.copy_file_range(
-                    ctx,
-                    nodeid,
-                    arg.fh_in,
-                    arg.off_in,
-                    arg.nodeid_out,
-                    arg.fh_out,
-                    arg.off_out,
-                    arg.len,
-                    arg.flags,
-                )?;
-                self.dax_file_changed(arg.nodeid_out);
-                r.push(&WriteOut {
-                    size: u32::try_from(n).unwrap_or(u32::MAX),
-                    padding: 0,
-                });
-            }
-            Operation::Syncfs => fs.syncfs(nodeid)?,
             Operation::SetupMapping(arg) => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
                 dax.setup(h.unique, nodeid, arg, |access| {
@@ -504,6 +408,76 @@ impl Dispatcher {
                 tracing::trace!(?op, "unsupported operation");
                 return Err(Errno::ENOSYS);
             }
+            op => {
+                let fs_request = FsRequest {
+                    fs,
+                    ctx,
+                    nodeid,
+                    op,
+                    capacity,
+                    in_place,
+                };
+                if let Some(data) = route::serve(&fs_request, &mut r, created)? {
+                    return Ok(data_reply(reply, h.unique, data));
+                }
+            }
+        }
+        Ok(ChainReply::Reply(r.finish().len()))
+    }
+
+    /// INIT: negotiates, ends a session the guest did not DESTROY, probes
+    /// the frontend for the DAX window, and starts the session.
+    fn init(
+        &self,
+        mut r: ReplyBuf<'_>,
+        major: u32,
+        minor: u32,
+        max_readahead: u32,
+        flags: u64,
+    ) -> Result<ChainReply, Errno> {
+        match negotiate(&self.policy, major, minor, max_readahead, flags) {
+            InitOutcome::Accepted(mut out, mut negotiated) => {
+                if self.session.is_initialized() {
+                    // A new guest driver (the guest rebooted or its
+                    // driver was reloaded) without DESTROY: what the old
+                    // one held is released, its window mappings unmapped
+                    // (this runs on a queue worker, so the backend
+                    // channel may be used).
+                    tracing::info!("INIT during a session: the previous session ends");
+                    self.end_session(SessionEnd::NewInit);
+                }
+                if let Some(dax) = &self.dax {
+                    // On this queue worker, before the reply: the probe
+                    // of what the frontend maps.
+                    negotiated.dax_caps = dax.begin_session();
+                    if dax_always_unservable(flags, negotiated.dax_caps) {
+                        dax.init_refused();
+                        if let Some(suppressed) = self.dax_refusal_log.check() {
+                            tracing::error!(
+                                suppressed,
+                                "the guest mounted with dax=always, but this frontend \
+                                 (QEMU 11.1?) cannot map partial last pages: mount with \
+                                 -o dax=inode, or use a frontend that can; refusing the \
+                                 mount (the INIT reply carries a map_alignment the guest \
+                                 rejects)"
+                            );
+                        }
+                        refuse_dax(&mut out);
+                        r.push(&out);
+                        return Ok(ChainReply::Reply(r.finish().len()));
+                    }
+                }
+                self.session.begin(negotiated);
+                tracing::info!(major, minor, "guest session initialised");
+                r.push(&out);
+            }
+            InitOutcome::RetryWithMajor(out) => {
+                r.push(&out);
+            }
+            InitOutcome::Unsupported => {
+                tracing::warn!(major, minor, "guest FUSE protocol too old");
+                return Err(Errno(libc::EPROTO));
+            }
         }
         Ok(ChainReply::Reply(r.finish().len()))
     }
@@ -512,7 +486,7 @@ impl Dispatcher {
 /// The unique id at bytes 8..16 of a request header, or 0 when absent.
 fn request_unique(request: &[u8]) -> u64 {
     request
-        .get(8..16)
+        .get(8..UNIQUE_END)
         .and_then(|b| u64::read_from_bytes(b).ok())
         .unwrap_or(0)
 }
@@ -540,18 +514,6 @@ fn min_reply_body(op: &Operation<'_>) -> usize {
     }
 }
 
-impl Dispatcher {
-    /// After an operation that may have changed the size of `nodeid`'s file:
-    /// keeps its DAX mappings within the file before the reply tells the
-    /// guest the new size (see [`Dax::file_changed`]). Nothing to do for a
-    /// file without mappings.
-    fn dax_file_changed(&self, nodeid: u64) {
-        if let Some(dax) = &self.dax {
-            dax.file_changed(nodeid);
-        }
-    }
-}
-
 /// FORGET, BATCH_FORGET and INTERRUPT are answered with silence.
 fn is_no_reply(op: &Operation<'_>) -> bool {
     matches!(
@@ -562,7 +524,7 @@ fn is_no_reply(op: &Operation<'_>) -> bool {
 
 /// GETXATTR / LISTXATTR: size 0 asks how much room is needed; a buffer too
 /// small for the value is ERANGE.
-fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno> {
+pub(super) fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Result<(), Errno> {
     if size == 0 {
         r.push(&GetxattrOut {
             size: u32::try_from(value.len()).map_err(|_| Errno::E2BIG)?,
@@ -601,4 +563,27 @@ fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Outcome {
 /// Reads the reply header back (tests and the queue worker's tracing).
 pub fn reply_header(reply: &[u8]) -> Option<OutHeader> {
     OutHeader::read_from_prefix(reply).ok().map(|(h, _)| h)
+}
+
+impl ExportMetrics for DispatchStats {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        out.metric(
+            "requests_total",
+            "counter",
+            "FUSE requests parsed.",
+            self.requests.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "malformed_requests_total",
+            "counter",
+            "FUSE requests refused as malformed.",
+            self.malformed.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "unsupported_requests_total",
+            "counter",
+            "FUSE requests answered ENOSYS.",
+            self.unsupported.load(Ordering::Relaxed),
+        );
+    }
 }

@@ -167,3 +167,28 @@ fn a_regular_file_at_the_socket_path_is_not_replaced() {
     assert!(stderr.contains("is not a socket"), "{stderr}");
     assert_eq!(std::fs::read(&path).expect("read"), b"precious");
 }
+
+#[test]
+fn a_window_flag_without_a_window_is_refused_naming_both_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("sock");
+    for window_flag in [
+        &["--inode-dax", "min-size=1M"][..],
+        &["--dax-protocol", "legacy"],
+    ] {
+        let out = std::process::Command::new(common::daxfsd_bin())
+            .args(["--socket-path", socket.to_str().unwrap(), "--shared-dir"])
+            .arg(dir.path())
+            .args(["--sandbox", "none"])
+            .args(window_flag)
+            .output()
+            .expect("run daxfsd");
+        assert_eq!(out.status.code(), Some(2), "{window_flag:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(window_flag[0]) && stderr.contains("--cache-size"),
+            "{window_flag:?}: {stderr}"
+        );
+        assert!(!socket.exists(), "no socket before the flags are checked");
+    }
+}

@@ -8,7 +8,8 @@ use daxfsd_protocol::abi::{
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::{MapAccess, Negotiated};
+use crate::fs::passthrough::{MapAccess, Negotiated};
+use crate::fs::{BufferSink, FileSystem};
 
 #[test]
 fn create_write_read_release() {
@@ -27,20 +28,37 @@ fn create_write_read_release() {
     );
 
     let mut buf = vec![0u8; 4096];
-    assert_eq!(f.fs.read(me(), node, fh, 1000, &mut buf).unwrap(), 4096);
+    assert_eq!(
+        f.fs.read(me(), node, fh, 1000, &mut BufferSink(&mut buf))
+            .unwrap(),
+        4096
+    );
     assert_eq!(buf[..], payload[1000..5096]);
     // A read past the end is short, and one at the end is empty.
-    assert_eq!(f.fs.read(me(), node, fh, 200_002, &mut buf).unwrap(), 2);
+    assert_eq!(
+        f.fs.read(me(), node, fh, 200_002, &mut BufferSink(&mut buf))
+            .unwrap(),
+        2
+    );
     assert_eq!(&buf[..2], b"il");
-    assert_eq!(f.fs.read(me(), node, fh, 300_000, &mut buf).unwrap(), 0);
+    assert_eq!(
+        f.fs.read(me(), node, fh, 300_000, &mut BufferSink(&mut buf))
+            .unwrap(),
+        0
+    );
     // The hole reads as zeros.
-    assert_eq!(f.fs.read(me(), node, fh, 150_000, &mut buf).unwrap(), 4096);
+    assert_eq!(
+        f.fs.read(me(), node, fh, 150_000, &mut BufferSink(&mut buf))
+            .unwrap(),
+        4096
+    );
     assert!(buf.iter().all(|&b| b == 0));
 
     let attr = f.fs.getattr(me(), node, Some(fh)).unwrap().attr;
     assert_eq!(attr.size, 200_004);
     assert_eq!(
-        f.fs.read(me(), ROOT, fh, 0, &mut buf).err(),
+        f.fs.read(me(), ROOT, fh, 0, &mut BufferSink(&mut buf))
+            .err(),
         Some(Errno::EBADF),
         "a handle used with the wrong nodeid"
     );
@@ -52,7 +70,8 @@ fn create_write_read_release() {
     assert_eq!(f.fs.counts(), (2, 0));
     assert_eq!(f.fs.release(node, fh).err(), Some(Errno::EBADF));
     assert_eq!(
-        f.fs.read(me(), node, fh, 0, &mut buf).err(),
+        f.fs.read(me(), node, fh, 0, &mut BufferSink(&mut buf))
+            .err(),
         Some(Errno::EBADF)
     );
     f.fs.forget(node, 1);
@@ -86,7 +105,8 @@ fn create_excl_and_open_flags() {
     assert_eq!(std::fs::read(f.path("a")).unwrap(), b"0123456789++");
     let mut buf = [0u8; 4];
     assert_eq!(
-        f.fs.read(me(), node, o.fh, 0, &mut buf).err(),
+        f.fs.read(me(), node, o.fh, 0, &mut BufferSink(&mut buf))
+            .err(),
         Some(Errno::EBADF),
         "write-only stays write-only without writeback"
     );
@@ -123,7 +143,7 @@ fn create_excl_and_open_flags() {
 #[test]
 fn writeback_opens_write_only_files_read_write_without_append() {
     let f = fixture();
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         writeback: true,
         ..Negotiated::default()
     });
@@ -134,7 +154,8 @@ fn writeback_opens_write_only_files_read_write_without_append() {
             .unwrap();
     let mut buf = [0u8; 3];
     assert_eq!(
-        f.fs.read(me(), node, o.fh, 0, &mut buf).unwrap(),
+        f.fs.read(me(), node, o.fh, 0, &mut BufferSink(&mut buf))
+            .unwrap(),
         3,
         "page-cache fills read a write-only file"
     );
@@ -150,7 +171,7 @@ fn writeback_opens_write_only_files_read_write_without_append() {
 #[test]
 fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
     let f = fixture();
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         writeback: true,
         ..Negotiated::default()
     });
@@ -159,7 +180,11 @@ fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
             .unwrap();
     f.fs.write(me(), e.nodeid, o.fh, 0, b"page", 0).unwrap();
     let mut buf = [0u8; 4];
-    assert_eq!(f.fs.read(me(), e.nodeid, o.fh, 0, &mut buf).unwrap(), 4);
+    assert_eq!(
+        f.fs.read(me(), e.nodeid, o.fh, 0, &mut BufferSink(&mut buf))
+            .unwrap(),
+        4
+    );
     assert_eq!(&buf, b"page");
 
     if !is_root() {
@@ -187,7 +212,11 @@ fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
     let (e, o) =
         f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_WRONLY, 0o644))
             .expect("write-only caller");
-    assert_eq!(f.fs.read(me(), e.nodeid, o.fh, 0, &mut buf).unwrap(), 4);
+    assert_eq!(
+        f.fs.read(me(), e.nodeid, o.fh, 0, &mut BufferSink(&mut buf))
+            .unwrap(),
+        4
+    );
     assert_eq!(
         f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_RDWR, 0o644))
             .err(),
@@ -248,7 +277,7 @@ fn write_kills_suid_only_when_asked_and_negotiated() {
         0o6755,
         "without HANDLE_KILLPRIV_V2 the guest kernel handles it"
     );
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         killpriv_v2: true,
         ..Negotiated::default()
     });
@@ -350,7 +379,11 @@ fn readonly_refuses_every_change() {
         f.fs.open(me(), a, libc::O_RDONLY as u32, 0)
             .expect("reads work");
     let mut buf = [0u8; 3];
-    assert_eq!(f.fs.read(me(), a, rdonly.fh, 0, &mut buf).unwrap(), 3);
+    assert_eq!(
+        f.fs.read(me(), a, rdonly.fh, 0, &mut BufferSink(&mut buf))
+            .unwrap(),
+        3
+    );
 
     assert_eq!(f.fs.open(me(), a, libc::O_WRONLY as u32, 0).err(), ro);
     assert_eq!(f.fs.open(me(), a, libc::O_RDWR as u32, 0).err(), ro);

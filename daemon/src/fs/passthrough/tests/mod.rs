@@ -7,6 +7,7 @@ use daxfsd_protocol::abi::{CreateIn, EntryOut, SetattrIn};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 
 use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, PassthroughFs};
+use crate::fs::FileSystem;
 
 mod entries;
 mod files;

@@ -1,10 +1,7 @@
 //! Passthrough filesystem over the shared directory.
 //!
-//! INTERFACE CONTRACT (the dispatcher calls exactly these methods):
-//! every method takes the caller's [`Context`] where the operation depends on
-//! who asks, returns `Result<_, Errno>` with a positive Linux errno, and never
-//! panics on guest input. Names arrive already validated by the protocol
-//! crate (non-empty, no '/', not "." or "..", <= NAME_MAX, NUL-terminated).
+//! The implementation of [`crate::fs::FileSystem`] over a host directory;
+//! the contract of each operation is documented on the trait.
 //!
 //! # How it is built
 //! - `inode`: every inode the guest knows is an `O_PATH | O_NOFOLLOW` fd,
@@ -26,17 +23,22 @@
 //!
 //! The operations live in `entry_ops` (names), `attr_ops` (attributes,
 //! ACCESS, STATFS), `file_ops` (open files), `dir_ops` (directory
-//! handles) and `xattr_ops`; this file keeps the public surface.
+//! handles) and `xattr_ops`; this file keeps the types and the
+//! [`FileSystem`] impl that routes each operation to them.
 
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
-use std::sync::RwLock;
+use std::sync::Arc;
 
 use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, StatfsOut};
 use daxfsd_protocol::reply::DirentWriter;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::errno::Errno;
+pub use crate::fs::{Context, MapAccess};
+use crate::fs::{FileSystem, ReadSink};
+pub use crate::session::Negotiated;
+use crate::session::Session;
 
 mod attr;
 mod attr_ops;
@@ -44,7 +46,6 @@ mod creds;
 mod dir_ops;
 mod entry_ops;
 mod file_ops;
-mod guest_io;
 mod handle;
 mod inode;
 mod reopen;
@@ -53,20 +54,8 @@ mod xattr_ops;
 #[cfg(test)]
 mod tests;
 
-pub use guest_io::GuestBuffers;
 use handle::HandleTable;
 use inode::InodeTable;
-
-/// Who sends a request, from its FUSE header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Context {
-    /// Caller's user id in the guest.
-    pub uid: u32,
-    /// Caller's group id in the guest.
-    pub gid: u32,
-    /// Caller's process id in the guest.
-    pub pid: u32,
-}
 
 /// How long the guest may cache names and attributes, and what OPEN tells
 /// the guest's page cache (`--cache`).
@@ -133,55 +122,13 @@ impl InodeDaxPolicy {
     }
 }
 
-impl std::str::FromStr for InodeDaxPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "never" => Ok(Self::Never),
-            "always" => Ok(Self::Always),
-            _ => match s.strip_prefix("min-size=") {
-                Some(size) => crate::cli::parse_size(size).map(Self::MinSize),
-                None => Err(format!("'{s}' is not never, always or min-size=SIZE")),
-            },
-        }
-    }
-}
-
-/// Feature bits agreed in INIT that change how operations behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Negotiated {
-    /// The guest uses writeback caching (WRITEBACK_CACHE).
-    pub writeback: bool,
-    /// The guest asks the server to kill suid/sgid (HANDLE_KILLPRIV_V2).
-    pub killpriv_v2: bool,
-    /// Per-inode DAX (HAS_INODE_DAX) was negotiated.
-    pub inode_dax: bool,
-    /// What the frontend of this session maps into the DAX window (probed
-    /// at INIT; everything when there is no window): decides which files
-    /// get ATTR_DAX under dax=inode.
-    pub dax_caps: crate::dax::FrontendMapCaps,
-}
-
-/// How SETUPMAPPING needs the file opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapAccess {
-    /// A read-only mapping from a read-only descriptor.
-    Read,
-    /// A read-only mapping on a frontend that maps every descriptor
-    /// writable (QEMU 11.1): read-write, but only where the caller may open
-    /// the file for writing; EACCES otherwise.
-    ReadWithWritableFd,
-    /// A writable mapping: read-write (EROFS on a read-only share).
-    Write,
-}
-
 /// The passthrough filesystem.
 ///
 /// Locking: the inode table and the handle table each sit behind their own
 /// `RwLock` (documented at `InodeTable` and `HandleTable`); no code path
-/// holds both at once. `negotiated` is a separate `RwLock` written only by
-/// INIT. Everything else is immutable after [`PassthroughFs::new`].
+/// holds both at once. The session's features are read from the
+/// [`Session`] (its own lock, see there). Everything else is immutable
+/// after [`PassthroughFs::new`].
 #[derive(Debug)]
 pub struct PassthroughFs {
     config: FsConfig,
@@ -194,8 +141,9 @@ pub struct PassthroughFs {
     /// Whether creation operations switch to the caller's fsuid/fsgid
     /// (only possible, and only needed, when the daemon runs as root).
     switch_creds: bool,
-    /// Features agreed in INIT; guarded by its own lock, written only there.
-    negotiated: RwLock<Negotiated>,
+    /// The FUSE session served: the features agreed in INIT (written by the
+    /// dispatcher, read here).
+    session: Arc<Session>,
 }
 
 impl PassthroughFs {
@@ -205,6 +153,12 @@ impl PassthroughFs {
     /// or the kernel lacks `openat2` (Linux 5.6) — without it names could
     /// not be resolved safely.
     pub fn new(config: FsConfig) -> std::io::Result<Self> {
+        Self::with_session(config, Arc::new(Session::new()))
+    }
+
+    /// Like [`Self::new`], serving `session` (whose owner, the dispatcher,
+    /// writes it at INIT and at the session's end).
+    pub fn with_session(config: FsConfig, session: Arc<Session>) -> std::io::Result<Self> {
         let root = rustix::fs::open(
             &config.shared_dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -220,7 +174,7 @@ impl PassthroughFs {
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )?;
         // Opened by the sandbox before it hid the host's /proc.
-        let proc_self_fd = crate::sandbox::proc_self_fd()?.try_clone_to_owned()?;
+        let proc_self_fd = crate::process::fds::proc_self_fd()?.try_clone_to_owned()?;
         let root_stat = attr::statx_fd(&root)?;
         let inodes = InodeTable::new(root, &root_stat);
         Ok(Self {
@@ -229,7 +183,7 @@ impl PassthroughFs {
             handles: HandleTable::default(),
             proc_self_fd,
             switch_creds: rustix::process::geteuid().is_root(),
-            negotiated: RwLock::new(Negotiated::default()),
+            session,
         })
     }
 
@@ -238,57 +192,47 @@ impl PassthroughFs {
         &self.config
     }
 
-    /// INIT: the session starts with these negotiated features.
-    pub fn init(&self, negotiated: Negotiated) {
-        *self.negotiated.write().unwrap_or_else(|e| e.into_inner()) = negotiated;
+    /// The features agreed in INIT.
+    pub(crate) fn negotiated(&self) -> Negotiated {
+        self.session.negotiated()
     }
+}
 
-    /// DESTROY or a device reset: forget every inode and handle except the
-    /// root, and the INIT features (the next session negotiates anew).
-    pub fn destroy(&self) {
-        self.handles.clear();
-        self.inodes.clear_except_root();
-        self.init(Negotiated::default());
-    }
-
-    /// Number of inodes (the root included) and open handles (for tests and
-    /// metrics).
-    pub fn counts(&self) -> (usize, usize) {
+impl FileSystem for PassthroughFs {
+    fn counts(&self) -> (usize, usize) {
         (self.inodes.len(), self.handles.len())
     }
 
-    /// The features agreed in INIT.
-    pub(crate) fn negotiated(&self) -> Negotiated {
-        *self.negotiated.read().unwrap_or_else(|e| e.into_inner())
+    fn destroy(&self) {
+        self.handles.clear();
+        self.inodes.clear_except_root();
     }
 
-    /// LOOKUP `name` in `parent`; +1 lookup reference on success.
-    pub fn lookup(&self, ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+    fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    fn lookup(&self, ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
         entry_ops::lookup(self, ctx, parent, name)
     }
 
-    /// FORGET: drop `nlookup` references (BATCH_FORGET calls this per entry).
-    pub fn forget(&self, nodeid: u64, nlookup: u64) {
+    fn forget(&self, nodeid: u64, nlookup: u64) {
         self.inodes.forget(nodeid, nlookup);
     }
 
-    /// GETATTR, through the open file `fh` when the guest names one.
-    pub fn getattr(&self, ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+    fn getattr(&self, ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
         attr_ops::getattr(self, ctx, nodeid, fh)
     }
 
-    /// SETATTR: the fields `arg.valid` selects.
-    pub fn setattr(&self, ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+    fn setattr(&self, ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
         attr_ops::setattr(self, ctx, nodeid, arg)
     }
 
-    /// READLINK: the target bytes (no NUL).
-    pub fn readlink(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+    fn readlink(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
         entry_ops::readlink(self, nodeid)
     }
 
-    /// SYMLINK `name` → `target`, owned by the caller.
-    pub fn symlink(
+    fn symlink(
         &self,
         ctx: Context,
         parent: u64,
@@ -298,10 +242,7 @@ impl PassthroughFs {
         entry_ops::symlink(self, ctx, parent, name, target)
     }
 
-    /// MKNOD (regular file, FIFO, socket, or device node if privileged).
-    /// `umask` is ignored: the guest already applied it (DONT_MASK is not
-    /// negotiated).
-    pub fn mknod(
+    fn mknod(
         &self,
         ctx: Context,
         parent: u64,
@@ -313,8 +254,7 @@ impl PassthroughFs {
         entry_ops::mknod(self, ctx, parent, name, mode, rdev)
     }
 
-    /// MKDIR, owned by the caller; `umask` as for [`Self::mknod`].
-    pub fn mkdir(
+    fn mkdir(
         &self,
         ctx: Context,
         parent: u64,
@@ -325,18 +265,15 @@ impl PassthroughFs {
         entry_ops::mkdir(self, ctx, parent, name, mode)
     }
 
-    /// UNLINK a non-directory.
-    pub fn unlink(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+    fn unlink(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
         entry_ops::remove(self, parent, name, false)
     }
 
-    /// RMDIR an empty directory.
-    pub fn rmdir(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+    fn rmdir(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
         entry_ops::remove(self, parent, name, true)
     }
 
-    /// RENAME / RENAME2 (`flags` are RENAME_* bits, 0 for plain rename).
-    pub fn rename(
+    fn rename(
         &self,
         _ctx: Context,
         olddir: u64,
@@ -348,8 +285,7 @@ impl PassthroughFs {
         entry_ops::rename(self, olddir, oldname, newdir, newname, flags)
     }
 
-    /// LINK `nodeid` as `newname` in `newparent`; +1 reference on `nodeid`.
-    pub fn link(
+    fn link(
         &self,
         ctx: Context,
         nodeid: u64,
@@ -359,8 +295,7 @@ impl PassthroughFs {
         entry_ops::link(self, ctx, nodeid, newparent, newname)
     }
 
-    /// OPEN: `flags` are open(2) flags, `open_flags` OPEN_* bits.
-    pub fn open(
+    fn open(
         &self,
         _ctx: Context,
         nodeid: u64,
@@ -370,8 +305,7 @@ impl PassthroughFs {
         file_ops::open(self, nodeid, flags, open_flags)
     }
 
-    /// CREATE and open a regular file, owned by the caller.
-    pub fn create(
+    fn create(
         &self,
         ctx: Context,
         parent: u64,
@@ -381,33 +315,18 @@ impl PassthroughFs {
         file_ops::create(self, ctx, parent, name, arg)
     }
 
-    /// READ into `buf` (its length is the size asked); returns bytes read.
-    pub fn read(
+    fn read(
         &self,
         _ctx: Context,
         nodeid: u64,
         fh: u64,
         offset: u64,
-        buf: &mut [u8],
+        dst: &mut dyn ReadSink,
     ) -> Result<usize, Errno> {
-        file_ops::read(self, nodeid, fh, offset, buf)
+        file_ops::read(self, nodeid, fh, offset, dst)
     }
 
-    /// READ straight into the guest's buffers `dst` (their length is the size
-    /// asked); returns bytes read, as [`Self::read`].
-    pub fn read_to_guest(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        dst: &GuestBuffers<'_>,
-    ) -> Result<usize, Errno> {
-        file_ops::read_to_guest(self, nodeid, fh, offset, dst)
-    }
-
-    /// WRITE; `write_flags` are WRITE_* bits. Returns bytes written.
-    pub fn write(
+    fn write(
         &self,
         _ctx: Context,
         nodeid: u64,
@@ -419,35 +338,27 @@ impl PassthroughFs {
         file_ops::write(self, nodeid, fh, offset, data, write_flags)
     }
 
-    /// STATFS of the filesystem holding `nodeid`.
-    pub fn statfs(&self, _ctx: Context, nodeid: u64) -> Result<StatfsOut, Errno> {
+    fn statfs(&self, _ctx: Context, nodeid: u64) -> Result<StatfsOut, Errno> {
         attr_ops::statfs(self, nodeid)
     }
 
-    /// RELEASE an open file.
-    pub fn release(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+    fn release(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
         self.handles.remove(fh, nodeid)
     }
 
-    /// FLUSH: closes a duplicate of the fd, which releases POSIX locks.
-    pub fn flush(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+    fn flush(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
         file_ops::flush(self, nodeid, fh)
     }
 
-    /// FSYNC (fdatasync with `datasync`).
-    pub fn fsync(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+    fn fsync(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
         file_ops::fsync(self, nodeid, fh, datasync)
     }
 
-    /// OPENDIR.
-    pub fn opendir(&self, _ctx: Context, nodeid: u64, _flags: u32) -> Result<OpenOut, Errno> {
+    fn opendir(&self, _ctx: Context, nodeid: u64, _flags: u32) -> Result<OpenOut, Errno> {
         dir_ops::opendir(self, nodeid)
     }
 
-    /// READDIR / READDIRPLUS from directory cookie `offset` into `out`
-    /// (stops when the next entry does not fit). With `plus`, each entry
-    /// except "." and ".." counts as a lookup.
-    pub fn readdir(
+    fn readdir(
         &self,
         ctx: Context,
         nodeid: u64,
@@ -459,24 +370,19 @@ impl PassthroughFs {
         dir_ops::readdir(self, ctx, nodeid, fh, offset, plus, out)
     }
 
-    /// RELEASEDIR.
-    pub fn releasedir(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+    fn releasedir(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
         self.handles.remove(fh, nodeid)
     }
 
-    /// FSYNCDIR (fdatasync with `datasync`).
-    pub fn fsyncdir(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+    fn fsyncdir(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
         file_ops::fsync(self, nodeid, fh, datasync)
     }
 
-    /// ACCESS: checks `mask` (R_OK/W_OK/X_OK bits) against the mode bits and
-    /// the caller's uid/gid (see `attr_ops::access` for why).
-    pub fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno> {
+    fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno> {
         attr_ops::access(self, ctx, nodeid, mask)
     }
 
-    /// SETXATTR (`flags`: XATTR_CREATE / XATTR_REPLACE).
-    pub fn setxattr(
+    fn setxattr(
         &self,
         _ctx: Context,
         nodeid: u64,
@@ -487,23 +393,19 @@ impl PassthroughFs {
         xattr_ops::setxattr(self, nodeid, name, value, flags)
     }
 
-    /// The whole value; the dispatcher handles size queries and ERANGE.
-    pub fn getxattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
+    fn getxattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
         xattr_ops::getxattr(self, nodeid, name)
     }
 
-    /// The whole NUL-separated list; the dispatcher handles size queries and ERANGE.
-    pub fn listxattr(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+    fn listxattr(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
         xattr_ops::listxattr(self, nodeid)
     }
 
-    /// REMOVEXATTR.
-    pub fn removexattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<(), Errno> {
+    fn removexattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<(), Errno> {
         xattr_ops::removexattr(self, nodeid, name)
     }
 
-    /// FALLOCATE (`mode`: FALLOC_FL_* bits).
-    pub fn fallocate(
+    fn fallocate(
         &self,
         _ctx: Context,
         nodeid: u64,
@@ -515,8 +417,7 @@ impl PassthroughFs {
         file_ops::fallocate(self, nodeid, fh, offset, length, mode)
     }
 
-    /// LSEEK (SEEK_SET/CUR/END/DATA/HOLE); returns the resulting offset.
-    pub fn lseek(
+    fn lseek(
         &self,
         _ctx: Context,
         nodeid: u64,
@@ -527,9 +428,7 @@ impl PassthroughFs {
         file_ops::lseek(self, nodeid, fh, offset, whence)
     }
 
-    /// COPY_FILE_RANGE between two open files; returns bytes copied.
-    #[allow(clippy::too_many_arguments)]
-    pub fn copy_file_range(
+    fn copy_file_range(
         &self,
         _ctx: Context,
         nodeid_in: u64,
@@ -550,20 +449,11 @@ impl PassthroughFs {
         )
     }
 
-    /// SYNCFS of the filesystem holding `nodeid`.
-    pub fn syncfs(&self, nodeid: u64) -> Result<(), Errno> {
+    fn syncfs(&self, nodeid: u64) -> Result<(), Errno> {
         file_ops::syncfs(self, nodeid)
     }
 
-    /// A file to map into the DAX window for SETUPMAPPING by `ctx`: a
-    /// duplicate of the open handle `fh` if it has the access needed, else
-    /// the inode reopened read-only, or read-write for [`MapAccess::Write`]
-    /// and [`MapAccess::ReadWithWritableFd`] (a shared writable mapping
-    /// needs both). The guest sends `fh = u64::MAX`: by nodeid. EROFS for
-    /// `Write` on a read-only share; EACCES for `ReadWithWritableFd` unless
-    /// `ctx` may open the file for writing; ELOOP / ENXIO / EISDIR for what
-    /// is not a regular file.
-    pub fn open_for_mapping(
+    fn open_for_mapping(
         &self,
         ctx: Context,
         nodeid: u64,

@@ -29,18 +29,16 @@ pub mod namespace;
 pub mod seccomp;
 pub mod supervisor;
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::process::{Pid, PidfdFlags};
 
 pub use self::seccomp::SeccompMode;
 pub use self::supervisor::Supervisor;
+use super::fds;
 
 /// How the daemon isolates itself from the host (`--sandbox`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,67 +125,8 @@ pub enum Role {
     Daemon(Jail),
 }
 
-static PROC_SELF_FD: OnceLock<OwnedFd> = OnceLock::new();
-
-/// The daemon's `/proc/self/fd` directory (an `O_PATH` descriptor), through
-/// which inodes are reopened and the legacy DAX channel is found. Inside a
-/// sandbox it was opened while entering it (the path `/proc` then names a
-/// directory of the guest's); without one it is opened on first use.
-pub fn proc_self_fd() -> io::Result<BorrowedFd<'static>> {
-    if let Some(fd) = PROC_SELF_FD.get() {
-        return Ok(fd.as_fd());
-    }
-    let fd = rustix::fs::open(
-        c"/proc/self/fd",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    // A racing first use may have won; either descriptor names the same
-    // directory and the loser is closed.
-    Ok(PROC_SELF_FD.get_or_init(|| fd).as_fd())
-}
-
-/// Lists the daemon's descriptors (the directory [`proc_self_fd`] names,
-/// opened for reading: the `O_PATH` descriptor itself cannot be read).
-pub fn read_fd_dir() -> io::Result<rustix::fs::Dir> {
-    let dir = rustix::fs::openat(
-        proc_self_fd()?,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(rustix::fs::Dir::new(dir)?)
-}
-
-/// Set once the working directory is the daemon's fd directory.
-static CWD_IS_FD_DIR: AtomicBool = AtomicBool::new(false);
-
-/// Makes the daemon's fd directory its working directory, so that `N`
-/// names descriptor N for the calls that take a path and no dirfd (xattrs,
-/// inotify): inside a sandbox no absolute path reaches it. Call before any
-/// thread starts; nothing else in the daemon uses relative paths.
-pub fn enter_fd_dir() -> io::Result<()> {
-    rustix::process::fchdir(proc_self_fd()?)?;
-    CWD_IS_FD_DIR.store(true, Ordering::Release);
-    Ok(())
-}
-
-/// A path naming the daemon's descriptor whose decimal number is `digits`:
-/// `/proc/self/fd/N`, or `N` once [`enter_fd_dir`] ran.
-pub fn fd_path(digits: &[u8]) -> CString {
-    let mut path = if CWD_IS_FD_DIR.load(Ordering::Acquire) {
-        Vec::with_capacity(digits.len() + 1)
-    } else {
-        b"/proc/self/fd/".to_vec()
-    };
-    path.extend_from_slice(digits);
-    CString::new(path).unwrap_or_default()
-}
-
 fn install_proc_self_fd(fd: OwnedFd) -> Result<(), SandboxError> {
-    PROC_SELF_FD
-        .set(fd)
-        .map_err(|_| SandboxError::ProcOpenedEarly)
+    fds::install_proc_self_fd(fd).map_err(|_| SandboxError::ProcOpenedEarly)
 }
 
 /// Number of threads of this process.
@@ -216,7 +155,7 @@ pub fn enter(
     if mode == SandboxMode::Chroot && !root {
         return Err(SandboxError::ChrootNeedsRoot);
     }
-    if PROC_SELF_FD.get().is_some() {
+    if fds::proc_self_fd_opened() {
         return Err(SandboxError::ProcOpenedEarly);
     }
     let threads = thread_count().map_err(step_io("counting threads"))?;
@@ -314,28 +253,5 @@ fn become_sandboxed_child(
             rustix::process::chdir("/").map_err(step("chdir /"))
         }
         SandboxMode::None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocked_signals_are_listed() {
-        let set = crate::lifecycle::BlockedSignals::block(&[libc::SIGUSR2]).unwrap();
-        assert_eq!(set.signals(), vec![libc::SIGUSR2]);
-    }
-
-    #[test]
-    fn proc_self_fd_lists_this_process() {
-        let names: Vec<String> = read_fd_dir()
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().any(|n| n == "0" || n == "1" || n == "2"),
-            "{names:?}"
-        );
     }
 }

@@ -9,7 +9,8 @@ use daxfsd_protocol::abi::{
 
 use super::*;
 use crate::errno::Errno;
-use crate::passthrough::Negotiated;
+use crate::fs::passthrough::Negotiated;
+use crate::fs::FileSystem;
 
 #[test]
 fn setattr_mode_and_size_by_inode_and_by_handle() {
@@ -165,7 +166,7 @@ fn setattr_kill_suidgid_with_truncate() {
         0o6775,
         "not negotiated: left to the guest"
     );
-    f.fs.init(Negotiated {
+    f.fs.session().begin(Negotiated {
         killpriv_v2: true,
         ..Negotiated::default()
     });

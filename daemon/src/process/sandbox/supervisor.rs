@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{Pid, WaitOptions};
 
-use crate::lifecycle::{signal_name, BlockedSignals, SocketFile};
+use crate::process::lifecycle::SocketFile;
+use crate::process::signals::{signal_name, BlockedSignals};
 
 /// Largest metrics snapshot relayed (a snapshot is a few KiB).
 const RELAY_MAX: usize = 1 << 20;
@@ -151,7 +152,7 @@ impl Supervisor {
             Ok(0) | Err(_) => self.relay = None,
             Ok(n) => {
                 let Some(path) = path else { return };
-                match crate::metrics::write_atomically(path, &buf[..n]) {
+                match crate::process::write_atomically(path, &buf[..n]) {
                     Ok(()) => *failing = false,
                     Err(error) if !*failing => {
                         tracing::warn!(path = %path.display(), %error, "cannot write the metrics file");

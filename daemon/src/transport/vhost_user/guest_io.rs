@@ -1,6 +1,8 @@
 //! File data moved straight from a host file into the guest's buffers: READ
 //! fills the writable descriptors of its chain with `preadv`, so the data is
-//! never copied through a daemon buffer. (WRITE still copies its request: for
+//! never copied through a daemon buffer. [`GuestBuffers`] is the vhost-user
+//! transport's [`ReadSink`]: the filesystem reads into it without knowing it
+//! is guest memory. (WRITE still copies its request: for
 //! 4 KiB writes the copy is under 1% of the daemon's time, the rest being the
 //! host filesystem's write path; see docs/benchmarks.md.)
 //!
@@ -9,10 +11,14 @@
 //! them through iovecs built from vm-memory `VolatileSlice`s, a bounded batch
 //! on the stack at a time: no allocation per request.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use vm_memory::volatile_memory::PtrGuardMut;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use crate::dispatch::InPlaceReply;
+use crate::errno::Errno;
+use crate::fs::ReadSink;
 
 /// Most iovecs handed to one `preadv` (a 1 MiB transfer in 4 KiB
 /// guest pages takes 256; the kernel's limit is 1024).
@@ -94,6 +100,31 @@ impl<'a> GuestBuffers<'a> {
     }
 }
 
+impl InPlaceReply for GuestBuffers<'_> {
+    fn capacity(&self) -> usize {
+        self.len()
+    }
+
+    fn read_into_range(
+        &self,
+        from: usize,
+        len: usize,
+        read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno> {
+        read(&mut self.range(from, len))
+    }
+}
+
+impl ReadSink for GuestBuffers<'_> {
+    fn len(&self) -> usize {
+        GuestBuffers::len(self)
+    }
+
+    fn read_from(&mut self, file: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
+        read_into(file, offset, self)
+    }
+}
+
 /// Iovecs for one system call, with the guards that keep their memory mapped
 /// until the call returns.
 struct IovBatch {
@@ -151,11 +182,7 @@ fn transfer_all(
 
 /// Reads from `fd` at `offset` into `buffers` until they are full or the file
 /// ends; returns the bytes read.
-pub(super) fn read_into(
-    fd: impl AsFd,
-    offset: u64,
-    buffers: &GuestBuffers<'_>,
-) -> std::io::Result<usize> {
+pub fn read_into(fd: impl AsFd, offset: u64, buffers: &GuestBuffers<'_>) -> std::io::Result<usize> {
     let raw = fd.as_fd().as_raw_fd();
     transfer_all(buffers, offset, |iov, pos| {
         // SAFETY: each iovec is exactly a VolatileSlice obtained from

@@ -2,7 +2,7 @@
 //! LSEEK, COPY_FILE_RANGE, SYNCFS.
 
 use std::ffi::CStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use daxfsd_protocol::abi::{
     CreateIn, EntryOut, OpenOut, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, OPEN_KILL_SUIDGID,
@@ -13,9 +13,9 @@ use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 use super::attr::statx_fd;
 use super::attr_ops::kill_suidgid_fd;
 use super::entry_ops::RESOLVE;
-use super::guest_io::{self, GuestBuffers};
 use super::{CachePolicy, Context, MapAccess, PassthroughFs};
 use crate::errno::Errno;
+use crate::fs::ReadSink;
 
 /// open(2) flags a guest may pass through to the host. Everything else is
 /// dropped: O_CREAT/O_EXCL (CREATE handles creation), O_NOCTTY, O_NOFOLLOW
@@ -174,42 +174,18 @@ pub(super) fn create(
     }
 }
 
-/// READ: fills `buf` unless end of file comes first. A short reply means
-/// end of file to the guest (it may even shrink its cached size), so short
-/// host reads are retried.
+/// READ: fills `dst` straight from the file unless end of file comes first
+/// (see [`ReadSink::read_from`]: short host reads are retried, since a short
+/// reply means end of file to the guest).
 pub(super) fn read(
     fs: &PassthroughFs,
     nodeid: u64,
     fh: u64,
     offset: u64,
-    buf: &mut [u8],
+    dst: &mut dyn ReadSink,
 ) -> Result<usize, Errno> {
     let handle = fs.handles.get(fh, nodeid)?;
-    let mut done = 0;
-    while done < buf.len() {
-        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
-        match rustix::io::pread(&handle.fd, &mut buf[done..], pos) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) if done == 0 => return Err(e.into()),
-            Err(_) => break,
-        }
-    }
-    Ok(done)
-}
-
-/// READ into guest buffers, with [`read`]'s semantics (full unless the file
-/// ends first).
-pub(super) fn read_to_guest(
-    fs: &PassthroughFs,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    dst: &GuestBuffers<'_>,
-) -> Result<usize, Errno> {
-    let handle = fs.handles.get(fh, nodeid)?;
-    Ok(guest_io::read_into(&handle.fd, offset, dst)?)
+    Ok(dst.read_from(handle.fd.as_fd(), offset)?)
 }
 
 /// WRITE: all of `data` unless the host fails part-way (then the count

@@ -1,12 +1,16 @@
 //! Command line, with virtiofsd-compatible names for the common flags.
+//!
+//! Only clap's view: the flags and what one flag alone accepts. Flags
+//! that need each other are checked by [`super::Config`].
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
-use crate::passthrough::{CachePolicy, InodeDaxPolicy};
-use crate::sandbox::{SandboxMode, SeccompMode};
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
@@ -103,7 +107,7 @@ pub struct Args {
     /// should access through the window: never, always, or
     /// min-size=SIZE (regular files of at least SIZE bytes, suffix K/M/G).
     /// Guests mounting with `dax=always` use it for every file regardless.
-    #[arg(long, value_name = "POLICY", default_value = "always")]
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_inode_dax)]
     pub inode_dax: InodeDaxPolicy,
 
     /// Write the daemon's counters (DAX window occupancy, maps, unmaps,
@@ -133,24 +137,6 @@ pub struct Args {
     pub seccomp: SeccompMode,
 }
 
-impl Args {
-    /// Checks what clap cannot express: `--dax-trace` needs a window
-    /// (`--cache-size` other than 0). The message names the flags.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.dax_trace.is_some() && self.cache_size == 0 {
-            return Err(
-                "--dax-trace traces the DAX window: it needs --cache-size (other than 0)".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The sandbox mode: `--sandbox`, or the default for this user.
-    pub fn sandbox_mode(&self) -> SandboxMode {
-        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
-    }
-}
-
 fn parse_tag(tag: &str) -> Result<String, String> {
     if tag.is_empty() {
         return Err("the tag must not be empty".into());
@@ -175,37 +161,9 @@ fn parse_queue_size(s: &str) -> Result<u16, String> {
     Ok(n)
 }
 
-/// Parses a size with an optional K/M/G suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G suffix)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_take_suffixes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("2T").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 
     #[test]
     fn bad_flags_name_the_flag() {
@@ -237,34 +195,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--socket-path"), "{err}");
-    }
-
-    #[test]
-    fn dax_trace_needs_a_window() {
-        let base = ["daxfsd", "--socket-path", "s", "--shared-dir", "d"];
-        let err = Args::try_parse_from(base.iter().chain(&["--dax-trace", "t"]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--cache-size"), "{err}");
-        let zero =
-            Args::try_parse_from(
-                base.iter()
-                    .chain(&["--dax-trace", "t", "--cache-size", "0"]),
-            );
-        // clap accepts an explicit 0; validate() refuses it.
-        let err = zero.map_or_else(|e| e.to_string(), |a| a.validate().unwrap_err());
-        assert!(
-            err.contains("--cache-size") && err.contains("--dax-trace"),
-            "{err}"
-        );
-        let args =
-            Args::try_parse_from(
-                base.iter()
-                    .chain(&["--dax-trace", "t", "--cache-size", "2M"]),
-            )
-            .unwrap();
-        assert_eq!(args.dax_trace, Some(PathBuf::from("t")));
-        assert_eq!(args.validate(), Ok(()));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::dax::{Dax, WindowIoError};
 use crate::errno::Errno;
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 
 /// Config-space offset of the window placement a frontend writes.
@@ -388,6 +389,36 @@ pub fn scatter(
         done += take;
     }
     Ok(())
+}
+
+impl ExportMetrics for WindowPlacement {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        out.metric(
+            "dax_window_address_known",
+            "gauge",
+            "1 once the frontend reported where the window sits in guest-physical memory (SET_CONFIG at offset 64).",
+            u64::from(self.span().is_some()),
+        );
+        let io = self.stats();
+        out.metric(
+            "dax_window_io_read_bytes_total",
+            "counter",
+            "Bytes of chain buffers inside the window read through the mapped files (e.g. WRITE data).",
+            io.read_bytes.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "dax_window_io_written_bytes_total",
+            "counter",
+            "Bytes of chain buffers inside the window written through the mapped files (e.g. READ data).",
+            io.written_bytes.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "dax_window_io_faults_total",
+            "counter",
+            "Chains refused because a buffer inside the window maps nothing usable (EFAULT) or its file failed (EIO).",
+            io.faults.load(Ordering::Relaxed),
+        );
+    }
 }
 
 #[cfg(test)]

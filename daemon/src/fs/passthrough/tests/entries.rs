@@ -7,6 +7,7 @@ use daxfsd_protocol::abi::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 use super::*;
 use crate::errno::Errno;
+use crate::fs::FileSystem;
 
 #[test]
 fn lookup_counts_references_and_forget_drops_at_zero() {

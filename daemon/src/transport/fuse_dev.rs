@@ -36,13 +36,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use daxfsd_protocol::reply::OUT_HEADER_LEN;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno as SysErrno;
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_TRANSFER};
+use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_REPLY, MAX_TRANSFER};
+use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::ratelimit::RateLimit;
+use crate::worker_guard::{run_guarded, WorkerFailure, WorkerPanic};
 
 /// Bytes each reader offers to `read(2)`: the largest WRITE (`max_write`)
 /// plus a page for its headers, more than the kernel's minimum of
@@ -51,7 +52,7 @@ use crate::ratelimit::RateLimit;
 pub const REQUEST_BUFFER: usize = MAX_TRANSFER as usize + 4096;
 
 /// The largest reply the dispatcher may build: a full READ or READDIR.
-pub const REPLY_CAPACITY: usize = OUT_HEADER_LEN + MAX_TRANSFER as usize;
+pub const REPLY_CAPACITY: usize = MAX_REPLY;
 
 /// Why the FUSE transport could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,9 @@ pub enum FuseDevError {
     /// A reply could not be written and the session cannot go on.
     #[error("writing a reply to /dev/fuse")]
     Write(#[source] std::io::Error),
+    /// A reader panicked; the filesystem was unmounted.
+    #[error("serving /dev/fuse")]
+    Panicked(#[source] WorkerPanic),
 }
 
 /// A FUSE filesystem mounted on a host directory, and the `/dev/fuse`
@@ -218,7 +222,7 @@ pub fn run(
     check_mount_point(mount_point, shared_dir)?;
     // Block the signals before any thread starts so that every thread
     // inherits the mask and only the signal thread receives them.
-    let signals = block_stop_signals().map_err(FuseDevError::Signals)?;
+    let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(FuseDevError::Signals)?;
     let mount = FuseMount::mount(mount_point, fsname)?;
     tracing::info!(mount_point = %mount_point.display(), readers, "daxfsd serving /dev/fuse");
     let target = mount.mount_point().to_owned();
@@ -241,14 +245,24 @@ pub fn run(
 /// Runs `readers` reader threads on `mount` until the filesystem is
 /// unmounted; the first reader error stops the others by unmounting.
 pub fn serve(dispatcher: &Dispatcher, mount: &FuseMount, readers: u16) -> Result<(), FuseDevError> {
-    let write_log = RateLimit::per_second(10);
+    let write_log = &RateLimit::per_second(10);
+    // A reader that panics unmounts (below, as on any reader error): the
+    // others then see ENODEV and the daemon exits with the error.
+    let failure = &WorkerFailure::default();
     std::thread::scope(|scope| {
         let mut threads = Vec::new();
         for i in 0..readers.max(1) {
             let spawned = std::thread::Builder::new()
                 .name(format!("daxfsd-fuse{i}"))
-                .spawn_scoped(scope, || {
-                    let result = reader_loop(dispatcher, mount.device(), &write_log);
+                .spawn_scoped(scope, move || {
+                    let result = run_guarded(
+                        || format!("/dev/fuse reader {i}"),
+                        || reader_loop(dispatcher, mount.device(), write_log),
+                    )
+                    .unwrap_or_else(|panic| {
+                        failure.report(panic.clone());
+                        Err(FuseDevError::Panicked(panic))
+                    });
                     match &result {
                         Ok(()) => mount.gone.store(true, Ordering::Release),
                         // Wake the other readers: they see ENODEV.
@@ -326,30 +340,8 @@ fn reader_loop(
     }
 }
 
-/// The signal set SIGTERM, SIGINT, SIGHUP, blocked in the calling thread
-/// (and so in every thread it starts afterwards).
-fn block_stop_signals() -> std::io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data; an all-zero value is a valid
-    // argument to sigemptyset, which initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
-    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: `set` was initialised by sigemptyset; the signal
-        // numbers are valid.
-        unsafe { libc::sigaddset(&mut set, signal) };
-    }
-    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-    // pthread_sigmask changes only this thread's mask.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    Ok(set)
-}
-
 /// Waits for one of `signals` (blocked everywhere) and unmounts.
-fn unmount_on_signal(signals: &libc::sigset_t, mount_point: &Path) {
+fn unmount_on_signal(signals: &BlockedSignals, mount_point: &Path) {
     let Some(signal) = wait_signal(signals) else {
         return;
     };
@@ -379,16 +371,14 @@ fn unmount_on_signal(signals: &libc::sigset_t, mount_point: &Path) {
     }
 }
 
-fn wait_signal(signals: &libc::sigset_t) -> Option<i32> {
-    let mut signal = 0;
-    // SAFETY: `signals` is an initialised sigset_t and `signal` a valid
-    // out-pointer; sigwait blocks this thread only.
-    let rc = unsafe { libc::sigwait(signals, &mut signal) };
-    if rc != 0 {
-        tracing::warn!(error = %std::io::Error::from_raw_os_error(rc), "sigwait failed; signals will not unmount");
-        return None;
+fn wait_signal(signals: &BlockedSignals) -> Option<i32> {
+    match signals.wait() {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "sigwait failed; signals will not unmount");
+            None
+        }
     }
-    Some(signal)
 }
 
 /// The fusectl connection id (the minor device number of the mount) of the

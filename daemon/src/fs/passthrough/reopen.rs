@@ -52,7 +52,7 @@ impl FdName {
     /// (where `/proc` is the guest's) `N` relative to the working directory,
     /// which the sandbox made the daemon's fd directory.
     pub fn proc_path(&self) -> CString {
-        crate::sandbox::fd_path(&self.buf[..self.len])
+        crate::process::fds::fd_path(&self.buf[..self.len])
     }
 }
 

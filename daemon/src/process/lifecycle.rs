@@ -20,88 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use vhost_user_backend::ShutdownHandle;
 
-/// The signals that stop the daemon.
-pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-
-/// A set of signals blocked in the thread that built it (and so in every
-/// thread and process it starts afterwards).
-#[derive(Clone, Copy)]
-pub struct BlockedSignals(libc::sigset_t);
-
-impl std::fmt::Debug for BlockedSignals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BlockedSignals")
-            .field(&self.signals())
-            .finish()
-    }
-}
-
-impl BlockedSignals {
-    /// Blocks `signals` in the calling thread.
-    pub fn block(signals: &[i32]) -> io::Result<Self> {
-        // SAFETY: sigset_t is plain data and sigemptyset initialises it.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid, exclusively borrowed sigset_t.
-        unsafe { libc::sigemptyset(&mut set) };
-        for &signal in signals {
-            // SAFETY: `set` is initialised; an invalid number only fails.
-            if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: `set` is initialised and a null old-set pointer is allowed;
-        // this changes the calling thread's mask only.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(Self(set))
-    }
-
-    /// The raw set (for signalfd).
-    pub fn as_sigset(&self) -> &libc::sigset_t {
-        &self.0
-    }
-
-    /// The signal numbers in the set.
-    pub fn signals(&self) -> Vec<i32> {
-        (1..libc::SIGRTMIN())
-            // SAFETY: the set is initialised; sigismember only reads it.
-            .filter(|&s| unsafe { libc::sigismember(&self.0, s) } == 1)
-            .collect()
-    }
-
-    /// Waits until one of the signals is pending and takes it.
-    pub fn wait(&self) -> io::Result<i32> {
-        let mut signal = 0;
-        // SAFETY: the set is initialised and `signal` is a valid out-pointer;
-        // sigwait blocks the calling thread only.
-        let rc = unsafe { libc::sigwait(&self.0, &mut signal) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(signal)
-    }
-}
-
-/// The name of a stop signal, for logs.
-pub fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSYS => "SIGSYS",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        _ => "signal",
-    }
-}
+use super::signals::{signal_name, BlockedSignals};
 
 /// What the signal thread and the main thread share.
 ///
-/// Locking: `state` is one mutex, held only to read or change the two
+/// Locking: `state` is one mutex, held only to read or change its
 /// fields and to shut a connection down (a non-blocking `shutdown(2)`).
 #[derive(Debug)]
 pub struct Shutdown {
@@ -114,6 +37,8 @@ pub struct Shutdown {
 struct ShutdownState {
     /// The signal that asked the daemon to stop.
     signal: Option<i32>,
+    /// A failure inside the daemon (a worker panicked) asked it to stop.
+    failed: bool,
     /// The current frontend connection, shut down when a signal arrives.
     session: Option<ShutdownHandle>,
 }
@@ -122,6 +47,7 @@ impl std::fmt::Debug for ShutdownState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShutdownState")
             .field("signal", &self.signal)
+            .field("failed", &self.failed)
             .field("session", &self.session.is_some())
             .finish()
     }
@@ -145,14 +71,21 @@ impl Shutdown {
         self.state().signal
     }
 
+    /// Whether the daemon is stopping (a signal, or a failure inside it).
+    pub fn stopping(&self) -> bool {
+        let state = self.state();
+        state.signal.is_some() || state.failed
+    }
+
     /// A frontend connected; `handle` ends its connection. If a stop was
     /// requested meanwhile, the connection is shut down at once.
     pub fn session_started(&self, handle: Option<ShutdownHandle>) {
         let mut state = self.state();
-        match (state.signal, handle) {
-            (Some(_), Some(handle)) => handle.shutdown(),
-            (None, handle) => state.session = handle,
-            (Some(_), None) => {}
+        let stopping = state.signal.is_some() || state.failed;
+        match (stopping, handle) {
+            (true, Some(handle)) => handle.shutdown(),
+            (false, handle) => state.session = handle,
+            (true, None) => {}
         }
     }
 
@@ -169,6 +102,22 @@ impl Shutdown {
             return;
         }
         state.signal = Some(signal);
+        self.stop(state);
+    }
+
+    /// Stops the daemon because something inside it failed (a worker
+    /// panicked): as [`Self::request`], without a signal.
+    pub fn fail(&self) {
+        let mut state = self.state();
+        if state.failed {
+            return;
+        }
+        state.failed = true;
+        self.stop(state);
+    }
+
+    /// Ends the current connection and wakes `accept`.
+    fn stop(&self, mut state: std::sync::MutexGuard<'_, ShutdownState>) {
         if let Some(session) = state.session.take() {
             session.shutdown();
         }

@@ -1,5 +1,6 @@
 //! The vhost-user-fs device: features, configuration space and the queue
-//! workers, on rust-vmm `vhost-user-backend`.
+//! workers, on rust-vmm `vhost-user-backend`; chain buffers in guest memory
+//! ([`guest_io`]) and in the DAX window ([`window_buffers`]).
 //!
 //! Queue 0 is the hiprio queue (FORGET, INTERRUPT); queues 1..=N carry
 //! requests. Each queue is served by its own worker thread
@@ -8,13 +9,15 @@
 //! up another. A queue that the frontend enables but never configures simply
 //! never yields a descriptor chain; nothing waits for DRIVER_OK.
 
+pub mod guest_io;
+pub mod window_buffers;
+
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
-use daxfsd_protocol::reply::OUT_HEADER_LEN;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -31,18 +34,22 @@ use vmm_sys_util::event::{
 };
 use zerocopy::IntoBytes;
 
-use crate::dax::DaxProtocol;
-use crate::dispatch::{ChainReply, Dispatcher, SessionEnd, MAX_TRANSFER};
+use crate::dax::{Dax, DaxProtocol};
+use crate::dispatch::{
+    ChainReply, Dispatcher, Outcome, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN,
+};
 use crate::errno::Errno;
-use crate::passthrough::GuestBuffers;
+use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
-use crate::window_buffers::{gather, scatter, BufferError, WindowPlacement, WindowView};
+use crate::transport::vhost_user::guest_io::GuestBuffers;
+use crate::transport::vhost_user::window_buffers::{
+    gather, scatter, BufferError, WindowPlacement, WindowView,
+};
+use crate::worker_guard::{run_guarded, WorkerFailure};
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
 const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
-/// Size of a FUSE request header.
-const IN_HEADER_LEN: usize = 40;
 /// With EVENT_IDX, the longest a completion the driver waits for goes
 /// unsignalled while the worker serves the rest of a batch. A batch is
 /// otherwise signalled once, at its end: cheap for fast requests (one
@@ -215,6 +222,9 @@ pub struct DeviceConfig {
 pub struct FsDevice {
     config: DeviceConfig,
     dispatcher: Arc<Dispatcher>,
+    /// The DAX window, when `--cache-size` is set (the same one the
+    /// dispatcher serves SETUPMAPPING with).
+    dax: Option<Arc<Dax>>,
     /// Guest memory; replaced by vhost-user-backend on SET_MEM_TABLE through
     /// [`VhostUserBackend::update_memory`]. The atomic handle itself is
     /// shared with the vrings, so a load always sees the current table.
@@ -227,25 +237,36 @@ pub struct FsDevice {
     bad_chain_log: RateLimit,
     /// Where the frontend placed the DAX window (SET_CONFIG at offset 64).
     placement: WindowPlacement,
+    /// Queue workers that panicked; the daemon stops at the first.
+    failure: WorkerFailure,
 }
 
 impl FsDevice {
     /// A device serving `dispatcher`.
     pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Self {
         let queues = usize::from(config.num_request_queues) + 1;
-        let placement = WindowPlacement::new(dispatcher.dax().map(|dax| dax.size()));
+        let dax = dispatcher.dax().cloned();
+        let placement = WindowPlacement::new(dax.as_ref().map(|dax| dax.size()));
         Self {
             buffers: (0..queues)
                 .map(|_| Mutex::new(QueueBuffers::default()))
                 .collect(),
             config,
             dispatcher,
+            dax,
             mem: Mutex::new(None),
             event_idx: AtomicBool::new(false),
             stats: ChainStats::default(),
             bad_chain_log: RateLimit::per_second(10),
             placement,
+            failure: WorkerFailure::default(),
         }
+    }
+
+    /// Panics of queue workers: [`WorkerFailure::on_panic`] says how the
+    /// daemon stops, [`WorkerFailure::first`] whether one happened.
+    pub fn worker_failure(&self) -> &WorkerFailure {
+        &self.failure
     }
 
     /// The dispatcher.
@@ -352,7 +373,7 @@ impl FsDevice {
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
         buffers: &mut QueueBuffers,
     ) -> u32 {
-        let view = WindowView::new(&self.placement, self.dispatcher.dax().map(|dax| &**dax));
+        let view = WindowView::new(&self.placement, self.dax.as_deref());
         let split = match buffers.split_chain(mem, chain, view.as_ref()) {
             Ok(split) => split,
             Err(e) => {
@@ -373,7 +394,7 @@ impl FsDevice {
         buffers.request.clear();
         buffers
             .request
-            .resize(if oversized { IN_HEADER_LEN } else { len }, 0);
+            .resize(if oversized { REQUEST_HEADER_LEN } else { len }, 0);
         if let Err(e) = gather(
             window.as_ref(),
             mem,
@@ -449,7 +470,7 @@ impl FsDevice {
         window: Option<WindowView<'_>>,
     ) -> u32 {
         let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
-        let head = readable.min(IN_HEADER_LEN);
+        let head = readable.min(REQUEST_HEADER_LEN);
         buffers.request.clear();
         buffers.request.resize(head, 0);
         if gather(
@@ -477,21 +498,16 @@ impl FsDevice {
         capacity: usize,
         window: Option<WindowView<'_>>,
     ) -> u32 {
-        // The unique id is at bytes 8..16 of the header.
-        let head = head.min(IN_HEADER_LEN).min(buffers.request.len());
-        if head < 16 || capacity < OUT_HEADER_LEN {
-            return 0;
-        }
+        let head = head.min(REQUEST_HEADER_LEN).min(buffers.request.len());
         let QueueBuffers {
             request,
             reply,
             writable,
             ..
         } = buffers;
-        let ChainReply::Reply(len) = self
-            .dispatcher
-            .refuse(&request[..head], errno, reply, capacity)
-            .into()
+        let Outcome::Reply(len) =
+            self.dispatcher
+                .refuse_partial(&request[..head], errno, reply, capacity)
         else {
             return 0;
         };
@@ -541,7 +557,7 @@ impl VhostUserBackend for FsDevice {
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
-        match self.dispatcher.dax().map(|dax| dax.protocol()) {
+        match self.dax.as_ref().map(|dax| dax.protocol()) {
             None => base,
             Some(protocol) => {
                 let channel = base
@@ -559,7 +575,7 @@ impl VhostUserBackend for FsDevice {
     fn set_backend_req_fd(&self, backend: Backend) {
         // Only stored here: requests on it are sent from queue workers,
         // never from this frontend-message handler.
-        if let Some(dax) = self.dispatcher.dax() {
+        if let Some(dax) = &self.dax {
             tracing::debug!("backend channel installed for the DAX window");
             dax.set_channel(Some(backend));
         }
@@ -567,8 +583,8 @@ impl VhostUserBackend for FsDevice {
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
         match self
-            .dispatcher
-            .dax()
+            .dax
+            .as_ref()
             .filter(|dax| dax.protocol() == DaxProtocol::Shmem)
         {
             Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.size()])),
@@ -641,7 +657,7 @@ impl VhostUserBackend for FsDevice {
         device_event: u16,
         evset: EventSet,
         vrings: &[VringRwLock],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(DeviceError::UnexpectedEvent(evset).into());
@@ -649,7 +665,35 @@ impl VhostUserBackend for FsDevice {
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or(DeviceError::NoSuchQueue(device_event))?;
-        self.process_queue(device_event, vring)?;
-        Ok(())
+        // One queue per thread (`queues_per_thread`), so the thread's index
+        // is the queue's; `device_event` indexes this thread's vrings.
+        let served = run_guarded(
+            || format!("queue {thread_id} worker"),
+            || self.process_queue(device_event, vring),
+        );
+        match served {
+            Ok(result) => Ok(result?),
+            Err(panic) => {
+                self.failure.report(panic.clone());
+                Err(io::Error::other(panic))
+            }
+        }
+    }
+}
+
+impl ExportMetrics for ChainStats {
+    fn export_metrics(&self, out: &mut PrometheusText) {
+        out.metric(
+            "chains_total",
+            "counter",
+            "Descriptor chains returned to the guest.",
+            self.chains.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "bad_chains_total",
+            "counter",
+            "Descriptor chains outside guest memory.",
+            self.bad_chains.load(Ordering::Relaxed),
+        );
     }
 }

@@ -1,0 +1,345 @@
+//! The configuration room: the command line ([`cli`], clap), the parsers
+//! of its values, and [`Config`], built once from it and checked as a
+//! whole. Everything the daemon is told comes through here; the rest of the
+//! daemon reads the [`Config`], never the command line.
+
+pub mod cli;
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
+
+use self::cli::Args;
+use crate::dax::DaxProtocol;
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::process::sandbox::{SandboxMode, SeccompMode};
+
+/// Why the command line does not make a configuration. The message names
+/// the flags involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// clap refused the command line (its message names the flag).
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    /// A flag that only matters for the DAX window, without a window.
+    #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
+    NeedsWindow {
+        /// The flag given.
+        flag: &'static str,
+        /// What it does, for the message.
+        purpose: &'static str,
+    },
+    /// Neither transport was chosen (clap requires one; kept for callers
+    /// that build [`Args`] themselves).
+    #[error("no transport: give --socket-path or --mount-point")]
+    NoTransport,
+}
+
+/// How requests reach the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A vhost-user socket a VMM connects to (`--socket-path`).
+    VhostUser {
+        /// The socket path.
+        socket_path: PathBuf,
+    },
+    /// The host kernel's FUSE client, the share mounted on a host
+    /// directory (`--mount-point`).
+    FuseDev {
+        /// The mount point.
+        mount_point: PathBuf,
+    },
+}
+
+/// The DAX window (`--cache-size` other than 0) and the flags that only
+/// matter with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaxConfig {
+    /// Size of the window in bytes.
+    pub window_size: u64,
+    /// How the frontend is asked to map (`--dax-protocol`).
+    pub protocol: DaxProtocol,
+    /// The `--dax-trace` file.
+    pub trace: Option<PathBuf>,
+    /// Which files a `dax=inode` guest should map (`--inode-dax`).
+    pub inode_dax: InodeDaxPolicy,
+}
+
+/// What the daemon was asked to do, checked as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How requests arrive.
+    pub transport: Transport,
+    /// The host directory shared.
+    pub shared_dir: PathBuf,
+    /// The filesystem tag.
+    pub tag: String,
+    /// Guest caching (`--cache`).
+    pub cache: CachePolicy,
+    /// Request queues (or `/dev/fuse` reader threads).
+    pub num_request_queues: u16,
+    /// Size of each virtqueue.
+    pub queue_size: u16,
+    /// The `--log-level` filter (RUST_LOG overrides it).
+    pub log_level: String,
+    /// Refuse every modifying operation with EROFS.
+    pub readonly: bool,
+    /// Serve extended attributes.
+    pub xattr: bool,
+    /// The DAX window, if any.
+    pub dax: Option<DaxConfig>,
+    /// The metrics file.
+    pub metrics_file: Option<PathBuf>,
+    /// Keep serving after the frontend disconnects.
+    pub persist: bool,
+    /// `--sandbox` as given (`None`: the default for this user).
+    pub sandbox: Option<SandboxMode>,
+    /// What a system call outside the seccomp allow-list does.
+    pub seccomp: SeccompMode,
+}
+
+impl Config {
+    /// Builds the configuration from clap's matches of [`Args::command`]
+    /// (the matches tell a flag given on the command line from a default).
+    pub fn from_matches(matches: &ArgMatches) -> Result<Self, ConfigError> {
+        let args = Args::from_arg_matches(matches)?;
+        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        Self::from_args(args, given)
+    }
+
+    /// Parses and checks a command line (the first item is the program
+    /// name), as `main` does.
+    pub fn try_parse_from<I, T>(command_line: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches =
+            <Args as clap::CommandFactory>::command().try_get_matches_from(command_line)?;
+        Self::from_matches(&matches)
+    }
+
+    /// Checks `args` as a whole; `given(id)` says whether the flag with
+    /// clap id `id` was on the command line (rather than defaulted).
+    fn from_args(args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
+        let transport = match (args.mount_point, args.socket_path) {
+            (Some(mount_point), _) => Transport::FuseDev { mount_point },
+            (None, Some(socket_path)) => Transport::VhostUser { socket_path },
+            (None, None) => return Err(ConfigError::NoTransport),
+        };
+        let dax = match args.cache_size {
+            0 => {
+                let window_only = [
+                    (
+                        args.dax_trace.is_some(),
+                        "--dax-trace",
+                        "traces the DAX window",
+                    ),
+                    (
+                        given("dax_protocol"),
+                        "--dax-protocol",
+                        "chooses how the frontend maps the DAX window",
+                    ),
+                    (
+                        given("inode_dax"),
+                        "--inode-dax",
+                        "chooses which files use the DAX window",
+                    ),
+                ];
+                if let Some(&(_, flag, purpose)) = window_only.iter().find(|(set, ..)| *set) {
+                    return Err(ConfigError::NeedsWindow { flag, purpose });
+                }
+                None
+            }
+            window_size => Some(DaxConfig {
+                window_size,
+                protocol: args.dax_protocol,
+                trace: args.dax_trace,
+                inode_dax: args.inode_dax,
+            }),
+        };
+        Ok(Self {
+            transport,
+            shared_dir: args.shared_dir,
+            tag: args.tag,
+            cache: args.cache,
+            num_request_queues: args.num_request_queues,
+            queue_size: args.queue_size,
+            log_level: args.log_level,
+            readonly: args.readonly,
+            xattr: args.xattr,
+            dax,
+            metrics_file: args.metrics_file,
+            persist: args.persist,
+            sandbox: args.sandbox,
+            seccomp: args.seccomp,
+        })
+    }
+
+    /// The sandbox mode: `--sandbox`, or the default for this user.
+    pub fn sandbox_mode(&self) -> SandboxMode {
+        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
+    }
+
+    /// The per-inode DAX policy the filesystem applies (the default when
+    /// there is no window: no guest can negotiate inode DAX then).
+    pub fn inode_dax(&self) -> InodeDaxPolicy {
+        self.dax
+            .as_ref()
+            .map_or_else(InodeDaxPolicy::default, |dax| dax.inode_dax)
+    }
+}
+
+/// Parses a size with an optional K/M/G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number with an optional K, M or G suffix)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses `--inode-dax`: `never`, `always` or `min-size=SIZE`.
+pub fn parse_inode_dax(s: &str) -> Result<InodeDaxPolicy, String> {
+    match s {
+        "never" => Ok(InodeDaxPolicy::Never),
+        "always" => Ok(InodeDaxPolicy::Always),
+        _ => match s.strip_prefix("min-size=") {
+            Some(size) => parse_size(size).map(InodeDaxPolicy::MinSize),
+            None => Err(format!("'{s}' is not never, always or min-size=SIZE")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [&str; 5] = ["daxfsd", "--socket-path", "s", "--shared-dir", "d"];
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        Config::try_parse_from(BASE.iter().chain(extra))
+    }
+
+    fn refusal(extra: &[&str]) -> String {
+        crate::error_chain(&config(extra).unwrap_err())
+    }
+
+    #[test]
+    fn window_flags_need_a_window() {
+        for (flag, value) in [
+            ("--inode-dax", "never"),
+            ("--inode-dax", "always"),
+            ("--dax-protocol", "legacy"),
+            ("--dax-protocol", "shmem"),
+        ] {
+            let err = refusal(&[flag, value]);
+            assert!(
+                err.contains(flag) && err.contains("--cache-size"),
+                "{flag}: {err}"
+            );
+            let err = refusal(&[flag, value, "--cache-size", "0"]);
+            assert!(
+                err.contains(flag) && err.contains("--cache-size"),
+                "{flag}: {err}"
+            );
+            let config = config(&[flag, value, "--cache-size", "2M"]).unwrap();
+            assert_eq!(config.dax.map(|dax| dax.window_size), Some(2 << 20));
+        }
+        let err = refusal(&["--mount-point", "m", "--socket-path", "s2"]);
+        assert!(err.contains("cannot be used with"), "{err}");
+        let err = Config::try_parse_from([
+            "daxfsd",
+            "--shared-dir",
+            "d",
+            "--mount-point",
+            "m",
+            "--inode-dax",
+            "never",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--inode-dax"), "{err}");
+    }
+
+    #[test]
+    fn defaults_of_window_flags_are_not_refused() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.dax, None);
+        assert_eq!(config.inode_dax(), InodeDaxPolicy::Always);
+        assert_eq!(
+            config.transport,
+            Transport::VhostUser {
+                socket_path: "s".into()
+            }
+        );
+        let config = config_with_window();
+        let dax = config.dax.unwrap();
+        assert_eq!(dax.protocol, DaxProtocol::Shmem);
+        assert_eq!(dax.inode_dax, InodeDaxPolicy::MinSize(1 << 20));
+        assert_eq!(dax.trace, Some(PathBuf::from("t")));
+    }
+
+    fn config_with_window() -> Config {
+        config(&[
+            "--cache-size",
+            "4M",
+            "--inode-dax",
+            "min-size=1M",
+            "--dax-trace",
+            "t",
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn dax_trace_needs_a_window() {
+        // clap refuses it when --cache-size is absent, Config when it is 0.
+        for extra in [
+            &["--dax-trace", "t"][..],
+            &["--dax-trace", "t", "--cache-size", "0"],
+        ] {
+            let err = refusal(extra);
+            assert!(
+                err.contains("--cache-size") && err.contains("--dax-trace"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            refusal(&["--dax-trace", "t", "--cache-size", "0"]),
+            "--dax-trace traces the DAX window: it needs --cache-size (other than 0)"
+        );
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("2T").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn inode_dax_policies_parse() {
+        assert_eq!(parse_inode_dax("never"), Ok(InodeDaxPolicy::Never));
+        assert_eq!(parse_inode_dax("always"), Ok(InodeDaxPolicy::Always));
+        assert_eq!(
+            parse_inode_dax("min-size=1M"),
+            Ok(InodeDaxPolicy::MinSize(1 << 20))
+        );
+        assert!(parse_inode_dax("sometimes").is_err());
+        assert!(parse_inode_dax("min-size=lots").is_err());
+    }
+}
