@@ -18,6 +18,13 @@
 #     --workload NAME     guest workload from tests/guest/workloads (default basic)
 #     --emulator PATH     QEMU binary (default /usr/bin/qemu-system-x86_64)
 #     --timeout SECS      limit for the guest's result marker (default 600)
+#     --dax SIZE          DAX through libvirt (docs/libvirt.md): the script
+#                         starts --binary (daxfsd) itself with --cache-size
+#                         SIZE, the domain names its socket (<source
+#                         socket=...>, no <binary>), and <qemu:override> sets
+#                         the device's cache-size; needs a DAX-capable
+#                         --emulator (the patched QEMU of tests/qemu/). The
+#                         guest mounts dax=always; default workload dax
 #     --keep              keep the work directory (logs, domain XML)
 #     -h, --help
 #   Environment: DAXFSD_CACHE (default <repo>/.cache) holds guest/vmlinuz
@@ -54,6 +61,8 @@ workload=basic
 emulator=/usr/bin/qemu-system-x86_64
 timeout_s=600
 keep=0
+dax=
+workload_set=0
 name=daxfsd-libvirt-test
 tag=libvirtfs
 
@@ -67,7 +76,8 @@ while [ $# -gt 0 ]; do
     --thread-pool) need_arg "$@"; thread_pool=$2; shift 2 ;;
     --sandbox) need_arg "$@"; sandbox=$2; shift 2 ;;
     --xattr) need_arg "$@"; xattr=$2; shift 2 ;;
-    --workload) need_arg "$@"; workload=$2; shift 2 ;;
+    --workload) need_arg "$@"; workload=$2; workload_set=1; shift 2 ;;
+    --dax) need_arg "$@"; dax=$2; shift 2 ;;
     --emulator) need_arg "$@"; emulator=$2; shift 2 ;;
     --timeout) need_arg "$@"; timeout_s=$2; shift 2 ;;
     --keep) keep=1; shift ;;
@@ -76,6 +86,17 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+dax_bytes=
+if [ -n "$dax" ]; then
+  case $dax in
+    *[kK]) dax_bytes=$((${dax%?} << 10)) ;;
+    *[mM]) dax_bytes=$((${dax%?} << 20)) ;;
+    *[gG]) dax_bytes=$((${dax%?} << 30)) ;;
+    *) [[ $dax =~ ^[0-9]+$ ]] && dax_bytes=$dax ;;
+  esac
+  [[ ${dax_bytes:-} =~ ^[1-9][0-9]*$ ]] || die "--dax takes a size (K/M/G suffix), not '$dax'"
+  [ "$workload_set" = 1 ] || workload=dax
+fi
 [ "$(id -u)" = 0 ] || die "must run as root (libvirt's QEMU driver runs virtiofs daemons only in system mode)"
 if [ -z "$binary" ]; then
   if [ -x "$repo/target/debug/daxfsd" ]; then binary=$repo/target/debug/daxfsd
@@ -122,6 +143,7 @@ done
 work=$(mktemp -d /tmp/run-libvirt.XXXXXX)
 libvirtd_pid=
 daemon_pgid=
+ext_pid=
 virsh() { command virsh -q -c "qemu:///system?socket=$work/sock/libvirt-sock" "$@"; }
 
 # Processes in process group $1 (read from /proc: also those in other PID
@@ -149,6 +171,11 @@ cleanup() {
     pid=$(cat "$f" 2>/dev/null)
     case $f in *-fs.pid) ;; *) [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null ;; esac
   done
+  if [ -n "$ext_pid" ] && [ -n "$(group_members "$ext_pid")" ]; then
+    kill -TERM -- "-$ext_pid" 2>/dev/null
+    sleep 1
+    kill -KILL -- "-$ext_pid" 2>/dev/null
+  fi
   if [ -n "$daemon_pgid" ] && [ -n "$(group_members "$daemon_pgid")" ]; then
     kill -KILL -- "-$daemon_pgid" 2>/dev/null
   fi
@@ -182,7 +209,7 @@ show_logs() {
   local f
   echo "--- daemon command line (from libvirt's domain log) ---" >&2
   daemon_argv >&2 || true
-  for f in "$work"/log/qemu/"$name"-*virtiofsd.log; do
+  for f in "$work"/log/qemu/"$name"-*virtiofsd.log "$work/ext/daemon.log"; do
     [ -f "$f" ] || continue
     echo "--- $(basename "$f") (the daemon's stdout/stderr) ---" >&2
     tail -n 20 "$f" >&2
@@ -257,8 +284,41 @@ binary_children=""
 [ -n "$cache_mode" ] && binary_children+="<cache mode='$cache_mode'/>"
 [ -n "$sandbox" ] && binary_children+="<sandbox mode='$sandbox'/>"
 [ -n "$thread_pool" ] && binary_children+="<thread_pool size='$thread_pool'/>"
+fs_source="<binary path='$binary'$binary_attrs>$binary_children</binary>
+      <source dir='$work/share'/>"
+ns_attr=""
+qemu_ns=""
+mount_arg=""
+if [ -n "$dax" ]; then
+  # The daemon is started here, not by libvirt (libvirt 9.0 cannot pass it
+  # --cache-size); libvirt only connects QEMU to its socket.
+  mkdir -p "$work/ext"
+  setsid "$binary" --socket-path "$work/ext/daxfsd.sock" --shared-dir "$work/share" --tag "$tag" \
+    --cache-size "$dax" --metrics-file "$work/state/metrics.prom" </dev/null >"$work/ext/daemon.log" 2>&1 &
+  ext_pid=$!
+  disown "$ext_pid"
+  for _ in $(seq 1 100); do [ -S "$work/ext/daxfsd.sock" ] && break; sleep 0.1; done
+  [ -S "$work/ext/daxfsd.sock" ] || fail "the DAX daemon did not create $work/ext/daxfsd.sock"
+  echo "run-libvirt: DAX: started $binary --cache-size $dax (pid $ext_pid) on $work/ext/daxfsd.sock" >&2
+  fs_source="<source socket='$work/ext/daxfsd.sock'/>
+      <alias name='ua-fs-dax'/>"
+  ns_attr=" xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+  # -L: the patched QEMU's own data directory has no firmware.
+  qemu_ns="<qemu:commandline>
+    <qemu:arg value='-L'/><qemu:arg value='/usr/share/seabios'/>
+    <qemu:arg value='-L'/><qemu:arg value='/usr/share/qemu'/>
+  </qemu:commandline>
+  <qemu:override>
+    <qemu:device alias='ua-fs-dax'>
+      <qemu:frontend>
+        <qemu:property name='cache-size' type='unsigned' value='$dax_bytes'/>
+      </qemu:frontend>
+    </qemu:device>
+  </qemu:override>"
+  mount_arg=" daxfsd.mount_opts=dax=always"
+fi
 cat >"$work/domain.xml" <<EOF
-<domain type='qemu'>
+<domain type='qemu'$ns_attr>
   <name>$name</name>
   <memory unit='MiB'>512</memory>
   <vcpu>2</vcpu>
@@ -270,7 +330,7 @@ cat >"$work/domain.xml" <<EOF
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>$kernel</kernel>
     <initrd>$initrd</initrd>
-    <cmdline>console=ttyS0 panic=-1 daxfsd.tag=$tag daxfsd.workload=$workload daxfsd.hold=1</cmdline>
+    <cmdline>console=ttyS0 panic=-1 daxfsd.tag=$tag daxfsd.workload=$workload daxfsd.hold=1$mount_arg</cmdline>
   </os>
   <features>
     <acpi/>
@@ -282,8 +342,7 @@ cat >"$work/domain.xml" <<EOF
     <emulator>$emulator</emulator>
     <filesystem type='mount' accessmode='passthrough'>
       <driver type='virtiofs' queue='1024'/>
-      <binary path='$binary'$binary_attrs>$binary_children</binary>
-      <source dir='$work/share'/>
+      $fs_source
       <target dir='$tag'/>
     </filesystem>
     <serial type='file'>
@@ -293,23 +352,31 @@ cat >"$work/domain.xml" <<EOF
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
+  $qemu_ns
 </domain>
 EOF
 virsh define "$work/domain.xml" >/dev/null || fail "virsh define"
-echo "run-libvirt: starting the domain with <binary path='$binary'$binary_attrs>$binary_children" >&2
+echo "run-libvirt: starting the domain with $(tr -s ' \n' ' ' <<<"$fs_source")" >&2
 if ! virsh start "$name" >"$work/start.out" 2>&1; then
   cat "$work/start.out" >&2
   fail "virsh start (libvirt could not start the daemon or QEMU)"
 fi
-echo "run-libvirt: daemon command line: $(daemon_argv)" >&2
-pidfile=$(ls "$work"/run/qemu/*-fs.pid 2>/dev/null | head -n 1)
-[ -n "$pidfile" ] || fail "no daemon pidfile in /run/libvirt/qemu"
-daemon_pid=$(cat "$pidfile")
+if [ -n "$dax" ]; then
+  grep -o "cache-size[^,}]*" "$work/log/qemu/$name.log" | head -n 1 | sed 's/^/run-libvirt: QEMU device: /' >&2
+  pidfile=
+  socket=$work/ext/daxfsd.sock
+  daemon_pid=$ext_pid
+else
+  echo "run-libvirt: daemon command line: $(daemon_argv)" >&2
+  pidfile=$(ls "$work"/run/qemu/*-fs.pid 2>/dev/null | head -n 1)
+  [ -n "$pidfile" ] || fail "no daemon pidfile in /run/libvirt/qemu"
+  daemon_pid=$(cat "$pidfile")
+fi
 # libvirt daemonizes the daemon (setsid, then fork: the daemon is in the
 # session's process group without leading it) and stops it by that group.
 daemon_pgid=$(stat=$(cat "/proc/$daemon_pid/stat" 2>/dev/null) && read -r _ _ pg _ <<<"${stat##*) }" && echo "$pg") ||
   fail "the daemon (pid $daemon_pid from $pidfile) is not running after virsh start"
-socket=$(ls "$work"/lib/qemu/domain-*/*-fs.sock 2>/dev/null | head -n 1)
+[ -n "$dax" ] || socket=$(ls "$work"/lib/qemu/domain-*/*-fs.sock 2>/dev/null | head -n 1)
 echo "run-libvirt: daemon pid $daemon_pid (process group $daemon_pgid: $(group_members "$daemon_pgid" | wc -l) processes), socket ${socket:-none}" >&2
 
 # 4. The guest's result.
@@ -333,14 +400,19 @@ for _ in $(seq 1 100); do
 done
 left=$(group_members "$daemon_pgid" | tr '\n' ' ')
 [ -z "$left" ] || fail "daemon processes left after virsh destroy: $left"
-[ ! -e "$pidfile" ] || fail "daemon pidfile left: $pidfile"
+[ -z "$pidfile" ] || [ ! -e "$pidfile" ] || fail "daemon pidfile left: $pidfile"
 [ -z "$socket" ] || [ ! -e "$socket" ] || fail "vhost-user socket left: $socket"
 leftover_socks=$(find "$work/lib" -type s 2>/dev/null | tr '\n' ' ')
 [ -z "$leftover_socks" ] || fail "sockets left in /var/lib/libvirt: $leftover_socks"
-echo "run-libvirt: after virsh destroy: the daemon's $members_before process(es), its pidfile and its socket are gone" >&2
+echo "run-libvirt: after virsh destroy: the daemon's $members_before process(es)${pidfile:+, its pidfile} and its socket are gone" >&2
 
 [ "$result" = "DAXFSD-RESULT PASS" ] || fail "guest workload failed: $result"
+ext_pid=
 "$repo/tests/guest/workloads/$workload.host.sh" verify "$work/share" "$work/state" "$work/console.log" ||
   fail "host checks of workload $workload"
 virsh undefine "$name" >/dev/null || true
-echo "run-libvirt: PASS ($(basename "$binary") started by libvirt $(command virsh --version), workload $workload)"
+if [ -n "$dax" ]; then
+  echo "run-libvirt: PASS ($(basename "$binary") with a $dax DAX window, QEMU $emulator through libvirt $(command virsh --version), workload $workload)"
+else
+  echo "run-libvirt: PASS ($(basename "$binary") started by libvirt $(command virsh --version), workload $workload)"
+fi
