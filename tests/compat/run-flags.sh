@@ -178,7 +178,7 @@ trap 'exit 130' INT TERM
 # procedure above); the daemon's output is kept in DIR/out and DIR/err.
 outcome=
 run_one() {
-  local bin=$1 spec=$2 t=$3 pid status= i n
+  local bin=$1 spec=$2 t=$3 pid status='' i n
   mkdir -p "$t/share"
   spec=${spec//@DIR@/$t/share}
   spec=${spec//@SOCK@/$t/vhost.sock}
@@ -239,8 +239,9 @@ while IFS= read -r line || [ -n "$line" ]; do
   case $line in '' | '#'*) measured+=("$line"); continue ;; esac
   IFS=$'\t' read -r argv want_vf want_dx note <<<"$line"
   if [ "$header_seen" = 0 ]; then
-    [ "$argv" = argv ] && [ "$want_vf" = virtiofsd ] && [ "$want_dx" = daxfsd ] ||
+    if [ "$argv" != argv ] || [ "$want_vf" != virtiofsd ] || [ "$want_dx" != daxfsd ]; then
       die "$table:$lineno: expected the header 'argv<TAB>virtiofsd<TAB>daxfsd<TAB>note'"
+    fi
     header_seen=1
     measured+=("$line")
     continue
