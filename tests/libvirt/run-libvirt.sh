@@ -159,6 +159,15 @@ group_members() {
   return 0
 }
 
+# The first of its arguments that exists (for globs that may match nothing).
+first_existing() {
+  local f
+  for f in "$@"; do
+    if [ -e "$f" ]; then echo "$f"; return 0; fi
+  done
+  return 0
+}
+
 cleanup() {
   local rc=$? pid
   set +e
@@ -252,6 +261,7 @@ EOF
 for d in /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
   mkdir -p "$d"
 done
+# shellcheck disable=SC2016  # expanded by the inner sh, from its $1
 setsid unshare --mount --propagation private -- sh -ec '
   w=$1
   mount --bind "$w/etc" /etc/libvirt
@@ -368,7 +378,7 @@ if [ -n "$dax" ]; then
   daemon_pid=$ext_pid
 else
   echo "run-libvirt: daemon command line: $(daemon_argv)" >&2
-  pidfile=$(ls "$work"/run/qemu/*-fs.pid 2>/dev/null | head -n 1)
+  pidfile=$(first_existing "$work"/run/qemu/*-fs.pid)
   [ -n "$pidfile" ] || fail "no daemon pidfile in /run/libvirt/qemu"
   daemon_pid=$(cat "$pidfile")
 fi
@@ -376,7 +386,7 @@ fi
 # session's process group without leading it) and stops it by that group.
 daemon_pgid=$(stat=$(cat "/proc/$daemon_pid/stat" 2>/dev/null) && read -r _ _ pg _ <<<"${stat##*) }" && echo "$pg") ||
   fail "the daemon (pid $daemon_pid from $pidfile) is not running after virsh start"
-[ -n "$dax" ] || socket=$(ls "$work"/lib/qemu/domain-*/*-fs.sock 2>/dev/null | head -n 1)
+[ -n "$dax" ] || socket=$(first_existing "$work"/lib/qemu/domain-*/*-fs.sock)
 echo "run-libvirt: daemon pid $daemon_pid (process group $daemon_pgid: $(group_members "$daemon_pgid" | wc -l) processes), socket ${socket:-none}" >&2
 
 # 4. The guest's result.
