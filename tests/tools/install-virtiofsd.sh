@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs the reference daemon, upstream virtiofsd, into the project cache
 # (default: <repo>/.cache/virtiofsd) if it is not there yet, and prints its path.
-# Used by side-by-side harness runs and benchmarks; never by the daemon itself.
+# Used by side-by-side harness runs, benchmarks and the flag-compatibility
+# table (tests/compat/); never by the daemon itself.
+#
+# The version is pinned (VIRTIOFSD_VERSION, default 1.14.0): the flag table in
+# tests/compat/virtiofsd-flags.tsv was measured against it. A cached binary of
+# another version is replaced.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${DAXFSD_CACHE:-$repo/.cache}
+version=${VIRTIOFSD_VERSION:-1.14.0}
 root=$cache/virtiofsd
 bin=$root/bin/virtiofsd
-if [ ! -x "$bin" ]; then
+have=$("$bin" --version 2>/dev/null | awk '{print $2}' || true)
+if [ ! -x "$bin" ] || [ "$have" != "$version" ]; then
   need=()
   for p in libseccomp-dev libcap-ng-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -20,6 +27,6 @@ if [ ! -x "$bin" ]; then
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
   fi
-  cargo install --locked --root "$root" virtiofsd >&2
+  cargo install --locked --force --root "$root" --version "$version" virtiofsd >&2
 fi
 echo "$bin"

@@ -44,7 +44,10 @@ step() {
   fi
 }
 
-# finish PASS | finish FAIL STEP: prints the result marker and powers off.
+# finish PASS | finish FAIL STEP: prints the result marker and powers off;
+# with daxfsd.hold=1 on the kernel command line it stays up instead (for a
+# host that stops the VM itself, as tests/libvirt/run-libvirt.sh does with
+# `virsh destroy`).
 finish() {
   if [ "$1" = PASS ]; then
     echo "DAXFSD-RESULT PASS"
@@ -54,6 +57,10 @@ finish() {
     umount "${MNT:-/mnt}" 2>/dev/null
   fi
   sync
+  if grep -qw 'daxfsd.hold=1' /proc/cmdline; then
+    echo "DAXFSD-HOLD waiting to be stopped by the host"
+    while :; do sleep 3600; done
+  fi
   poweroff -f
   # poweroff -f does not return; if it did, make the kernel panic (panic=-1
   # on the command line reboots, and QEMU's -no-reboot turns that into exit).

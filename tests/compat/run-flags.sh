@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Flag-compatibility test: runs daxfsd (and upstream virtiofsd, when found)
+# with every row of tests/compat/virtiofsd-flags.tsv and checks whether each
+# accepts or refuses the command line as the table expects.
+#
+#   tests/compat/run-flags.sh [options]
+#     --daxfsd PATH     daxfsd binary (default: <repo>/target/debug/daxfsd if
+#                       present, else /work/main/target/debug/daxfsd)
+#     --virtiofsd PATH  upstream virtiofsd 1.14 (default: the one
+#                       tests/tools/install-virtiofsd.sh put in the cache, if
+#                       there; it is never built from here)
+#     --no-virtiofsd    do not run virtiofsd
+#     --table FILE      default: tests/compat/virtiofsd-flags.tsv
+#     --grace SECS      how long a daemon must stay up to count as accepting
+#                       (default 2)
+#     --filter REGEX    only rows whose argv matches REGEX (grep -E)
+#     --current         report how far daxfsd is from the target and exit 0
+#     --write-measured FILE
+#                       also write the table to FILE with the virtiofsd
+#                       column replaced by what this run measured (to
+#                       re-measure after a virtiofsd upgrade; no --filter)
+#     -v, --verbose     print every row, and the stderr of mismatching runs
+#     -h, --help
+#
+# Exit status (default mode): 0 when daxfsd matches the table's `daxfsd`
+# column on every row and virtiofsd (if run) its `virtiofsd` column; 1 on
+# any mismatch; 2 on a usage or environment error.
+#
+# Table format (TAB-separated; lines starting with # and blank lines are
+# skipped; the first other line is the header `argv virtiofsd daxfsd note`):
+#   argv       the arguments after the program name, as one shell-quoted
+#              string; placeholders @DIR@ (an empty shared directory),
+#              @SOCK@ (a socket path in a fresh directory), @FD@ (3, a
+#              listening Unix socket the daemon inherits), @TMP@ (the run's
+#              private directory) are replaced first
+#   virtiofsd  accept | refuse, as measured with virtiofsd 1.14
+#   daxfsd     accept | refuse, the target for daxfsd
+#   note       free text
+#
+# Decision procedure (the same for both daemons, for every row):
+#   1. A fresh private directory T holds share/ (@DIR@), the socket path
+#      T/vhost.sock (@SOCK@, not created beforehand) and a listening Unix
+#      socket bound at T/fd.sock that the daemon inherits as descriptor 3
+#      (@FD@); the daemon runs with T as its working directory, standard
+#      input from /dev/null, in a new session (setsid) so that it and every
+#      process it forks form one process group.
+#   2. The run is polled every 0.1 s for --grace seconds:
+#        - the daemon exits with status 0            -> accept
+#          (--help, --version, --print-capabilities)
+#        - the daemon exits with any other status    -> refuse
+#          (clap's usage errors exit 2, virtiofsd's later checks exit 1)
+#        - it is still running after --grace seconds -> accept
+#          (it got past parsing and start-up checks and waits for a
+#          frontend on its socket)
+#   3. The process group is then stopped (SIGTERM, up to 3 s, then SIGKILL)
+#      and the run fails with an error if any process of the group is left.
+# So "accept" means the daemon would serve with this command line, and
+# "refuse" that it stopped with an error (for a flag it does not know, a
+# value it rejects, or a combination it rejects) before serving.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+table=$here/virtiofsd-flags.tsv
+daxfsd=
+virtiofsd=
+use_virtiofsd=1
+grace=2
+filter=
+current=0
+verbose=0
+measured_out=
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "run-flags: $*" >&2; exit 2; }
+need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --daxfsd) need_arg "$@"; daxfsd=$2; shift 2 ;;
+    --virtiofsd) need_arg "$@"; virtiofsd=$2; shift 2 ;;
+    --no-virtiofsd) use_virtiofsd=0; shift ;;
+    --table) need_arg "$@"; table=$2; shift 2 ;;
+    --grace) need_arg "$@"; grace=$2; shift 2 ;;
+    --filter) need_arg "$@"; filter=$2; shift 2 ;;
+    --current) current=1; shift ;;
+    --write-measured) need_arg "$@"; measured_out=$2; shift 2 ;;
+    -v | --verbose) verbose=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+if [ -z "$daxfsd" ]; then
+  if [ -x "$repo/target/debug/daxfsd" ]; then
+    daxfsd=$repo/target/debug/daxfsd
+  else
+    daxfsd=/work/main/target/debug/daxfsd
+  fi
+fi
+[ -x "$daxfsd" ] || die "no daxfsd binary at $daxfsd (build it, or pass --daxfsd)"
+if [ "$use_virtiofsd" = 1 ] && [ -z "$virtiofsd" ]; then
+  for c in "${DAXFSD_CACHE:-$repo/.cache}/virtiofsd/bin/virtiofsd" /work/main/.cache/virtiofsd/bin/virtiofsd; do
+    if [ -x "$c" ]; then virtiofsd=$c; break; fi
+  done
+  if [ -z "$virtiofsd" ]; then
+    echo "run-flags: no virtiofsd found (tests/tools/install-virtiofsd.sh installs it); checking daxfsd only" >&2
+    use_virtiofsd=0
+  fi
+fi
+if [ "$use_virtiofsd" = 1 ]; then
+  [ -x "$virtiofsd" ] || die "no virtiofsd binary at $virtiofsd"
+  vv=$("$virtiofsd" --version 2>/dev/null || true)
+  case $vv in
+    "virtiofsd 1.14."*) ;;
+    *) echo "run-flags: warning: the table was measured with virtiofsd 1.14, this is '$vv'" >&2 ;;
+  esac
+fi
+[ -r "$table" ] || die "no table at $table"
+# The daemons run in their own directories: use absolute paths.
+daxfsd=$(realpath "$daxfsd")
+[ "$use_virtiofsd" = 1 ] && virtiofsd=$(realpath "$virtiofsd")
+command -v perl >/dev/null || die "perl is needed (it hands the daemon its listening socket)"
+if [ -n "$measured_out" ]; then
+  [ "$use_virtiofsd" = 1 ] || die "--write-measured needs virtiofsd"
+  [ -z "$filter" ] || die "--write-measured measures every row: no --filter"
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "run-flags: warning: not root; the table was measured as root (--uid-map, --modcaps, --socket-group, --sandbox=chroot rows differ)" >&2
+fi
+[[ $grace =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--grace takes seconds, not '$grace'"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/run-flags.XXXXXX")
+live_pgid=
+
+# Processes whose process group is $1 (read from /proc, so also those in
+# other PID namespaces, which the sandboxes create).
+group_members() {
+  local f stat rest pgid
+  for f in /proc/[0-9]*/stat; do
+    stat=$(cat "$f" 2>/dev/null) || continue
+    rest=${stat##*) }
+    # fields after the command: state ppid pgrp ...
+    read -r _ _ pgid _ <<<"$rest"
+    [ "$pgid" = "$1" ] && echo "${f//[^0-9]/}"
+  done
+  return 0
+}
+
+# Stops the process group $1: SIGTERM, up to 3 s, then SIGKILL. Fails if a
+# member survives that.
+stop_group() {
+  local pgid=$1 i
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  for i in $(seq 1 30); do
+    [ -z "$(group_members "$pgid")" ] && return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+  for i in $(seq 1 30); do
+    [ -z "$(group_members "$pgid")" ] && return 0
+    sleep 0.1
+  done
+  echo "run-flags: processes of group $pgid survived SIGKILL: $(group_members "$pgid" | tr '\n' ' ')" >&2
+  return 1
+}
+
+cleanup() {
+  local rc=$?
+  if [ -n "$live_pgid" ]; then stop_group "$live_pgid" || rc=2; fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# run_one BIN ARGV-STRING DIR: sets $outcome to accept or refuse (decision
+# procedure above); the daemon's output is kept in DIR/out and DIR/err.
+outcome=
+run_one() {
+  local bin=$1 spec=$2 t=$3 pid status='' i n
+  mkdir -p "$t/share"
+  spec=${spec//@DIR@/$t/share}
+  spec=${spec//@SOCK@/$t/vhost.sock}
+  spec=${spec//@FD@/3}
+  spec=${spec//@TMP@/$t}
+  local -a args
+  # The table is part of this repository: its argv strings are trusted
+  # shell words (quotes and escapes as in a shell command line).
+  eval "args=($spec)"
+  # perl starts a new session (the daemon leads process group $pid), binds
+  # the listening socket, puts it on descriptor 3 (inheritable) and execs
+  # the daemon.
+  (cd "$t" && exec perl -e '
+      use strict; use Socket; use POSIX ();
+      my $path = shift @ARGV;
+      POSIX::setsid() or die "setsid: $!";
+      $^F = 1000;   # descriptors perl opens stay open across exec
+      socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+      bind($s, pack_sockaddr_un($path)) or die "bind $path: $!";
+      listen($s, 16) or die "listen: $!";
+      if (fileno($s) != 3) { POSIX::dup2(fileno($s), 3) or die "dup2: $!"; }
+      exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!";
+    ' "$t/fd.sock" "$bin" "${args[@]}" </dev/null >"$t/out" 2>"$t/err") &
+  pid=$!
+  live_pgid=$pid   # setsid made the daemon the leader of group $pid
+  n=$(awk -v g="$grace" 'BEGIN { printf "%d", g * 10 }')
+  for ((i = 0; i < n; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" && status=0 || status=$?
+      break
+    fi
+    sleep 0.1
+  done
+  if [ -z "$status" ] || [ "$status" = 0 ]; then
+    outcome=accept
+  else
+    outcome=refuse
+  fi
+  echo "${status:-running}" >"$t/status"
+  stop_group "$pid" || exit 2
+  wait "$pid" 2>/dev/null || true
+  live_pgid=
+}
+
+# The line of a daemon's stderr that says why it stopped: the first one
+# naming an error, else the last one.
+first_error() {
+  grep -m 1 -i 'error' "$1" 2>/dev/null || tail -n 1 "$1" 2>/dev/null || true
+}
+
+rows=0 vf_ok=0 vf_bad=0 dx_ok=0 dx_bad=0 vf_acc=0 vf_ref=0 dx_acc=0 dx_ref=0
+mismatches=()
+header_seen=0
+lineno=0
+measured=()
+while IFS= read -r line || [ -n "$line" ]; do
+  lineno=$((lineno + 1))
+  case $line in '' | '#'*) measured+=("$line"); continue ;; esac
+  IFS=$'\t' read -r argv want_vf want_dx note <<<"$line"
+  if [ "$header_seen" = 0 ]; then
+    if [ "$argv" != argv ] || [ "$want_vf" != virtiofsd ] || [ "$want_dx" != daxfsd ]; then
+      die "$table:$lineno: expected the header 'argv<TAB>virtiofsd<TAB>daxfsd<TAB>note'"
+    fi
+    header_seen=1
+    measured+=("$line")
+    continue
+  fi
+  case "$want_vf/$want_dx" in
+    accept/accept | accept/refuse | refuse/accept | refuse/refuse) ;;
+    *) die "$table:$lineno: expected outcomes are accept or refuse, not '$want_vf' / '$want_dx'" ;;
+  esac
+  if [ -n "$filter" ] && ! grep -qE -- "$filter" <<<"$argv"; then continue; fi
+  rows=$((rows + 1))
+
+  t=$work/$rows-daxfsd
+  run_one "$daxfsd" "$argv" "$t"
+  got_dx=$outcome
+  [ "$got_dx" = accept ] && dx_acc=$((dx_acc + 1)) || dx_ref=$((dx_ref + 1))
+  mark_dx=ok
+  if [ "$got_dx" = "$want_dx" ]; then
+    dx_ok=$((dx_ok + 1))
+  else
+    dx_bad=$((dx_bad + 1)); mark_dx=MISMATCH
+    mismatches+=("daxfsd: $argv (expected $want_dx, got $got_dx; $note)")
+  fi
+  got_vf=- mark_vf=-
+  if [ "$use_virtiofsd" = 1 ]; then
+    tv=$work/$rows-virtiofsd
+    run_one "$virtiofsd" "$argv" "$tv"
+    got_vf=$outcome
+    [ "$got_vf" = accept ] && vf_acc=$((vf_acc + 1)) || vf_ref=$((vf_ref + 1))
+    mark_vf=ok
+    if [ "$got_vf" = "$want_vf" ]; then
+      vf_ok=$((vf_ok + 1))
+    else
+      vf_bad=$((vf_bad + 1)); mark_vf=MISMATCH
+      mismatches+=("virtiofsd: $argv (table says $want_vf, got $got_vf)")
+    fi
+    measured+=("$argv"$'\t'"$got_vf"$'\t'"$want_dx"$'\t'"$note")
+  fi
+  if [ "$verbose" = 1 ] || [ "$mark_dx" != ok ] || [ "$mark_vf" = MISMATCH ]; then
+    printf '%-8s daxfsd %-6s (want %-6s) virtiofsd %-6s (table %-6s)  %s\n' \
+      "$( [ "$mark_dx" = ok ] && [ "$mark_vf" != MISMATCH ] && echo ok || echo DIFF)" \
+      "$got_dx" "$want_dx" "$got_vf" "$want_vf" "$argv"
+    if [ "$verbose" = 1 ] && [ "$mark_dx" != ok ]; then
+      echo "    daxfsd ($(cat "$t/status")): $(first_error "$t/err")"
+    fi
+    if [ "$verbose" = 1 ] && [ "$mark_vf" = MISMATCH ]; then
+      echo "    virtiofsd ($(cat "$tv/status")): $(first_error "$tv/err")"
+    fi
+  fi
+  rm -rf "$t" "${tv:-}"
+done <"$table"
+[ "$header_seen" = 1 ] || die "$table has no header line"
+[ "$rows" -gt 0 ] || die "no rows to run (table empty or --filter matched nothing)"
+
+if [ -n "$measured_out" ]; then
+  printf '%s\n' "${measured[@]}" >"$measured_out"
+  echo "run-flags: wrote the table with the measured virtiofsd column to $measured_out"
+fi
+echo
+echo "rows: $rows"
+echo "daxfsd:    accepts $dx_acc, refuses $dx_ref; matches the target on $dx_ok, differs on $dx_bad"
+if [ "$use_virtiofsd" = 1 ]; then
+  echo "virtiofsd: accepts $vf_acc, refuses $vf_ref; matches the table on $vf_ok, differs on $vf_bad ($("$virtiofsd" --version 2>/dev/null))"
+fi
+if [ "$current" = 1 ]; then
+  echo "current: daxfsd is $dx_bad rows away from the target ($dx_ok of $rows match)"
+  exit 0
+fi
+if [ $((dx_bad + vf_bad)) -gt 0 ]; then
+  echo "run-flags: $((dx_bad + vf_bad)) mismatches:" >&2
+  printf '  %s\n' "${mismatches[@]}" >&2
+  echo "$dx_ok passed, $dx_bad failed"
+  exit 1
+fi
+echo "$dx_ok passed, 0 failed"
