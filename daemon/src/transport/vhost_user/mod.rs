@@ -9,11 +9,14 @@
 //! up another. A queue that the frontend enables but never configures simply
 //! never yields a descriptor chain; nothing waits for DRIVER_OK.
 
+mod chain_stats;
 pub mod guest_io;
 pub mod window_buffers;
 
+pub use self::chain_stats::ChainStats;
+
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +42,6 @@ use crate::dispatch::{
     ChainReply, Dispatcher, Outcome, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN,
 };
 use crate::errno::Errno;
-use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::transport::vhost_user::guest_io::GuestBuffers;
 use crate::transport::vhost_user::window_buffers::{
@@ -91,17 +93,6 @@ impl From<DeviceError> for io::Error {
     fn from(e: DeviceError) -> Self {
         io::Error::other(e)
     }
-}
-
-/// Counters of chain handling, for the metrics.
-#[derive(Debug, Default)]
-pub struct ChainStats {
-    /// Chains returned to the guest.
-    pub chains: AtomicU64,
-    /// Chains whose descriptors could not be read or written (outside guest
-    /// memory and the DAX window's reported placement, or in window pages
-    /// that map nothing usable).
-    pub bad_chains: AtomicU64,
 }
 
 /// Why a chain's buffers cannot be used.
@@ -302,7 +293,10 @@ impl FsDevice {
         let Some(mem) = self.memory() else {
             return Ok(());
         };
-        let mut buffers = self.buffers[usize::from(queue)]
+        let mut buffers = self
+            .buffers
+            .get(usize::from(queue))
+            .ok_or(DeviceError::NoSuchQueue(queue))?
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let event_idx = self.event_idx.load(Ordering::Relaxed);
@@ -666,10 +660,13 @@ impl VhostUserBackend for FsDevice {
             .get(usize::from(device_event))
             .ok_or(DeviceError::NoSuchQueue(device_event))?;
         // One queue per thread (`queues_per_thread`), so the thread's index
-        // is the queue's; `device_event` indexes this thread's vrings.
+        // is the queue's; `device_event` indexes this thread's vrings (always
+        // 0). The queue's index picks its own reply buffers: queues served by
+        // different threads never wait for each other's.
+        let queue = u16::try_from(thread_id).map_err(|_| DeviceError::NoSuchQueue(u16::MAX))?;
         let served = run_guarded(
             || format!("queue {thread_id} worker"),
-            || self.process_queue(device_event, vring),
+            || self.process_queue(queue, vring),
         );
         match served {
             Ok(result) => Ok(result?),
@@ -678,22 +675,5 @@ impl VhostUserBackend for FsDevice {
                 Err(io::Error::other(panic))
             }
         }
-    }
-}
-
-impl ExportMetrics for ChainStats {
-    fn export_metrics(&self, out: &mut PrometheusText) {
-        out.metric(
-            "chains_total",
-            "counter",
-            "Descriptor chains returned to the guest.",
-            self.chains.load(Ordering::Relaxed),
-        );
-        out.metric(
-            "bad_chains_total",
-            "counter",
-            "Descriptor chains outside guest memory.",
-            self.bad_chains.load(Ordering::Relaxed),
-        );
     }
 }
