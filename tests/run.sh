@@ -19,6 +19,13 @@ section "unit and harness tests"
 cargo build --locked -p daxfsd
 cargo test --workspace --locked
 
+section "fuzz targets (compiled; the committed seeds replayed through the dispatcher)"
+# A workspace of its own (libFuzzer); plain cargo builds the targets and runs
+# the seed-replay test. fuzz/run.sh runs a target for real.
+# (--all-targets only for check: a fuzz target run as a test would fuzz forever.)
+CARGO_TARGET_DIR="$repo/target/fuzz" cargo check --manifest-path "$repo/fuzz/Cargo.toml" --locked --all-targets
+CARGO_TARGET_DIR="$repo/target/fuzz" cargo test --manifest-path "$repo/fuzz/Cargo.toml" --locked
+
 section "loom models of the window index"
 "$repo/dax-window/loom.sh"
 

@@ -35,7 +35,7 @@ fn mkdir_creates_a_host_directory_with_the_mode_sent() {
 #[test]
 fn mkdir_as_a_caller_makes_the_caller_the_owner() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to create as another uid");
+        daxfsd_harness::skip("needs root to create as another uid");
         return;
     }
     let s = Session::start(&[]);
@@ -359,7 +359,7 @@ fn names_resolve_inside_the_share_only() {
 #[test]
 fn link_symlink_mknod_as_a_caller() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to act as another uid");
+        daxfsd_harness::skip("needs root to act as another uid");
         return;
     }
     let s = Session::start(&[]);

@@ -63,7 +63,7 @@ fn create_makes_and_opens_a_host_file() {
 #[test]
 fn create_as_a_caller_makes_the_caller_the_owner() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to create as another uid");
+        daxfsd_harness::skip("needs root to create as another uid");
         return;
     }
     let s = Session::start(&[]);
@@ -193,7 +193,7 @@ fn write_lands_on_the_host_at_its_offset() {
 #[test]
 fn write_with_kill_suidgid_clears_the_host_setuid_bit() {
     if !is_root() {
-        eprintln!("SKIPPED: an unprivileged daemon's writes clear the bits by themselves");
+        daxfsd_harness::skip("an unprivileged daemon's writes clear the bits by themselves");
         return;
     }
     let s = Session::start(&[]);
@@ -234,7 +234,7 @@ fn write_with_kill_suidgid_clears_the_host_setuid_bit() {
 #[test]
 fn kill_suidgid_is_ignored_without_handle_killpriv_v2() {
     if !is_root() {
-        eprintln!("SKIPPED: an unprivileged daemon's writes clear the bits by themselves");
+        daxfsd_harness::skip("an unprivileged daemon's writes clear the bits by themselves");
         return;
     }
     let s = Session::start_uninit(&[]);

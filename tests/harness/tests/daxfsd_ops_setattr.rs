@@ -139,7 +139,7 @@ fn setattr_mode_changes_host_permissions() {
 #[test]
 fn setattr_uid_gid_chowns_the_host_inode() {
     if !is_root() {
-        eprintln!("SKIPPED: chown to another uid needs root");
+        daxfsd_harness::skip("chown to another uid needs root");
         return;
     }
     let s = Session::start(&[]);
@@ -186,7 +186,7 @@ fn setattr_uid_gid_chowns_the_host_inode() {
 #[test]
 fn setattr_kill_suidgid_clears_the_bits_on_truncate() {
     if !is_root() {
-        eprintln!("SKIPPED: an unprivileged daemon's truncate clears the bits by itself");
+        daxfsd_harness::skip("an unprivileged daemon's truncate clears the bits by itself");
         return;
     }
     let s = Session::start(&[]);

@@ -19,7 +19,7 @@ const KEPT_CAPS: u64 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 <
 
 fn root_or_skip(test: &str) -> bool {
     if !is_root() {
-        eprintln!("{test}: skipped, needs root");
+        daxfsd_harness::skip(&format!("{test}: needs root"));
     }
     is_root()
 }

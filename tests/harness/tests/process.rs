@@ -58,7 +58,7 @@ fn a_backend_that_creates_its_socket_is_found_and_killed_on_drop() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: python3 not available");
+        daxfsd_harness::skip("python3 not available");
         return;
     }
     let script = "import socket,sys,time\n\

@@ -22,19 +22,20 @@ const TAG: &str = "harness-test";
 const HELLO: &[u8] = b"hello from the host\n";
 
 fn virtiofsd() -> Option<PathBuf> {
-    let required = std::env::var("DAXFSD_TEST_VIRTIOFSD").is_ok_and(|v| v == "1");
+    let required =
+        std::env::var("DAXFSD_TEST_VIRTIOFSD").is_ok_and(|v| v == "1") || daxfsd_harness::in_ci();
     match locate_virtiofsd(required) {
         Ok(Some(bin)) => Some(bin),
         Ok(None) => {
-            eprintln!(
-                "SKIPPED: upstream virtiofsd is not installed (run tests/tools/install-virtiofsd.sh \
-                 or set DAXFSD_TEST_VIRTIOFSD=1)"
+            daxfsd_harness::skip(
+                "upstream virtiofsd is not installed (run tests/tools/install-virtiofsd.sh \
+                 or set DAXFSD_TEST_VIRTIOFSD=1)",
             );
             None
         }
         Err(e) if required => panic!("{}", daxfsd_harness::error_chain(&e)),
         Err(e) => {
-            eprintln!("SKIPPED: {}", daxfsd_harness::error_chain(&e));
+            daxfsd_harness::skip(&daxfsd_harness::error_chain(&e));
             None
         }
     }
