@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daxfsd_harness::fuse::Uniques;
-use daxfsd_harness::{BackendProcess, Device, DeviceConfig, FrontendBehaviour, Window};
+use daxfsd_harness::{
+    BackendProcess, BackendRequestStats, Device, DeviceConfig, FrontendBehaviour, Window,
+};
 use daxfsd_protocol::abi::{
     GetattrIn, RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ, BIG_WRITES,
     HAS_INODE_DAX, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ,
@@ -73,14 +75,23 @@ impl FrontendPlay {
     };
 }
 
-/// Runs the section.
-pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) -> Result<()> {
-    let shared = workdir.join("dax");
-    std::fs::create_dir_all(&shared).map_err(|e| BenchError::io("creating the DAX share", e))?;
+/// Makes the share `shared` holding `mapped`, a file of `len` bytes (sparse) to map;
+/// returns both paths.
+pub(crate) fn share_with_mapped_file(
+    shared: &Path,
+    len: u64,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::create_dir_all(shared).map_err(|e| BenchError::io("creating the DAX share", e))?;
     let file_path = shared.join("mapped");
     File::create(&file_path)
-        .and_then(|f| f.set_len(cfg.window))
+        .and_then(|f| f.set_len(len))
         .map_err(|e| BenchError::io("creating the mapped file", e))?;
+    Ok((shared.to_path_buf(), file_path))
+}
+
+/// Runs the section.
+pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) -> Result<()> {
+    let (shared, file_path) = share_with_mapped_file(&workdir.join("dax"), cfg.window)?;
     let slots = usize::try_from(cfg.window / RANGE).unwrap_or(usize::MAX);
     let mut breakdown = None;
     for &threads in &cfg.threads {
@@ -418,51 +429,41 @@ fn run_limit(
     ))
 }
 
-/// Every map and unmap the daemon sent succeeded, and the window is empty again.
-pub(crate) fn verify(env: &DaxEnv) -> Result<()> {
-    let bad = |detail: String| BenchError::BadReply {
+/// A failed check of the DAX cycles.
+fn bad_cycle(detail: String) -> BenchError {
+    BenchError::BadReply {
         backend: "daxfsd",
         workload: "DAX cycle",
         detail,
-    };
-    let stats = env
-        .dev
-        .backend_channel()
-        .map(|c| c.stats())
-        .ok_or_else(|| bad("no backend channel".into()))?;
-    if stats.failed != 0 || stats.shmem_map != stats.shmem_unmap || stats.shmem_map == 0 {
-        return Err(bad(format!("backend requests {stats:?}")));
     }
-    let mapped = env.dev.window().map(|w| w.mapped_bytes()).unwrap_or(0);
-    if mapped != 0 {
-        return Err(bad(format!(
-            "{mapped} bytes still mapped after the last cycle"
-        )));
+}
+
+/// Every map and unmap the daemon sent succeeded, and the window is empty again.
+pub(crate) fn verify(env: &DaxEnv) -> Result<()> {
+    let stats = verify_empty(env)?;
+    if stats.failed != 0 || stats.shmem_map != stats.shmem_unmap {
+        return Err(bad_cycle(format!("backend requests {stats:?}")));
     }
     Ok(())
 }
 
 /// The window is empty again after the last cycle and the daemon mapped through it (for
-/// frontends whose probe at INIT sees refusals, which [`verify`] would count).
-pub(crate) fn verify_empty(env: &DaxEnv) -> Result<()> {
-    let bad = |detail: String| BenchError::BadReply {
-        backend: "daxfsd",
-        workload: "DAX cycle",
-        detail,
-    };
+/// frontends whose probe at INIT sees refusals, which [`verify`] would count); returns
+/// the backend channel's counters.
+pub(crate) fn verify_empty(env: &DaxEnv) -> Result<BackendRequestStats> {
     let stats = env
         .dev
         .backend_channel()
         .map(|c| c.stats())
-        .ok_or_else(|| bad("no backend channel".into()))?;
+        .ok_or_else(|| bad_cycle("no backend channel".into()))?;
     if stats.shmem_map == 0 {
-        return Err(bad(format!("backend requests {stats:?}")));
+        return Err(bad_cycle(format!("backend requests {stats:?}")));
     }
     let mapped = env.dev.window().map(|w| w.mapped_bytes()).unwrap_or(0);
     if mapped != 0 {
-        return Err(bad(format!(
+        return Err(bad_cycle(format!(
             "{mapped} bytes still mapped after the last cycle"
         )));
     }
-    Ok(())
+    Ok(stats)
 }

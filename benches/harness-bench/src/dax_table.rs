@@ -133,12 +133,7 @@ const PLAYS: [(&str, FrontendPlay); 4] = [
 
 /// Runs the section: one queue, one cycle at a time, each frontend against its own daxfsd.
 pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
-    let shared = workdir.join("dax-table");
-    std::fs::create_dir_all(&shared).map_err(|e| BenchError::io("creating the DAX share", e))?;
-    let file_path = shared.join("mapped");
-    File::create(&file_path)
-        .and_then(|f| f.set_len(cfg.window))
-        .map_err(|e| BenchError::io("creating the mapped file", e))?;
+    let (shared, file_path) = dax::share_with_mapped_file(&workdir.join("dax-table"), cfg.window)?;
     let slots = usize::try_from(cfg.window / RANGE).unwrap_or(usize::MAX);
     let mut frontends = Vec::new();
     for (label, play) in PLAYS {
