@@ -1,7 +1,7 @@
 //! Start-up and the connection loop.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,14 +96,15 @@ pub fn build_device_at(
     trace: Option<File>,
 ) -> Result<Arc<FsDevice>, ServerError> {
     let dispatcher = build_dispatcher_at(config, root, trace)?;
-    Ok(Arc::new(FsDevice::new(
+    Ok(FsDevice::new(
         DeviceConfig {
             tag: config.tag.clone(),
             num_request_queues: config.num_request_queues,
             queue_size: config.queue_size,
+            thread_pool_size: config.thread_pool_size,
         },
         dispatcher,
-    )))
+    ))
 }
 
 /// Builds the filesystem, DAX window and dispatcher from the configuration.
@@ -261,22 +262,7 @@ fn serve_in(
     device
         .worker_failure()
         .on_panic(move || stop_on_panic.fail());
-    let metrics = match (jail.metrics_relay, &config.metrics_file) {
-        (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
-        (None, Some(path)) => Some(Arc::new(MetricsSink::File(path.clone()))),
-        (None, None) => None,
-    };
-    if let Some(sink) = &metrics {
-        crate::metrics::spawn_writer(
-            device.clone(),
-            sink.clone(),
-            std::time::Duration::from_secs(1),
-        )
-        .map_err(|source| ServerError::Metrics {
-            path: config.metrics_file.clone().unwrap_or_default(),
-            source,
-        })?;
-    }
+    let metrics = start_metrics(config, jail.metrics_relay, &device)?;
     let capabilities = crate::process::sandbox::caps::effective();
     crate::process::sandbox::seccomp::install(config.seccomp).map_err(ServerError::Seccomp)?;
     tracing::info!(
@@ -289,17 +275,70 @@ fn serve_in(
         ?capabilities,
         "daxfsd listening"
     );
+    serve_frontends(config, &device, &mut listener, &shutdown, socket_path)?;
+    if let Some(signal) = shutdown.requested() {
+        tracing::info!(
+            signal = crate::process::signals::signal_name(signal),
+            "stopped"
+        );
+    }
+    if let Some(sink) = &metrics {
+        if let Err(error) = crate::metrics::write_now(&device, sink) {
+            tracing::warn!(%error, "cannot write the final metrics");
+        }
+    }
+    match device.worker_failure().first() {
+        Some(panic) => Err(ServerError::WorkerPanicked(panic.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Starts the thread that writes the metrics every second, when asked for
+/// (a file of `--metrics-file`, or through the supervisor's relay).
+fn start_metrics(
+    config: &Config,
+    relay: Option<OwnedFd>,
+    device: &Arc<FsDevice>,
+) -> Result<Option<Arc<MetricsSink>>, ServerError> {
+    let metrics = match (relay, &config.metrics_file) {
+        (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
+        (None, Some(path)) => Some(Arc::new(MetricsSink::File(path.clone()))),
+        (None, None) => None,
+    };
+    if let Some(sink) = &metrics {
+        crate::metrics::spawn_writer(
+            Arc::clone(device),
+            sink.clone(),
+            std::time::Duration::from_secs(1),
+        )
+        .map_err(|source| ServerError::Metrics {
+            path: config.metrics_file.clone().unwrap_or_default(),
+            source,
+        })?;
+    }
+    Ok(metrics)
+}
+
+/// Serves one frontend after another on `listener` (one with `--persist`,
+/// else only the first) until a stop signal or a worker's panic.
+fn serve_frontends(
+    config: &Config,
+    device: &Arc<FsDevice>,
+    listener: &mut Listener,
+    shutdown: &Shutdown,
+    socket_path: &Path,
+) -> Result<(), ServerError> {
     // One listener for the daemon's whole life: a frontend that connects
     // while the previous session is winding down waits in its backlog
     // instead of landing on a stale socket.
     loop {
         let mut daemon = VhostUserDaemon::new(
             "daxfsd".to_owned(),
-            device.clone(),
+            Arc::clone(device),
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(ServerError::Device)?;
-        let served = match daemon.start(&mut listener) {
+        let served = match daemon.start(listener) {
             // The signal thread (or a worker's panic) shut the listener down.
             Err(_) if shutdown.stopping() => break,
             Err(cause) => Err(cause),
@@ -332,21 +371,7 @@ fn serve_in(
         }
         tracing::info!("--persist: waiting for the next frontend");
     }
-    if let Some(signal) = shutdown.requested() {
-        tracing::info!(
-            signal = crate::process::signals::signal_name(signal),
-            "stopped"
-        );
-    }
-    if let Some(sink) = &metrics {
-        if let Err(error) = crate::metrics::write_now(&device, sink) {
-            tracing::warn!(%error, "cannot write the final metrics");
-        }
-    }
-    match device.worker_failure().first() {
-        Some(panic) => Err(ServerError::WorkerPanicked(panic.clone())),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Serves the share over /dev/fuse on `mount_point` until it is unmounted.

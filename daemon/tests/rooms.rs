@@ -8,21 +8,14 @@
 //! that must not see it: the filesystem and the dispatcher.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::source_files;
 
 /// Rooms that must never name vm-memory.
 const NO_GUEST_MEMORY: [&str; 2] = ["fs", "dispatch"];
-
-fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read daemon/src") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            source_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The room of a file, from its path below `src`; `None` for the crate
 /// root (`lib.rs`, `main.rs`).

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use daxfsd::dax::{Dax, DaxProtocol};
-use daxfsd::dispatch::{reply_header, Dispatcher, InitPolicy, Outcome, SessionEnd};
+use daxfsd::dispatch::{
+    reply_header, DaemonReplySpace, Dispatcher, InitPolicy, Reply, SessionEnd,
+};
 use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
 use daxfsd_protocol::encode::RequestEncoder;
@@ -275,23 +277,24 @@ pub fn run_input_traced(data: &[u8]) -> Trace {
     };
     let dispatcher = Dispatcher::new(Arc::new(fs), policy, Some(Arc::clone(&world.dax)));
     let mut reply = Vec::new();
-    let init = dispatcher.dispatch(&init_request(), &mut reply, 4096);
-    assert!(matches!(init, Outcome::Reply(_)), "INIT unanswered");
+    let mut space = DaemonReplySpace::new(4096);
+    let init = dispatcher.dispatch(&init_request(), &mut reply, &space);
+    assert!(matches!(init, Reply::Buffer(_)), "INIT unanswered");
     assert_eq!(
         reply_header(&reply).map(|h| h.error),
         Some(0),
         "INIT refused"
     );
     for request in split_requests(rest) {
-        let outcome = dispatcher.dispatch(request, &mut reply, capacity);
-        check_outcome(request, capacity, &outcome, &reply);
+        space.set_capacity(capacity);
+        let answer = dispatcher.dispatch(request, &mut reply, &space);
+        // The reply as the guest would see it: head, then READ data.
+        let outcome = space.assemble(&mut reply, answer).head_and_data().map(|(len, _)| len);
+        check_outcome(request, capacity, outcome, &reply);
         let opcode = request
             .get(4..8)
             .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-        let error = match outcome {
-            Outcome::Reply(_) => reply_header(&reply).map(|h| h.error),
-            Outcome::NoReply => None,
-        };
+        let error = outcome.and_then(|_| reply_header(&reply).map(|h| h.error));
         trace.push((opcode, error));
     }
     dispatcher.end_session(SessionEnd::Destroy);
@@ -314,12 +317,12 @@ pub fn run_input_traced(data: &[u8]) -> Trace {
     trace
 }
 
-fn check_outcome(request: &[u8], capacity: usize, outcome: &Outcome, reply: &[u8]) {
+fn check_outcome(request: &[u8], capacity: usize, outcome: Option<usize>, reply: &[u8]) {
     let opcode = request
         .get(4..8)
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    match *outcome {
-        Outcome::NoReply => {
+    match outcome {
+        None => {
             let silent =
                 [Opcode::Forget, Opcode::BatchForget, Opcode::Interrupt].map(|op| Some(op as u32));
             assert!(
@@ -327,7 +330,7 @@ fn check_outcome(request: &[u8], capacity: usize, outcome: &Outcome, reply: &[u8
                 "opcode {opcode:?} went unanswered with capacity {capacity}"
             );
         }
-        Outcome::Reply(len) => {
+        Some(len) => {
             assert!(len <= capacity, "reply of {len} bytes, capacity {capacity}");
             assert!(
                 len <= reply.len(),

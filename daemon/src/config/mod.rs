@@ -81,6 +81,8 @@ pub struct Config {
     pub num_request_queues: u16,
     /// Size of each virtqueue.
     pub queue_size: u16,
+    /// Threads serving each request queue (0: the queue's worker).
+    pub thread_pool_size: usize,
     /// The `--log-level` filter (RUST_LOG overrides it).
     pub log_level: String,
     /// Refuse every modifying operation with EROFS.
@@ -166,6 +168,7 @@ impl Config {
             cache: args.cache,
             num_request_queues: args.num_request_queues,
             queue_size: args.queue_size,
+            thread_pool_size: 0,
             log_level: args.log_level,
             readonly: args.readonly,
             xattr: args.xattr,

@@ -235,207 +235,221 @@ impl DaxMetrics {
     }
 }
 
+/// One exported DAX metric: name, type, help, and its value in a snapshot.
+type DaxMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DaxMetricsSnapshot) -> u64,
+);
+
+/// The DAX metrics after `dax_window_bytes`, in the order they are exported.
+const DAX_METRICS: &[DaxMetric] = &[
+    (
+        "dax_window_mapped_bytes",
+        "gauge",
+        "Bytes of the window mapping files (occupancy).",
+        |m| m.window.mapped_bytes,
+    ),
+    (
+        "dax_live_mappings",
+        "gauge",
+        "Mappings of files in the window.",
+        |m| m.window.live_mappings,
+    ),
+    (
+        "dax_zapped_mappings",
+        "gauge",
+        "Mappings torn down by invalidation, not yet removed by the guest.",
+        |m| m.window.zapped_mappings,
+    ),
+    (
+        "dax_split_slots",
+        "gauge",
+        "2 MiB slots split into 4 KiB entries.",
+        |m| m.window.split_slots,
+    ),
+    (
+        "dax_setupmapping_total",
+        "counter",
+        "SETUPMAPPING requests that mapped new ranges.",
+        |m| m.setups,
+    ),
+    (
+        "dax_upgrades_total",
+        "counter",
+        "SETUPMAPPING read-to-write upgrades.",
+        |m| m.upgrades,
+    ),
+    (
+        "dax_already_mapped_total",
+        "counter",
+        "SETUPMAPPING requests that found the range mapped.",
+        |m| m.already_mapped,
+    ),
+    (
+        "dax_removed_mappings_total",
+        "counter",
+        "Mappings removed by REMOVEMAPPING or replaced.",
+        |m| m.removed_mappings,
+    ),
+    (
+        "dax_refusals_total",
+        "counter",
+        "DAX requests refused (EINVAL, EIO, or EACCES for a read mapping the frontend could only take writable).",
+        |m| m.refusals,
+    ),
+    (
+        "dax_vmm_maps_total",
+        "counter",
+        "Maps sent to the VMM.",
+        |m| m.window.maps,
+    ),
+    (
+        "dax_vmm_map_failures_total",
+        "counter",
+        "Maps the VMM refused.",
+        |m| m.window.map_failures,
+    ),
+    (
+        "dax_vmm_unmaps_total",
+        "counter",
+        "Unmaps sent to the VMM (records forgotten because the frontend no longer held them not included).",
+        |m| m.window.unmaps.saturating_sub(m.forgotten_mappings),
+    ),
+    (
+        "dax_vmm_unmap_failures_total",
+        "counter",
+        "Unmaps the VMM refused.",
+        |m| m.window.unmap_failures,
+    ),
+    (
+        "dax_waits_total",
+        "counter",
+        "Times a request waited for a locked slot.",
+        |m| m.window.waits,
+    ),
+    (
+        "dax_wait_microseconds_total",
+        "counter",
+        "Time requests spent waiting for locked slots.",
+        |m| u64::try_from(m.window.wait_time.as_micros()).unwrap_or(u64::MAX),
+    ),
+    (
+        "dax_conflicts_total",
+        "counter",
+        "Grabs that met an entry of another size.",
+        |m| m.window.conflicts,
+    ),
+    (
+        "dax_invalidations_total",
+        "counter",
+        "Invalidation passes (a mapped file shrank).",
+        |m| m.window.invalidations,
+    ),
+    (
+        "dax_invalidated_mappings_total",
+        "counter",
+        "Mappings torn down because their file shrank.",
+        |m| m.invalidated_mappings,
+    ),
+    (
+        "dax_invalidated_bytes_total",
+        "counter",
+        "Window bytes replaced with zero pages.",
+        |m| m.invalidated_bytes,
+    ),
+    (
+        "dax_restored_mappings_total",
+        "counter",
+        "Zero placeholders replaced by the file again because it grew.",
+        |m| m.restored_mappings,
+    ),
+    (
+        "dax_restored_bytes_total",
+        "counter",
+        "Window bytes that map their file again after it grew.",
+        |m| m.restored_bytes,
+    ),
+    (
+        "dax_repair_failures_total",
+        "counter",
+        "VMM calls that failed while repairing mappings of a resized file.",
+        |m| m.repair_failures,
+    ),
+    (
+        "dax_host_events_total",
+        "counter",
+        "Change events of mapped files read from their inotify watches.",
+        |m| m.host_events,
+    ),
+    (
+        "dax_host_repairs_total",
+        "counter",
+        "Repairs after another host process truncated or extended a mapped file.",
+        |m| m.host_repairs,
+    ),
+    (
+        "dax_mapped_files",
+        "gauge",
+        "Files with mappings in the window, held open and watched.",
+        |m| m.mapped_files,
+    ),
+    (
+        "dax_unwatched_files_total",
+        "counter",
+        "Mapped files whose inotify watch could not be added (host-side truncations of them are not repaired).",
+        |m| m.unwatched_files,
+    ),
+    (
+        "dax_thrash_total",
+        "counter",
+        "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
+        |m| m.thrash,
+    ),
+    (
+        "dax_forgotten_mappings_total",
+        "counter",
+        "Mappings of an ended session forgotten without an unmap: the frontend no longer held them (dropped at its device reset, or a new frontend).",
+        |m| m.forgotten_mappings,
+    ),
+    (
+        "dax_init_refusals_total",
+        "counter",
+        "INITs answered so that the guest's DAX mount fails: dax=always on a frontend that cannot map partial last pages.",
+        |m| m.init_refusals,
+    ),
+    (
+        "dax_frontend_probed",
+        "gauge",
+        "1 when the frontend's mapping capabilities were probed at the current session's INIT (standard protocol); 0: assumed.",
+        |m| m.frontend_probed,
+    ),
+    (
+        "dax_frontend_maps_partial_tail",
+        "gauge",
+        "1 when the frontend maps the partial last page of a file (patched QEMU); 0: it refuses maps passing the file's end (QEMU 11.1).",
+        |m| m.frontend_partial_tail,
+    ),
+    (
+        "dax_frontend_maps_read_only",
+        "gauge",
+        "1 when the frontend maps read-only descriptors; 0: it maps every mapping writable (QEMU 11.1), so read mappings need a writable descriptor.",
+        |m| m.frontend_read_only_fd,
+    ),
+];
+
 impl ExportMetrics for Dax {
     fn export_metrics(&self, out: &mut PrometheusText) {
-        let m = self.metrics();
-        let w = m.window;
         out.metric(
             "dax_window_bytes",
             "gauge",
             "Size of the DAX window.",
             self.size(),
         );
-        out.metric(
-            "dax_window_mapped_bytes",
-            "gauge",
-            "Bytes of the window mapping files (occupancy).",
-            w.mapped_bytes,
-        );
-        out.metric(
-            "dax_live_mappings",
-            "gauge",
-            "Mappings of files in the window.",
-            w.live_mappings,
-        );
-        out.metric(
-            "dax_zapped_mappings",
-            "gauge",
-            "Mappings torn down by invalidation, not yet removed by the guest.",
-            w.zapped_mappings,
-        );
-        out.metric(
-            "dax_split_slots",
-            "gauge",
-            "2 MiB slots split into 4 KiB entries.",
-            w.split_slots,
-        );
-        out.metric(
-            "dax_setupmapping_total",
-            "counter",
-            "SETUPMAPPING requests that mapped new ranges.",
-            m.setups,
-        );
-        out.metric(
-            "dax_upgrades_total",
-            "counter",
-            "SETUPMAPPING read-to-write upgrades.",
-            m.upgrades,
-        );
-        out.metric(
-            "dax_already_mapped_total",
-            "counter",
-            "SETUPMAPPING requests that found the range mapped.",
-            m.already_mapped,
-        );
-        out.metric(
-            "dax_removed_mappings_total",
-            "counter",
-            "Mappings removed by REMOVEMAPPING or replaced.",
-            m.removed_mappings,
-        );
-        out.metric(
-            "dax_refusals_total",
-            "counter",
-            "DAX requests refused (EINVAL, EIO, or EACCES for a read mapping the frontend could only take writable).",
-            m.refusals,
-        );
-        out.metric(
-            "dax_vmm_maps_total",
-            "counter",
-            "Maps sent to the VMM.",
-            w.maps,
-        );
-        out.metric(
-            "dax_vmm_map_failures_total",
-            "counter",
-            "Maps the VMM refused.",
-            w.map_failures,
-        );
-        out.metric(
-            "dax_vmm_unmaps_total",
-            "counter",
-            "Unmaps sent to the VMM (records forgotten because the frontend no longer held them not included).",
-            w.unmaps.saturating_sub(m.forgotten_mappings),
-        );
-        out.metric(
-            "dax_vmm_unmap_failures_total",
-            "counter",
-            "Unmaps the VMM refused.",
-            w.unmap_failures,
-        );
-        out.metric(
-            "dax_waits_total",
-            "counter",
-            "Times a request waited for a locked slot.",
-            w.waits,
-        );
-        out.metric(
-            "dax_wait_microseconds_total",
-            "counter",
-            "Time requests spent waiting for locked slots.",
-            u64::try_from(w.wait_time.as_micros()).unwrap_or(u64::MAX),
-        );
-        out.metric(
-            "dax_conflicts_total",
-            "counter",
-            "Grabs that met an entry of another size.",
-            w.conflicts,
-        );
-        out.metric(
-            "dax_invalidations_total",
-            "counter",
-            "Invalidation passes (a mapped file shrank).",
-            w.invalidations,
-        );
-        out.metric(
-            "dax_invalidated_mappings_total",
-            "counter",
-            "Mappings torn down because their file shrank.",
-            m.invalidated_mappings,
-        );
-        out.metric(
-            "dax_invalidated_bytes_total",
-            "counter",
-            "Window bytes replaced with zero pages.",
-            m.invalidated_bytes,
-        );
-        out.metric(
-            "dax_restored_mappings_total",
-            "counter",
-            "Zero placeholders replaced by the file again because it grew.",
-            m.restored_mappings,
-        );
-        out.metric(
-            "dax_restored_bytes_total",
-            "counter",
-            "Window bytes that map their file again after it grew.",
-            m.restored_bytes,
-        );
-        out.metric(
-            "dax_repair_failures_total",
-            "counter",
-            "VMM calls that failed while repairing mappings of a resized file.",
-            m.repair_failures,
-        );
-        out.metric(
-            "dax_host_events_total",
-            "counter",
-            "Change events of mapped files read from their inotify watches.",
-            m.host_events,
-        );
-        out.metric(
-            "dax_host_repairs_total",
-            "counter",
-            "Repairs after another host process truncated or extended a mapped file.",
-            m.host_repairs,
-        );
-        out.metric(
-            "dax_mapped_files",
-            "gauge",
-            "Files with mappings in the window, held open and watched.",
-            m.mapped_files,
-        );
-        out.metric(
-            "dax_unwatched_files_total",
-            "counter",
-            "Mapped files whose inotify watch could not be added (host-side truncations of them are not repaired).",
-            m.unwatched_files,
-        );
-        out.metric(
-            "dax_thrash_total",
-            "counter",
-            "File ranges mapped again within 1 s of their removal (window smaller than the working set).",
-            m.thrash,
-        );
-        out.metric(
-            "dax_forgotten_mappings_total",
-            "counter",
-            "Mappings of an ended session forgotten without an unmap: the frontend no longer held them (dropped at its device reset, or a new frontend).",
-            m.forgotten_mappings,
-        );
-        out.metric(
-            "dax_init_refusals_total",
-            "counter",
-            "INITs answered so that the guest's DAX mount fails: dax=always on a frontend that cannot map partial last pages.",
-            m.init_refusals,
-        );
-        out.metric(
-            "dax_frontend_probed",
-            "gauge",
-            "1 when the frontend's mapping capabilities were probed at the current session's INIT (standard protocol); 0: assumed.",
-            m.frontend_probed,
-        );
-        out.metric(
-            "dax_frontend_maps_partial_tail",
-            "gauge",
-            "1 when the frontend maps the partial last page of a file (patched QEMU); 0: it refuses maps passing the file's end (QEMU 11.1).",
-            m.frontend_partial_tail,
-        );
-        out.metric(
-            "dax_frontend_maps_read_only",
-            "gauge",
-            "1 when the frontend maps read-only descriptors; 0: it maps every mapping writable (QEMU 11.1), so read mappings need a writable descriptor.",
-            m.frontend_read_only_fd,
-        );
+        let snapshot = self.metrics();
+        for (name, kind, help, value) in DAX_METRICS {
+            out.metric(name, kind, help, value(&snapshot));
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dax_window::{
-    InodeId, MapRequest, MappingRecord, SetupOutcome, Window, WindowGeometry, PAGE_SIZE,
+    InodeId, MapRequest, MappingRecord, SetupError, SetupOutcome, Window, WindowGeometry, PAGE_SIZE,
 };
 use daxfsd_protocol::abi::{RemoveMappingOne, SetupMappingIn, SETUPMAPPING_FLAG_WRITE};
 use daxfsd_protocol::request::Records;
@@ -337,39 +337,8 @@ impl Dax {
         // Validate the window and file ranges before touching the file or the
         // window: a bad request leaves everything as it was (the index would
         // find a bad file range only after unmapping what is in the way).
-        if let Err(e) = self.core.window.geometry().range(arg.moffset, arg.len) {
-            return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
-        }
-        if !file_range_is_valid(arg.foffset, arg.len) {
-            let e = FileRangeError {
-                foffset: arg.foffset,
-                len: arg.len,
-            };
-            return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
-        }
-        let caps = self.frontend_caps();
-        let file = match open(access_for(writable, caps)) {
-            Err(Errno::EACCES) if !writable && !caps.read_only_fd => {
-                let e = ReadOnlyFdError { nodeid };
-                return Err(self.refuse("SETUPMAPPING", &e, Errno::EACCES));
-            }
-            opened => opened?,
-        };
-        if !caps.partial_tail {
-            // Refused here rather than by the frontend: the guest gets EIO
-            // either way, without a round trip or a frontend error message.
-            let size = rustix::fs::fstat(&file)
-                .map(|stat| u64::try_from(stat.st_size).unwrap_or(0))
-                .map_err(Errno::from)?;
-            if covers_partial_tail(arg.foffset, arg.len, size) {
-                let e = PartialTailError {
-                    foffset: arg.foffset,
-                    len: arg.len,
-                    size,
-                };
-                return Err(self.refuse("SETUPMAPPING", &e, Errno::EIO));
-            }
-        }
+        self.check_setup_ranges(arg)?;
+        let file = self.open_for_setup(nodeid, arg, writable, open)?;
         let tracing = self.core.trace.as_deref();
         if let Some(trace) = tracing {
             seen.path = trace.relative_path(&file);
@@ -400,9 +369,71 @@ impl Dax {
                 SetupOutcome::AlreadyMapped { .. } => "already",
             });
         }
+        self.record_setup(nodeid, arg.foffset, result)
+    }
+
+    /// The window and file ranges of a SETUPMAPPING, checked.
+    fn check_setup_ranges(&self, arg: &SetupMappingIn) -> Result<(), Errno> {
+        if let Err(e) = self.core.window.geometry().range(arg.moffset, arg.len) {
+            return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
+        }
+        if !file_range_is_valid(arg.foffset, arg.len) {
+            let e = FileRangeError {
+                foffset: arg.foffset,
+                len: arg.len,
+            };
+            return Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL));
+        }
+        Ok(())
+    }
+
+    /// Opens the file of a SETUPMAPPING with the access the frontend needs,
+    /// refusing what the frontend could not map.
+    fn open_for_setup(
+        &self,
+        nodeid: u64,
+        arg: &SetupMappingIn,
+        writable: bool,
+        open: impl FnOnce(MapAccess) -> Result<File, Errno>,
+    ) -> Result<File, Errno> {
+        let caps = self.frontend_caps();
+        let file = match open(access_for(writable, caps)) {
+            Err(Errno::EACCES) if !writable && !caps.read_only_fd => {
+                let e = ReadOnlyFdError { nodeid };
+                return Err(self.refuse("SETUPMAPPING", &e, Errno::EACCES));
+            }
+            opened => opened?,
+        };
+        if !caps.partial_tail {
+            // Refused here rather than by the frontend: the guest gets EIO
+            // either way, without a round trip or a frontend error message.
+            let size = rustix::fs::fstat(&file)
+                .map(|stat| u64::try_from(stat.st_size).unwrap_or(0))
+                .map_err(Errno::from)?;
+            if covers_partial_tail(arg.foffset, arg.len, size) {
+                let e = PartialTailError {
+                    foffset: arg.foffset,
+                    len: arg.len,
+                    size,
+                };
+                return Err(self.refuse("SETUPMAPPING", &e, Errno::EIO));
+            }
+        }
+        Ok(file)
+    }
+
+    /// Counts a SETUPMAPPING's result and releases what it replaced; a
+    /// failure becomes the guest's errno.
+    fn record_setup(
+        &self,
+        nodeid: u64,
+        foffset: u64,
+        result: Result<SetupOutcome, SetupError<VmmMapError>>,
+    ) -> Result<(), Errno> {
+        let core = &*self.core;
         match result {
             Ok(outcome) => {
-                core.metrics.record_setup(nodeid, arg.foffset, &outcome);
+                core.metrics.record_setup(nodeid, foffset, &outcome);
                 if let SetupOutcome::Mapped { replaced, .. } = &outcome {
                     core.metrics.record_removed(replaced);
                     self.release_files(replaced);

@@ -3,11 +3,12 @@
 //! The dispatcher parses with the protocol crate, enforces the session
 //! state (nothing but INIT before INIT), calls the passthrough filesystem
 //! and encodes the reply into the worker's reusable buffer. It knows nothing
-//! about virtqueues; the queue worker hands it bytes and a reply capacity,
-//! or ([`Dispatcher::dispatch_chain`]) the chain's writable buffers, into
-//! which READ data goes directly.
+//! about virtqueues or `/dev/fuse`: every transport hands it the request's
+//! bytes and a [`ReplySpace`] (its writable bytes, into which READ data goes
+//! directly), and sends what the [`Reply`] says.
 
 mod init;
+mod reply;
 mod route;
 mod size_effect;
 
@@ -23,11 +24,12 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
 pub use self::init::{InitPolicy, MAX_TRANSFER};
+pub use self::reply::{DaemonReplySpace, Reply, ReplySpace};
 use self::route::FsRequest;
 use self::size_effect::{size_effect, SizeEffect};
 use crate::dax::Dax;
 use crate::errno::Errno;
-use crate::fs::{Context, FileSystem, ReadSink};
+use crate::fs::{Context, FileSystem};
 use crate::prometheus::{ExportMetrics, PrometheusText};
 use crate::ratelimit::RateLimit;
 use crate::session::Session;
@@ -52,62 +54,6 @@ pub struct DispatchStats {
     pub malformed: AtomicU64,
     /// Requests answered ENOSYS because the operation is not implemented.
     pub unsupported: AtomicU64,
-}
-
-/// What the queue worker should do with a chain after dispatch.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Write these many bytes of the reply buffer into the chain.
-    Reply(usize),
-    /// The operation has no reply (FORGET, BATCH_FORGET, INTERRUPT) or the
-    /// chain has no room for even a header: return it with nothing written.
-    NoReply,
-}
-
-/// What the queue worker should do with a chain after
-/// [`Dispatcher::dispatch_chain`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum ChainReply {
-    /// Write these many bytes of the reply buffer into the chain.
-    Reply(usize),
-    /// Write the first `head` bytes of the reply buffer at the start of the
-    /// chain's writable space; `data` more bytes already sit right after them
-    /// in guest memory (a READ filled them in place).
-    WithData {
-        /// Bytes of the reply buffer (the out header).
-        head: usize,
-        /// Bytes placed in guest memory after them.
-        data: usize,
-    },
-    /// As [`Outcome::NoReply`].
-    NoReply,
-}
-
-impl From<Outcome> for ChainReply {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Reply(len) => ChainReply::Reply(len),
-            Outcome::NoReply => ChainReply::NoReply,
-        }
-    }
-}
-
-/// A transport's writable reply space that takes READ data in place, so
-/// the data goes from the file straight into it (zero copy). The dispatcher
-/// decides where the data goes (after the reply header); the transport only
-/// offers its bytes.
-pub trait InPlaceReply {
-    /// Writable bytes the transport offers for the reply.
-    fn capacity(&self) -> usize;
-
-    /// Runs `read` with a sink for bytes `[from, from + len)` of the space
-    /// (clipped to it); returns what `read` returns.
-    fn read_into_range(
-        &self,
-        from: usize,
-        len: usize,
-        read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
-    ) -> Result<usize, Errno>;
 }
 
 /// Why a guest session ends.
@@ -198,36 +144,11 @@ impl Dispatcher {
         self.session.forget_features();
     }
 
-    /// Handles one request. `capacity` is the writable space in the chain;
-    /// the reply never exceeds it.
-    pub fn dispatch(&self, request: &[u8], reply: &mut Vec<u8>, capacity: usize) -> Outcome {
-        match self.dispatch_to(request, reply, capacity, None) {
-            ChainReply::Reply(len) => Outcome::Reply(len),
-            ChainReply::NoReply => Outcome::NoReply,
-            // Only a caller that passes guest buffers gets data placed there.
-            ChainReply::WithData { .. } => write_error(reply, request_unique(request), Errno::EIO),
-        }
-    }
-
-    /// Like [`Self::dispatch`] for a transport whose writable space
-    /// `in_place` takes READ data straight after the reply header, so it is
-    /// never copied through `reply`.
-    pub fn dispatch_chain(
-        &self,
-        request: &[u8],
-        reply: &mut Vec<u8>,
-        in_place: &dyn InPlaceReply,
-    ) -> ChainReply {
-        self.dispatch_to(request, reply, in_place.capacity(), Some(in_place))
-    }
-
-    fn dispatch_to(
-        &self,
-        request: &[u8],
-        reply: &mut Vec<u8>,
-        capacity: usize,
-        in_place: Option<&dyn InPlaceReply>,
-    ) -> ChainReply {
+    /// Handles one request whose reply goes into `space`: the reply never
+    /// exceeds its capacity, and READ data goes into it in place, right
+    /// after the out header, never through `reply`.
+    pub fn dispatch(&self, request: &[u8], reply: &mut Vec<u8>, space: &dyn ReplySpace) -> Reply {
+        let capacity = space.capacity();
         if capacity < OUT_HEADER_LEN {
             // Not even an error fits. Still run no-reply operations (FORGET
             // must not leak references just because the chain is short).
@@ -236,36 +157,36 @@ impl Dispatcher {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let _ = self
                         .admit(&req, capacity)
-                        .and_then(|()| self.handle(&req, reply, capacity, None, &mut None));
+                        .and_then(|()| self.handle(&req, reply, space, &mut None));
                 }
             }
-            return ChainReply::NoReply;
+            return Reply::Nothing;
         }
         let req = match parse(request, &self.limits) {
             Ok(req) => req,
-            Err(e) => return self.refuse_malformed(request, &e, reply).into(),
+            Err(e) => return self.refuse_malformed(request, &e, reply),
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let unique = req.header.unique;
         let handled = self
             .admit(&req, capacity)
-            .and_then(|()| self.handle_and_repair(&req, reply, capacity, in_place));
+            .and_then(|()| self.handle_and_repair(&req, reply, space));
         match handled {
-            Ok(ChainReply::Reply(len)) if len > capacity => {
+            Ok(Reply::Buffer(len)) if len > capacity => {
                 tracing::debug!(
                     unique,
                     len,
                     capacity,
                     "reply larger than the chain's writable space"
                 );
-                write_error(reply, unique, Errno::ERANGE).into()
+                write_error(reply, unique, Errno::ERANGE)
             }
             Ok(done) => done,
-            Err(errno) => write_error(reply, unique, errno).into(),
+            Err(errno) => write_error(reply, unique, errno),
         }
     }
 
-    fn refuse_malformed(&self, request: &[u8], error: &ParseError, reply: &mut Vec<u8>) -> Outcome {
+    fn refuse_malformed(&self, request: &[u8], error: &ParseError, reply: &mut Vec<u8>) -> Reply {
         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.malformed_log.check() {
             tracing::warn!(unique = request_unique(request), suppressed, %error, "malformed request refused");
@@ -276,16 +197,10 @@ impl Dispatcher {
     /// Refuses a request the queue worker would not even read whole (too
     /// large for any reply the daemon gives): an error reply echoing the
     /// unique id in `head`, the request's first bytes.
-    pub fn refuse(
-        &self,
-        head: &[u8],
-        errno: Errno,
-        reply: &mut Vec<u8>,
-        capacity: usize,
-    ) -> Outcome {
+    pub fn refuse(&self, head: &[u8], errno: Errno, reply: &mut Vec<u8>, capacity: usize) -> Reply {
         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
         if capacity < OUT_HEADER_LEN {
-            return Outcome::NoReply;
+            return Reply::Nothing;
         }
         if let Some(suppressed) = self.malformed_log.check() {
             tracing::warn!(unique = request_unique(head), suppressed, %errno, "oversized request refused");
@@ -303,9 +218,9 @@ impl Dispatcher {
         errno: Errno,
         reply: &mut Vec<u8>,
         capacity: usize,
-    ) -> Outcome {
+    ) -> Reply {
         if head.len() < UNIQUE_END || capacity < OUT_HEADER_LEN {
-            return Outcome::NoReply;
+            return Reply::Nothing;
         }
         self.refuse(head, errno, reply, capacity)
     }
@@ -330,11 +245,10 @@ impl Dispatcher {
         &self,
         req: &Request<'_>,
         reply: &mut Vec<u8>,
-        capacity: usize,
-        in_place: Option<&dyn InPlaceReply>,
-    ) -> Result<ChainReply, Errno> {
+        space: &dyn ReplySpace,
+    ) -> Result<Reply, Errno> {
         let mut created = None;
-        let handled = self.handle(req, reply, capacity, in_place, &mut created);
+        let handled = self.handle(req, reply, space, &mut created);
         let resized = match size_effect(req) {
             SizeEffect::Keeps => None,
             SizeEffect::MayChange { nodeid, on_failure } => {
@@ -354,10 +268,9 @@ impl Dispatcher {
         &self,
         req: &Request<'_>,
         reply: &mut Vec<u8>,
-        capacity: usize,
-        in_place: Option<&dyn InPlaceReply>,
+        space: &dyn ReplySpace,
         created: &mut Option<u64>,
-    ) -> Result<ChainReply, Errno> {
+    ) -> Result<Reply, Errno> {
         let h = &req.header;
         let ctx = Context {
             uid: h.uid,
@@ -379,19 +292,19 @@ impl Dispatcher {
             }
             Operation::Forget { nlookup } => {
                 fs.forget(nodeid, *nlookup);
-                return Ok(ChainReply::NoReply);
+                return Ok(Reply::Nothing);
             }
             Operation::BatchForget { entries } => {
                 for e in *entries {
                     fs.forget(e.nodeid, e.nlookup);
                 }
-                return Ok(ChainReply::NoReply);
+                return Ok(Reply::Nothing);
             }
             Operation::Interrupt { .. } => {
                 // Requests run to completion synchronously on their queue's
                 // worker; by the time an interrupt is read the request it
                 // names has either finished or will finish promptly.
-                return Ok(ChainReply::NoReply);
+                return Ok(Reply::Nothing);
             }
             Operation::SetupMapping(arg) => {
                 let dax = self.dax.as_ref().ok_or(Errno::ENOSYS)?;
@@ -414,15 +327,14 @@ impl Dispatcher {
                     ctx,
                     nodeid,
                     op,
-                    capacity,
-                    in_place,
+                    space,
                 };
                 if let Some(data) = route::serve(&fs_request, &mut r, created)? {
                     return Ok(data_reply(reply, h.unique, data));
                 }
             }
         }
-        Ok(ChainReply::Reply(r.finish().len()))
+        Ok(Reply::Buffer(r.finish().len()))
     }
 
     /// INIT: negotiates, ends a session the guest did not DESTROY, probes
@@ -434,7 +346,7 @@ impl Dispatcher {
         minor: u32,
         max_readahead: u32,
         flags: u64,
-    ) -> Result<ChainReply, Errno> {
+    ) -> Result<Reply, Errno> {
         match negotiate(&self.policy, major, minor, max_readahead, flags) {
             InitOutcome::Accepted(mut out, mut negotiated) => {
                 if self.session.is_initialized() {
@@ -464,7 +376,7 @@ impl Dispatcher {
                         }
                         refuse_dax(&mut out);
                         r.push(&out);
-                        return Ok(ChainReply::Reply(r.finish().len()));
+                        return Ok(Reply::Buffer(r.finish().len()));
                     }
                 }
                 self.session.begin(negotiated);
@@ -479,7 +391,7 @@ impl Dispatcher {
                 return Err(Errno(libc::EPROTO));
             }
         }
-        Ok(ChainReply::Reply(r.finish().len()))
+        Ok(Reply::Buffer(r.finish().len()))
     }
 }
 
@@ -540,7 +452,7 @@ pub(super) fn push_sized(r: &mut ReplyBuf<'_>, value: &[u8], size: u32) -> Resul
 
 /// The out header of a success reply whose `data` bytes of body were placed
 /// in guest memory.
-fn data_reply(reply: &mut Vec<u8>, unique: u64, data: usize) -> ChainReply {
+fn data_reply(reply: &mut Vec<u8>, unique: u64, data: usize) -> Reply {
     let header = OutHeader {
         len: (OUT_HEADER_LEN + data) as u32,
         error: 0,
@@ -548,16 +460,16 @@ fn data_reply(reply: &mut Vec<u8>, unique: u64, data: usize) -> ChainReply {
     };
     reply.clear();
     reply.extend_from_slice(header.as_bytes());
-    ChainReply::WithData {
+    Reply::WithData {
         head: OUT_HEADER_LEN,
         data,
     }
 }
 
-fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Outcome {
+fn write_error(reply: &mut Vec<u8>, unique: u64, errno: Errno) -> Reply {
     reply.clear();
     reply.extend_from_slice(&error_reply(unique, errno.0));
-    Outcome::Reply(reply.len())
+    Reply::Buffer(reply.len())
 }
 
 /// Reads the reply header back (tests and the queue worker's tracing).

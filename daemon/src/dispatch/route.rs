@@ -5,9 +5,9 @@ use daxfsd_protocol::abi::{LseekOut, WriteOut, FSYNC_FDATASYNC, GETATTR_FH};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 use daxfsd_protocol::Operation;
 
-use super::{push_sized, InPlaceReply};
+use super::{push_sized, ReplySpace};
 use crate::errno::Errno;
-use crate::fs::{BufferSink, Context, FileSystem, ReadSink};
+use crate::fs::{Context, FileSystem, ReadSink};
 
 /// A request of the filesystem's, and where its reply goes.
 pub(super) struct FsRequest<'a, 'r> {
@@ -15,10 +15,8 @@ pub(super) struct FsRequest<'a, 'r> {
     pub(super) ctx: Context,
     pub(super) nodeid: u64,
     pub(super) op: &'a Operation<'r>,
-    /// Writable bytes of the reply.
-    pub(super) capacity: usize,
-    /// The transport's space, when READ data may go there in place.
-    pub(super) in_place: Option<&'a dyn InPlaceReply>,
+    /// The transport's reply space; READ data goes there in place.
+    pub(super) space: &'a dyn ReplySpace,
 }
 
 /// Serves a filesystem operation, its reply body into `r`. Returns the
@@ -30,10 +28,10 @@ pub(super) fn serve(
     r: &mut ReplyBuf<'_>,
     created: &mut Option<u64>,
 ) -> Result<Option<usize>, Errno> {
-    if names_and_attributes(req, r)? {
+    if names_and_attributes(req, r)? || directories(req, r)? {
         return Ok(None);
     }
-    files_and_directories(req, r, created)
+    files(req, r, created)
 }
 
 /// Names, attributes, extended attributes, STATFS and ACCESS; `false` for
@@ -97,8 +95,31 @@ fn names_and_attributes(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result
     Ok(true)
 }
 
-/// Open files and directory handles; ENOSYS for any other operation.
-fn files_and_directories(
+/// Directory handles and SYNCFS; `false` for any other operation.
+fn directories(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result<bool, Errno> {
+    let (fs, ctx, nodeid, op) = (req.fs, req.ctx, req.nodeid, req.op);
+    match op {
+        Operation::Opendir(arg) => {
+            r.push(&fs.opendir(ctx, nodeid, arg.flags)?);
+        }
+        Operation::Readdir(arg) | Operation::Readdirplus(arg) => {
+            let plus = matches!(op, Operation::Readdirplus(_));
+            let budget = (arg.size as usize).min(req.space.capacity() - OUT_HEADER_LEN);
+            let mut out = DirentWriter::new(r, budget);
+            fs.readdir(ctx, nodeid, arg.fh, arg.offset, plus, &mut out)?;
+        }
+        Operation::Releasedir(arg) => fs.releasedir(nodeid, arg.fh)?,
+        Operation::Fsyncdir(arg) => {
+            fs.fsyncdir(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
+        }
+        Operation::Syncfs => fs.syncfs(nodeid)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Open files; ENOSYS for any other operation.
+fn files(
     req: &FsRequest<'_, '_>,
     r: &mut ReplyBuf<'_>,
     created: &mut Option<u64>,
@@ -108,9 +129,9 @@ fn files_and_directories(
         ctx,
         nodeid,
         op,
-        capacity,
-        in_place,
+        space,
     } = *req;
+    let capacity = space.capacity();
     match op {
         Operation::Open(arg) => {
             r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
@@ -123,12 +144,8 @@ fn files_and_directories(
         Operation::Read(arg) => {
             let size = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
             let mut read = |dst: &mut dyn ReadSink| fs.read(ctx, nodeid, arg.fh, arg.offset, dst);
-            if let Some(space) = in_place {
-                let n = space.read_into_range(OUT_HEADER_LEN, size, &mut read)?;
-                return Ok(Some(n.min(size)));
-            }
-            let n = read(&mut BufferSink(r.extend_zeroed(size)))?;
-            r.truncate_body(n.min(size));
+            let n = space.read_into_range(OUT_HEADER_LEN, size, &mut read)?;
+            return Ok(Some(n.min(size)));
         }
         Operation::Write { arg, data } => {
             let n = fs.write(ctx, nodeid, arg.fh, arg.offset, data, arg.write_flags)?;
@@ -141,19 +158,6 @@ fn files_and_directories(
         Operation::Flush(arg) => fs.flush(nodeid, arg.fh)?,
         Operation::Fsync(arg) => {
             fs.fsync(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
-        }
-        Operation::Opendir(arg) => {
-            r.push(&fs.opendir(ctx, nodeid, arg.flags)?);
-        }
-        Operation::Readdir(arg) | Operation::Readdirplus(arg) => {
-            let plus = matches!(op, Operation::Readdirplus(_));
-            let budget = (arg.size as usize).min(capacity - OUT_HEADER_LEN);
-            let mut out = DirentWriter::new(r, budget);
-            fs.readdir(ctx, nodeid, arg.fh, arg.offset, plus, &mut out)?;
-        }
-        Operation::Releasedir(arg) => fs.releasedir(nodeid, arg.fh)?,
-        Operation::Fsyncdir(arg) => {
-            fs.fsyncdir(nodeid, arg.fh, arg.fsync_flags & FSYNC_FDATASYNC != 0)?
         }
         Operation::Fallocate(arg) => {
             fs.fallocate(ctx, nodeid, arg.fh, arg.offset, arg.length, arg.mode)?
@@ -179,7 +183,6 @@ fn files_and_directories(
                 padding: 0,
             });
         }
-        Operation::Syncfs => fs.syncfs(nodeid)?,
         _ => return Err(Errno::ENOSYS),
     }
     Ok(None)

@@ -32,6 +32,7 @@
 //! SIGHUP unmount it; the readers then see ENODEV and the daemon exits.
 
 use std::ffi::CString;
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +41,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno as SysErrno;
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::dispatch::{Dispatcher, Outcome, SessionEnd, MAX_REPLY, MAX_TRANSFER};
+use crate::dispatch::{DaemonReplySpace, Dispatcher, SessionEnd, MAX_REPLY, MAX_TRANSFER};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::ratelimit::RateLimit;
 use crate::worker_guard::{run_guarded, WorkerFailure, WorkerPanic};
@@ -305,6 +306,7 @@ fn reader_loop(
 ) -> Result<(), FuseDevError> {
     let mut request = vec![0u8; REQUEST_BUFFER];
     let mut reply = Vec::with_capacity(REPLY_CAPACITY);
+    let mut space = DaemonReplySpace::new(REPLY_CAPACITY);
     loop {
         let n = match rustix::io::read(device, &mut request) {
             Ok(n) => n,
@@ -312,11 +314,14 @@ fn reader_loop(
             Err(SysErrno::INTR | SysErrno::AGAIN | SysErrno::NOENT) => continue,
             Err(e) => return Err(FuseDevError::Read(e.into())),
         };
-        let len = match dispatcher.dispatch(&request[..n], &mut reply, REPLY_CAPACITY) {
-            Outcome::Reply(len) => len,
-            Outcome::NoReply => continue,
+        let answer = dispatcher.dispatch(&request[..n], &mut reply, &space);
+        let Some((head, data)) = answer.head_and_data() else {
+            continue;
         };
-        match rustix::io::write(device, &reply[..len]) {
+        // One write per reply (the kernel takes a reply whole): the head
+        // from the reply buffer, READ data from where it was read to.
+        let parts = [IoSlice::new(&reply[..head]), IoSlice::new(space.data(data))];
+        match rustix::io::writev(device, &parts) {
             Ok(_) => {}
             // The request was interrupted or aborted meanwhile.
             Err(SysErrno::NOENT) => {}
@@ -326,10 +331,10 @@ fn reader_loop(
             // request ends with an error there and the session goes on.
             Err(SysErrno::INVAL) => {
                 if let Some(suppressed) = write_log.check() {
-                    let unique = crate::dispatch::reply_header(&reply[..len]).map(|h| h.unique);
+                    let unique = crate::dispatch::reply_header(&reply[..head]).map(|h| h.unique);
                     tracing::warn!(
                         ?unique,
-                        len,
+                        len = head + data,
                         suppressed,
                         "/dev/fuse refused a reply (EINVAL)"
                     );

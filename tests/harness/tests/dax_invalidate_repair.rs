@@ -133,7 +133,12 @@ fn a_rewrite_after_o_trunc_shows_through_the_old_mapping() {
     );
     touch_every_page(&s, &path, 0, 2 * SLOT, 0);
     let m = daemon.fresh_metrics();
-    assert_eq!(m.get("daxfsd_dax_restored_mappings_total"), 1);
+    // Every page is restored once. Usually in one piece, by the WRITE's
+    // repair; but the host watcher, woken by the same write, may see the
+    // file part-grown (the host kernel raises the size page by page) and
+    // restore the first pages itself: then two or more pieces.
+    let pieces = m.get("daxfsd_dax_restored_mappings_total");
+    assert!((1..=4).contains(&pieces), "{pieces} restored pieces");
     assert_eq!(m.get("daxfsd_dax_restored_bytes_total"), 4 * PAGE);
 }
 

@@ -9,6 +9,7 @@ use daxfsd_protocol::abi::{
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::attr::{mode_grants, statx_fd};
+use super::handle::Handle;
 use super::inode::Inode;
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
@@ -150,35 +151,7 @@ pub(super) fn setattr(
     }
 
     if valid & (FATTR_ATIME | FATTR_MTIME) != 0 {
-        let times = Timestamps {
-            last_access: time_arg(
-                valid,
-                FATTR_ATIME,
-                FATTR_ATIME_NOW,
-                arg.atime,
-                arg.atimensec,
-            ),
-            last_modification: time_arg(
-                valid,
-                FATTR_MTIME,
-                FATTR_MTIME_NOW,
-                arg.mtime,
-                arg.mtimensec,
-            ),
-        };
-        match &handle {
-            Some(h) => rustix::fs::futimens(&h.fd, &times)?,
-            None if inode.is_symlink() => rustix::fs::utimensat(
-                &inode.path_fd,
-                c"",
-                &times,
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )?,
-            None => {
-                let name = FdName::of(&inode.path_fd);
-                rustix::fs::utimensat(&fs.proc_self_fd, name.as_cstr(), &times, AtFlags::empty())?
-            }
-        }
+        set_times(fs, &inode, handle.as_deref(), arg)?;
     }
 
     let st = match &handle {
@@ -186,6 +159,47 @@ pub(super) fn setattr(
         None => statx_fd(&inode.path_fd)?,
     };
     Ok(fs.attr_out(ctx, &st))
+}
+
+/// SETATTR's atime and mtime (each given, "now", or left alone), through
+/// the open handle when there is one.
+fn set_times(
+    fs: &PassthroughFs,
+    inode: &Inode,
+    handle: Option<&Handle>,
+    arg: &SetattrIn,
+) -> Result<(), Errno> {
+    let valid = arg.valid;
+    let times = Timestamps {
+        last_access: time_arg(
+            valid,
+            FATTR_ATIME,
+            FATTR_ATIME_NOW,
+            arg.atime,
+            arg.atimensec,
+        ),
+        last_modification: time_arg(
+            valid,
+            FATTR_MTIME,
+            FATTR_MTIME_NOW,
+            arg.mtime,
+            arg.mtimensec,
+        ),
+    };
+    match handle {
+        Some(h) => rustix::fs::futimens(&h.fd, &times)?,
+        None if inode.is_symlink() => rustix::fs::utimensat(
+            &inode.path_fd,
+            c"",
+            &times,
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )?,
+        None => {
+            let name = FdName::of(&inode.path_fd);
+            rustix::fs::utimensat(&fs.proc_self_fd, name.as_cstr(), &times, AtFlags::empty())?
+        }
+    }
+    Ok(())
 }
 
 /// STATFS.

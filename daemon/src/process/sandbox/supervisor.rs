@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::process::{Pid, WaitOptions};
+use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use crate::process::lifecycle::SocketFile;
 use crate::process::signals::{signal_name, BlockedSignals};
@@ -112,36 +112,21 @@ impl Supervisor {
             }
         };
         // The final snapshot the daemon sent just before exiting.
-        while self.relay.is_some() {
-            let mut fds = [PollFd::new(self.relay.as_ref().unwrap(), PollFlags::IN)];
+        self.drain_relay(&mut relay_buf, metrics_file, &mut metrics_failing);
+        socket.remove();
+        exit_code(status)
+    }
+
+    /// Relays every snapshot still waiting in the relay.
+    fn drain_relay(&mut self, buf: &mut [u8], path: Option<&Path>, failing: &mut bool) {
+        while let Some(relay) = &self.relay {
+            let mut fds = [PollFd::new(relay, PollFlags::IN)];
             match poll(&mut fds, Some(&rustix::event::Timespec::default())) {
                 Ok(n) if n > 0 => {}
                 _ => break,
             }
-            self.relay_once(&mut relay_buf, metrics_file, &mut metrics_failing);
+            self.relay_once(buf, path, failing);
         }
-        socket.remove();
-        if let Some(code) = status.exit_status() {
-            return ExitCode::from(u8::try_from(code).unwrap_or(1));
-        }
-        if let Some(signal) = status.terminating_signal() {
-            if signal == libc::SIGSYS {
-                tracing::error!(
-                    "the sandboxed daemon was killed by seccomp (SIGSYS): it made a system call \
-                     outside the allow-list. Run with --seccomp log and read the kernel log \
-                     (dmesg, or the audit log: type=SECCOMP ... syscall=N) to see which, and \
-                     report it"
-                );
-            } else {
-                tracing::error!(
-                    signal,
-                    name = signal_name(signal),
-                    "the sandboxed daemon was killed by a signal"
-                );
-            }
-            return ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX));
-        }
-        ExitCode::FAILURE
     }
 
     /// Reads one snapshot from the relay and writes it to the metrics file;
@@ -188,4 +173,30 @@ fn read_signal(fd: &OwnedFd) -> Option<i32> {
         }
         _ => None,
     }
+}
+
+/// The status the supervisor exits with for the daemon's `status`: its
+/// exit code, or 128 + the signal that killed it (explained when seccomp's).
+fn exit_code(status: WaitStatus) -> ExitCode {
+    if let Some(code) = status.exit_status() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if let Some(signal) = status.terminating_signal() {
+        if signal == libc::SIGSYS {
+            tracing::error!(
+                "the sandboxed daemon was killed by seccomp (SIGSYS): it made a system call \
+                 outside the allow-list. Run with --seccomp log and read the kernel log \
+                 (dmesg, or the audit log: type=SECCOMP ... syscall=N) to see which, and \
+                 report it"
+            );
+        } else {
+            tracing::error!(
+                signal,
+                name = signal_name(signal),
+                "the sandboxed daemon was killed by a signal"
+            );
+        }
+        return ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX));
+    }
+    ExitCode::FAILURE
 }

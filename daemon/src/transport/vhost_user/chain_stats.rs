@@ -13,6 +13,9 @@ pub struct ChainStats {
     /// memory and the DAX window's reported placement, or in window pages
     /// that map nothing usable).
     pub bad_chains: AtomicU64,
+    /// Replies of a pool thread dropped because the frontend had stopped
+    /// the queue (GET_VRING_BASE) before the request finished.
+    pub dropped_completions: AtomicU64,
 }
 
 impl ExportMetrics for ChainStats {
@@ -28,6 +31,12 @@ impl ExportMetrics for ChainStats {
             "counter",
             "Descriptor chains outside guest memory.",
             self.bad_chains.load(Ordering::Relaxed),
+        );
+        out.metric(
+            "dropped_completions_total",
+            "counter",
+            "Replies dropped because the frontend stopped the queue before the request finished (--thread-pool-size).",
+            self.dropped_completions.load(Ordering::Relaxed),
         );
     }
 }

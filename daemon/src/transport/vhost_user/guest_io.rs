@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use vm_memory::volatile_memory::PtrGuardMut;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::dispatch::InPlaceReply;
+use crate::dispatch::ReplySpace;
 use crate::errno::Errno;
 use crate::fs::ReadSink;
 
@@ -100,7 +100,7 @@ impl<'a> GuestBuffers<'a> {
     }
 }
 
-impl InPlaceReply for GuestBuffers<'_> {
+impl ReplySpace for GuestBuffers<'_> {
     fn capacity(&self) -> usize {
         self.len()
     }

@@ -6,18 +6,26 @@
 //! requests. Each queue is served by its own worker thread
 //! ([`VhostUserBackend::queues_per_thread`] returns one bit per thread), so
 //! queues progress in parallel and a slow request on one queue never holds
-//! up another. A queue that the frontend enables but never configures simply
-//! never yields a descriptor chain; nothing waits for DRIVER_OK.
+//! up another. With `--thread-pool-size N` a request queue's worker only
+//! pops chains and N threads of the queue's [`pool`] serve them, so that
+//! requests of one queue complete out of order and one that blocks on the
+//! host holds only its own thread. A queue that the frontend enables but
+//! never configures simply never yields a descriptor chain; nothing waits
+//! for DRIVER_OK.
 
+mod chain;
 mod chain_stats;
 pub mod guest_io;
+mod pool;
 pub mod window_buffers;
 
+use self::chain::{ChainShape, QueueBuffers};
 pub use self::chain_stats::ChainStats;
+use self::pool::QueuePool;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
@@ -27,10 +35,7 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{
-    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryLoadGuard,
-    GuestMemoryMmap,
-};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -38,9 +43,7 @@ use vmm_sys_util::event::{
 use zerocopy::IntoBytes;
 
 use crate::dax::{Dax, DaxProtocol};
-use crate::dispatch::{
-    ChainReply, Dispatcher, Outcome, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN,
-};
+use crate::dispatch::{Dispatcher, Reply, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN};
 use crate::errno::Errno;
 use crate::ratelimit::RateLimit;
 use crate::transport::vhost_user::guest_io::GuestBuffers;
@@ -59,6 +62,9 @@ const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
 /// woken then idles while a batch of slow requests is served, and a quick
 /// reply waits behind the slow ones queued with it.
 const SIGNAL_COALESCE: Duration = Duration::from_micros(20);
+
+/// How long GET_VRING_BASE waits for a queue's pool to finish its requests.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors of the device's event handling, reported to vhost-user-backend.
 #[derive(Debug, thiserror::Error)]
@@ -95,108 +101,6 @@ impl From<DeviceError> for io::Error {
     }
 }
 
-/// Why a chain's buffers cannot be used.
-#[derive(Debug, thiserror::Error)]
-enum ChainError {
-    /// The lengths of one direction's descriptors add up past `usize`.
-    #[error("descriptor lengths overflow")]
-    Overflow,
-    /// A descriptor lies (partly) outside guest memory and is not wholly
-    /// inside the DAX window's reported placement.
-    #[error("descriptor outside guest memory")]
-    Memory(#[source] vm_memory::GuestMemoryError),
-}
-
-/// What [`QueueBuffers::split_chain`] found.
-struct SplitChain {
-    readable_len: usize,
-    writable_len: usize,
-    /// A readable descriptor outside guest memory: `readable` holds only the
-    /// buffers before it.
-    readable_fault: Option<ChainError>,
-    /// Whether `readable` (`writable`) holds window pieces: descriptors
-    /// wholly inside the DAX window, kept whole at their guest-physical
-    /// address (see [`crate::window_buffers`]).
-    readable_window: bool,
-    writable_window: bool,
-}
-
-/// Per-queue scratch buffers, reused for every request on that queue.
-#[derive(Debug, Default)]
-struct QueueBuffers {
-    request: Vec<u8>,
-    reply: Vec<u8>,
-    /// The current chain's device-readable buffers, cut at memory-region
-    /// boundaries (window pieces whole), in chain order.
-    readable: Vec<(GuestAddress, usize)>,
-    /// Its device-writable buffers, likewise.
-    writable: Vec<(GuestAddress, usize)>,
-}
-
-impl QueueBuffers {
-    /// Splits `chain` into readable and writable buffers, checking every
-    /// descriptor against guest memory, in one walk of the chain (what
-    /// virtio-queue's `Reader::new` and `Writer::new` each check, without
-    /// their per-request allocations). With a `window`, a descriptor outside
-    /// guest memory but wholly inside the window is a window piece.
-    fn split_chain(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
-        window: Option<&WindowView<'_>>,
-    ) -> Result<SplitChain, ChainError> {
-        self.readable.clear();
-        self.writable.clear();
-        let (mut readable_len, mut writable_len) = (0usize, 0usize);
-        let (mut readable_window, mut writable_window) = (false, false);
-        let mut readable_fault = None;
-        for desc in chain {
-            let len = desc.len() as usize;
-            let write_only = desc.is_write_only();
-            if !write_only && readable_fault.is_some() {
-                // Readable bytes after an unusable one are never read.
-                continue;
-            }
-            let (pieces, total, in_window) = if write_only {
-                (&mut self.writable, &mut writable_len, &mut writable_window)
-            } else {
-                (&mut self.readable, &mut readable_len, &mut readable_window)
-            };
-            *total = total.checked_add(len).ok_or(ChainError::Overflow)?;
-            let mut at = desc.addr();
-            if window.is_some_and(|w| w.window_offset(mem, at, len).is_some()) {
-                pieces.push((at, len));
-                *in_window = true;
-                continue;
-            }
-            for slice in mem.get_slices(at, len) {
-                let piece = match slice {
-                    Ok(slice) => slice.len(),
-                    // A readable buffer the daemon cannot see (e.g. data in
-                    // the DAX window before the frontend reported where it
-                    // is): the request cannot be served, but its header may
-                    // still be readable for an EFAULT.
-                    Err(e) if !write_only => {
-                        readable_fault = Some(ChainError::Memory(e));
-                        break;
-                    }
-                    Err(e) => return Err(ChainError::Memory(e)),
-                };
-                pieces.push((at, piece));
-                // Only used if another piece follows, so it cannot have wrapped.
-                at = GuestAddress(at.0.wrapping_add(piece as u64));
-            }
-        }
-        Ok(SplitChain {
-            readable_len,
-            writable_len,
-            readable_fault,
-            readable_window,
-            writable_window,
-        })
-    }
-}
-
 /// Static configuration of the device.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -206,6 +110,9 @@ pub struct DeviceConfig {
     pub num_request_queues: u16,
     /// Largest queue size accepted.
     pub queue_size: u16,
+    /// Threads serving each request queue's requests (`--thread-pool-size`);
+    /// 0: the queue's own worker serves them one at a time.
+    pub thread_pool_size: usize,
 }
 
 /// The vhost-user-fs device.
@@ -230,15 +137,28 @@ pub struct FsDevice {
     placement: WindowPlacement,
     /// Queue workers that panicked; the daemon stops at the first.
     failure: WorkerFailure,
+    /// Each request queue's thread pool (`None` for the hiprio queue, and
+    /// for every queue without `--thread-pool-size`).
+    pools: Vec<Option<QueuePool>>,
+    /// This device, for the pool threads (which must not keep it alive).
+    this: Weak<FsDevice>,
 }
 
 impl FsDevice {
     /// A device serving `dispatcher`.
-    pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Self {
-        let queues = usize::from(config.num_request_queues) + 1;
+    pub fn new(config: DeviceConfig, dispatcher: Arc<Dispatcher>) -> Arc<Self> {
+        let queues = config.num_request_queues.saturating_add(1);
         let dax = dispatcher.dax().cloned();
         let placement = WindowPlacement::new(dax.as_ref().map(|dax| dax.size()));
-        Self {
+        let pools = (0..queues)
+            .map(|queue| {
+                (queue > 0 && config.thread_pool_size > 0)
+                    .then(|| QueuePool::new(queue, config.thread_pool_size))
+            })
+            .collect();
+        Arc::new_cyclic(|this| Self {
+            pools,
+            this: Weak::clone(this),
             buffers: (0..queues)
                 .map(|_| Mutex::new(QueueBuffers::default()))
                 .collect(),
@@ -251,7 +171,7 @@ impl FsDevice {
             bad_chain_log: RateLimit::per_second(10),
             placement,
             failure: WorkerFailure::default(),
-        }
+        })
     }
 
     /// Panics of queue workers: [`WorkerFailure::on_panic`] says how the
@@ -293,6 +213,9 @@ impl FsDevice {
         let Some(mem) = self.memory() else {
             return Ok(());
         };
+        if let Some(pool) = self.pools.get(usize::from(queue)).and_then(Option::as_ref) {
+            return self.hand_to_pool(queue, vring, &mem, pool);
+        }
         let mut buffers = self
             .buffers
             .get(usize::from(queue))
@@ -382,69 +305,105 @@ impl FsDevice {
             self.bad_chain("request buffers unusable", &e);
             return self.refuse_unreadable(mem, buffers, capacity, window);
         }
-        // An oversized request is refused from its header alone (E2BIG,
-        // echoing its unique) without copying the rest.
-        let oversized = len > MAX_REQUEST;
-        buffers.request.clear();
-        buffers
-            .request
-            .resize(if oversized { REQUEST_HEADER_LEN } else { len }, 0);
-        if let Err(e) = gather(
-            window.as_ref(),
-            mem,
-            &buffers.readable,
-            &mut buffers.request,
-        ) {
-            self.bad_chain("reading the request", &e.error);
-            return match e.error {
-                // A window page that maps nothing: the guest hears EFAULT.
-                BufferError::Window(_) => {
-                    let errno = e.error.errno();
-                    self.reply_error(mem, buffers, e.copied, errno, capacity, window)
-                }
-                // split_chain validated every guest buffer, so this is not
-                // expected; the request may be partial, so it is not served.
-                BufferError::Memory(_) => 0,
-            };
+        let shape = ChainShape {
+            len,
+            capacity,
+            // An oversized request is refused from its header alone (E2BIG,
+            // echoing its unique) without copying the rest.
+            oversized: len > MAX_REQUEST,
+            window,
+            // Reply buffers in the window: the reply is made in the daemon's
+            // memory, then written out through the mapped files.
+            bounce: window.filter(|_| split.writable_window),
+        };
+        if let Err(written) = self.read_request(mem, buffers, &shape) {
+            return written;
         }
-        // Reply buffers in the window are checked before the request runs;
-        // its reply is then made in the daemon's buffer and copied out.
-        let bounce = window.filter(|_| split.writable_window);
-        if let Some(w) = bounce.filter(|_| !oversized) {
+        // Reply buffers in the window are checked before the request runs.
+        if let Some(w) = shape.bounce.filter(|_| !shape.oversized) {
             if let Err(e) = w.check_scatter(mem, &buffers.writable) {
                 self.bad_chain("reply buffers in the window", &e);
                 return self.reply_error(mem, buffers, len, e.errno(), capacity, window);
             }
         }
+        self.answer(mem, buffers, &shape)
+    }
+
+    /// Copies the request (its header alone when oversized) into
+    /// `buffers.request`; on failure, the bytes written into the chain by
+    /// the error reply, if any.
+    fn read_request(
+        &self,
+        mem: &GuestMemoryMmap,
+        buffers: &mut QueueBuffers,
+        shape: &ChainShape<'_>,
+    ) -> Result<(), u32> {
+        let len = if shape.oversized {
+            REQUEST_HEADER_LEN
+        } else {
+            shape.len
+        };
+        buffers.request.clear();
+        buffers.request.resize(len, 0);
+        let Err(e) = gather(
+            shape.window.as_ref(),
+            mem,
+            &buffers.readable,
+            &mut buffers.request,
+        ) else {
+            return Ok(());
+        };
+        self.bad_chain("reading the request", &e.error);
+        Err(match e.error {
+            // A window page that maps nothing: the guest hears EFAULT.
+            BufferError::Window(_) => {
+                let errno = e.error.errno();
+                self.reply_error(mem, buffers, e.copied, errno, shape.capacity, shape.window)
+            }
+            // split_chain validated every guest buffer, so this is not
+            // expected; the request may be partial, so it is not served.
+            BufferError::Memory(_) => 0,
+        })
+    }
+
+    /// Serves the request in `buffers.request` and writes its reply into
+    /// the chain; returns the bytes written.
+    fn answer(
+        &self,
+        mem: &GuestMemoryMmap,
+        buffers: &mut QueueBuffers,
+        shape: &ChainShape<'_>,
+    ) -> u32 {
         let QueueBuffers {
             request,
             reply,
             writable,
+            bounce_space,
             ..
         } = buffers;
-        let outcome = if oversized {
+        let capacity = shape.capacity;
+        let answer = if shape.oversized {
             self.dispatcher
                 .refuse(request, Errno::E2BIG, reply, capacity)
-                .into()
-        } else if bounce.is_some() {
-            self.dispatcher.dispatch(request, reply, capacity).into()
+        } else if shape.bounce.is_some() {
+            bounce_space.set_capacity(capacity);
+            let answer = self.dispatcher.dispatch(request, reply, bounce_space);
+            bounce_space.assemble(reply, answer)
         } else {
             let guest = GuestBuffers::new(mem, writable);
-            self.dispatcher.dispatch_chain(request, reply, &guest)
+            self.dispatcher.dispatch(request, reply, &guest)
         };
-        let (head, data) = match outcome {
-            ChainReply::Reply(len) => (len, 0),
-            ChainReply::WithData { head, data } => (head, data),
-            ChainReply::NoReply => return 0,
+        let Some((head, data)) = answer.head_and_data() else {
+            return 0;
         };
-        match scatter(bounce.as_ref(), mem, writable, &reply[..head]) {
+        match scatter(shape.bounce.as_ref(), mem, writable, &reply[..head]) {
             Ok(()) => (head + data) as u32,
             Err(e) => {
                 self.bad_chain("writing the reply", &e);
                 match e {
                     // The guest removed a mapping while using it: tell it.
                     BufferError::Window(_) => {
-                        self.reply_error(mem, buffers, len, e.errno(), capacity, window)
+                        self.reply_error(mem, buffers, shape.len, e.errno(), capacity, shape.window)
                     }
                     BufferError::Memory(_) => 0,
                 }
@@ -499,7 +458,7 @@ impl FsDevice {
             writable,
             ..
         } = buffers;
-        let Outcome::Reply(len) =
+        let Reply::Buffer(len) =
             self.dispatcher
                 .refuse_partial(&request[..head], errno, reply, capacity)
         else {
@@ -626,6 +585,28 @@ impl VhostUserBackend for FsDevice {
         self.dispatcher.end_session(SessionEnd::DeviceReset);
         // The next guest may place the window elsewhere.
         self.placement.forget();
+    }
+
+    /// GET_VRING_BASE: the queue is already marked not ready; wait for its
+    /// pool's requests in flight, so that none completes into a ring the
+    /// frontend has taken back. Bounded: a request blocked on the host
+    /// must not hang the frontend; its reply is dropped when it finishes.
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        let pool = usize::try_from(queue_index)
+            .ok()
+            .and_then(|q| self.pools.get(q))
+            .and_then(Option::as_ref);
+        if let Some(pool) = pool {
+            let running = pool.wait_idle(STOP_WAIT);
+            if running > 0 {
+                tracing::warn!(
+                    queue = queue_index,
+                    running,
+                    "queue stopped with requests still running; their replies will be dropped"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
