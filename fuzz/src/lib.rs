@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use daxfsd::dax::{Dax, DaxProtocol};
-use daxfsd::dispatch::{reply_header, Dispatcher, InitPolicy, Outcome, SessionEnd};
+use daxfsd::dispatch::{reply_header, Dispatcher, InitPolicy, Offers, Outcome, SessionEnd};
 use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
 use daxfsd_protocol::encode::RequestEncoder;
@@ -198,6 +198,8 @@ fn open_share(share: &Path) -> PassthroughFs {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: true,
+        allow_direct_io: false,
+        preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
     })
     .expect("open the scratch share")
@@ -272,6 +274,11 @@ pub fn run_input_traced(data: &[u8]) -> Trace {
         cache: CachePolicy::Auto,
         dax_window: true,
         inode_dax: true,
+        offers: Offers {
+            readdirplus: true,
+            killpriv_v2: true,
+            ..Offers::default()
+        },
     };
     let dispatcher = Dispatcher::new(Arc::new(fs), policy, Some(Arc::clone(&world.dax)));
     let mut reply = Vec::new();

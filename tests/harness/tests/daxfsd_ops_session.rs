@@ -43,7 +43,6 @@ fn init_agrees_on_what_both_sides_implement() {
         ATOMIC_O_TRUNC,
         BIG_WRITES,
         DO_READDIRPLUS,
-        HANDLE_KILLPRIV_V2,
         MAX_PAGES,
         INIT_EXT,
     ] {
@@ -61,6 +60,8 @@ fn init_agrees_on_what_both_sides_implement() {
         POSIX_ACL,
         WRITEBACK_CACHE,
         MAP_ALIGNMENT,
+        // Offered only with --killpriv-v2, as virtiofsd does.
+        HANDLE_KILLPRIV_V2,
     ] {
         assert_eq!(agreed & refused, 0, "{refused:#x} agreed ({agreed:#x})");
     }
