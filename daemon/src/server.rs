@@ -11,9 +11,9 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, Listen, Transport};
 use crate::dax::{Dax, DaxTrace};
-use crate::dispatch::{Dispatcher, InitPolicy, SessionEnd};
+use crate::dispatch::{Dispatcher, InitPolicy, Offers, SessionEnd};
 use crate::fs::passthrough::{FsConfig, PassthroughFs};
 use crate::metrics::MetricsSink;
 use crate::process::lifecycle::{Shutdown, SocketFile};
@@ -56,6 +56,9 @@ pub enum ServerError {
     /// The socket could not be created.
     #[error("cannot listen")]
     Listen(#[source] crate::process::lifecycle::SocketFileError),
+    /// The `--fd` socket cannot be served.
+    #[error("cannot serve the inherited socket")]
+    Inherit(#[source] crate::process::inherited::InheritError),
     /// The stop signals could not be blocked or their thread started.
     #[error("cannot set up the stop signals")]
     Signals(#[source] std::io::Error),
@@ -84,18 +87,26 @@ pub enum ServerError {
 /// Builds the filesystem and device from the configuration (opening the
 /// `--dax-trace` file, if any).
 pub fn build_device(config: &Config) -> Result<Arc<FsDevice>, ServerError> {
-    build_device_at(config, &config.shared_dir, open_trace(config)?)
+    let socket_path = configured_socket_path(config);
+    build_device_at(
+        config,
+        &config.shared_dir,
+        open_trace(config)?,
+        &socket_path,
+    )
 }
 
 /// Builds the filesystem and device, opening `root` (`/` inside a
 /// sandbox) as the shared directory; `trace` is the `--dax-trace` file,
-/// opened before the sandbox was entered.
+/// opened before the sandbox was entered; `socket_path` is where the
+/// frontend connects (the legacy DAX channel is found through it).
 pub fn build_device_at(
     config: &Config,
     root: &Path,
     trace: Option<File>,
+    socket_path: &Path,
 ) -> Result<Arc<FsDevice>, ServerError> {
-    let dispatcher = build_dispatcher_at(config, root, trace)?;
+    let dispatcher = build_dispatcher_at(config, root, trace, socket_path)?;
     Ok(FsDevice::new(
         DeviceConfig {
             tag: config.tag.clone(),
@@ -109,7 +120,22 @@ pub fn build_device_at(
 
 /// Builds the filesystem, DAX window and dispatcher from the configuration.
 pub fn build_dispatcher(config: &Config) -> Result<Arc<Dispatcher>, ServerError> {
-    build_dispatcher_at(config, &config.shared_dir, open_trace(config)?)
+    let socket_path = configured_socket_path(config);
+    build_dispatcher_at(
+        config,
+        &config.shared_dir,
+        open_trace(config)?,
+        &socket_path,
+    )
+}
+
+/// The socket path the configuration names (empty for `--fd` and
+/// `--mount-point`).
+fn configured_socket_path(config: &Config) -> PathBuf {
+    match &config.transport {
+        Transport::VhostUser(Listen::Path { path, .. }) => path.clone(),
+        _ => PathBuf::new(),
+    }
 }
 
 /// Opens the `--dax-trace` file, if any (it may lie outside the shared
@@ -128,29 +154,28 @@ fn build_dispatcher_at(
     config: &Config,
     root: &Path,
     trace: Option<File>,
+    socket_path: &Path,
 ) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
         shared_dir: root.to_owned(),
         cache: config.cache,
         readonly: config.readonly,
         xattr: config.xattr,
+        allow_direct_io: config.switches.allow_direct_io,
+        preserve_noatime: config.switches.preserve_noatime,
         inode_dax: config.inode_dax(),
     })
     .map_err(|source| ServerError::SharedDir {
         path: config.shared_dir.clone(),
         source,
     })?;
-    let socket_path = match &config.transport {
-        Transport::VhostUser { socket_path } => socket_path.clone(),
-        Transport::FuseDev { .. } => PathBuf::new(),
-    };
     let dax = match &config.dax {
         None => None,
         Some(dax) => Some(Arc::new(
             Dax::with_trace(
                 dax.window_size,
                 dax.protocol,
-                socket_path,
+                socket_path.to_owned(),
                 trace.map(|file| Arc::new(DaxTrace::new(file, root))),
             )
             .map_err(ServerError::Dax)?,
@@ -160,6 +185,12 @@ fn build_dispatcher_at(
         cache: config.cache,
         dax_window: dax.is_some(),
         inode_dax: dax.is_some(),
+        offers: Offers {
+            writeback: config.switches.writeback,
+            readdirplus: config.switches.readdirplus,
+            killpriv_v2: config.switches.killpriv_v2,
+            allow_mmap: config.switches.allow_mmap,
+        },
     };
     Ok(Arc::new(Dispatcher::new(Arc::new(fs), policy, dax)))
 }
@@ -171,7 +202,7 @@ fn build_dispatcher_at(
 /// sandboxed daemon's).
 pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
     raise_fd_limit();
-    let socket_path = match &config.transport {
+    let listen = match &config.transport {
         Transport::FuseDev { mount_point } => {
             if config.sandbox.is_some_and(|m| m != SandboxMode::None) {
                 tracing::warn!("--sandbox does not apply to --mount-point (a test transport)");
@@ -181,17 +212,22 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
             rustix::process::umask(rustix::fs::Mode::empty());
             return run_fuse(config, mount_point).map(|()| ExitCode::SUCCESS);
         }
-        Transport::VhostUser { socket_path } => socket_path,
+        Transport::VhostUser(listen) => listen,
     };
     // Before any thread or child process exists, so all of them inherit it.
     let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(ServerError::Signals)?;
-    let (unix_listener, socket_file) =
-        SocketFile::bind(socket_path).map_err(ServerError::Listen)?;
+    let (unix_listener, socket_file, socket_path) = listen_on(listen)?;
+    let socket_path = &socket_path;
+    let remove_socket = || {
+        if let Some(file) = &socket_file {
+            file.remove();
+        }
+    };
     // Outside the sandbox and under the caller's umask, like the socket.
     let trace = match open_trace(config) {
         Ok(trace) => trace,
         Err(error) => {
-            socket_file.remove();
+            remove_socket();
             return Err(error);
         }
     };
@@ -214,23 +250,50 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
                 child = supervisor.child().as_raw_nonzero().get(),
                 "supervising"
             );
-            return Ok(supervisor.run(&signals, config.metrics_file.as_deref(), &socket_file));
+            return Ok(supervisor.run(
+                &signals,
+                config.metrics_file.as_deref(),
+                socket_file.as_ref(),
+            ));
         }
         Ok(Role::Daemon(jail)) => jail,
         Err(error) => {
             // Only the process that bound the socket, outside the sandbox,
             // removes it; a failed child leaves that to its supervisor.
             if rustix::process::getpid() == original {
-                socket_file.remove();
+                remove_socket();
             }
             return Err(ServerError::Sandbox(error));
         }
     };
     let served = serve_in(config, jail, unix_listener, signals, socket_path, trace);
     if mode == SandboxMode::None {
-        socket_file.remove();
+        remove_socket();
     }
     served.map(|()| ExitCode::SUCCESS)
+}
+
+/// The listening socket: bound at `--socket-path` (the socket file is the
+/// daemon's, removed when it stops), or inherited with `--fd` (libvirt's,
+/// which removes it itself). Also returns the socket's path.
+fn listen_on(listen: &Listen) -> Result<(UnixListener, Option<SocketFile>, PathBuf), ServerError> {
+    match listen {
+        Listen::Path { path, group } => {
+            let (listener, file) = SocketFile::bind(path, group.as_ref().map(|&(_, gid)| gid))
+                .map_err(ServerError::Listen)?;
+            Ok((listener, Some(file), path.clone()))
+        }
+        Listen::Fd(fd) => {
+            let listener =
+                crate::process::inherited::take_listener(*fd).map_err(ServerError::Inherit)?;
+            let path = listener
+                .local_addr()
+                .ok()
+                .and_then(|addr| addr.as_pathname().map(Path::to_owned))
+                .unwrap_or_default();
+            Ok((listener, None, path))
+        }
+    }
 }
 
 /// The daemon proper, inside `jail`: opens the share, drops capabilities,
@@ -243,7 +306,7 @@ fn serve_in(
     socket_path: &Path,
     trace: Option<File>,
 ) -> Result<(), ServerError> {
-    let device = build_device_at(config, &jail.root, trace)?;
+    let device = build_device_at(config, &jail.root, trace, socket_path)?;
     if jail.mode != SandboxMode::None {
         crate::process::fds::enter_fd_dir().map_err(|source| {
             ServerError::Sandbox(crate::process::sandbox::step_io("entering /proc/self/fd")(

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use daxfsd::dax::{Dax, DaxProtocol};
 use daxfsd::dispatch::{
-    reply_header, DaemonReplySpace, Dispatcher, InitPolicy, Reply, SessionEnd,
+    reply_header, DaemonReplySpace, Dispatcher, InitPolicy, Offers, Reply, SessionEnd,
 };
 use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
@@ -200,6 +200,8 @@ fn open_share(share: &Path) -> PassthroughFs {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: true,
+        allow_direct_io: false,
+        preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
     })
     .expect("open the scratch share")
@@ -274,6 +276,11 @@ pub fn run_input_traced(data: &[u8]) -> Trace {
         cache: CachePolicy::Auto,
         dax_window: true,
         inode_dax: true,
+        offers: Offers {
+            readdirplus: true,
+            killpriv_v2: true,
+            ..Offers::default()
+        },
     };
     let dispatcher = Dispatcher::new(Arc::new(fs), policy, Some(Arc::clone(&world.dax)));
     let mut reply = Vec::new();

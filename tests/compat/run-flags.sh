@@ -11,8 +11,9 @@
 #                       there; it is never built from here)
 #     --no-virtiofsd    do not run virtiofsd
 #     --table FILE      default: tests/compat/virtiofsd-flags.tsv
-#     --grace SECS      how long a daemon must stay up to count as accepting
-#                       (default 2)
+#     --grace SECS      the longest a daemon may take to reach accept() before
+#                       it counts as accepting anyway (default 10)
+#     --jobs N          rows run at once (default 6; the daemons mostly wait)
 #     --filter REGEX    only rows whose argv matches REGEX (grep -E)
 #     --current         report how far daxfsd is from the target and exit 0
 #     --write-measured FILE
@@ -44,14 +45,17 @@
 #      (@FD@); the daemon runs with T as its working directory, standard
 #      input from /dev/null, in a new session (setsid) so that it and every
 #      process it forks form one process group.
-#   2. The run is polled every 0.1 s for --grace seconds:
+#   2. The run is polled every 0.05 s, for at most --grace seconds:
 #        - the daemon exits with status 0            -> accept
 #          (--help, --version, --print-capabilities)
 #        - the daemon exits with any other status    -> refuse
 #          (clap's usage errors exit 2, virtiofsd's later checks exit 1)
-#        - it is still running after --grace seconds -> accept
+#        - a thread of a process of its group waits in accept(2) (read
+#          from /proc/PID/task/TID/syscall)          -> accept
 #          (it got past parsing and start-up checks and waits for a
-#          frontend on its socket)
+#          frontend on its socket: the readiness signal)
+#        - it is still running after --grace seconds -> accept
+#          (a daemon that waits elsewhere; a fallback, slow by design)
 #   3. The process group is then stopped (SIGTERM, up to 3 s, then SIGKILL)
 #      and the run fails with an error if any process of the group is left.
 # So "accept" means the daemon would serve with this command line, and
@@ -65,7 +69,8 @@ table=$here/virtiofsd-flags.tsv
 daxfsd=
 virtiofsd=
 use_virtiofsd=1
-grace=2
+grace=10
+jobs=6
 filter=
 current=0
 verbose=0
@@ -82,6 +87,7 @@ while [ $# -gt 0 ]; do
     --no-virtiofsd) use_virtiofsd=0; shift ;;
     --table) need_arg "$@"; table=$2; shift 2 ;;
     --grace) need_arg "$@"; grace=$2; shift 2 ;;
+    --jobs) need_arg "$@"; jobs=$2; shift 2 ;;
     --filter) need_arg "$@"; filter=$2; shift 2 ;;
     --current) current=1; shift ;;
     --write-measured) need_arg "$@"; measured_out=$2; shift 2 ;;
@@ -129,22 +135,30 @@ if [ "$(id -u)" != 0 ]; then
   echo "run-flags: warning: not root; the table was measured as root (--uid-map, --modcaps, --socket-group, --sandbox=chroot rows differ)" >&2
 fi
 [[ $grace =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--grace takes seconds, not '$grace'"
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs takes a positive number, not '$jobs'"
+command -v pgrep >/dev/null || die "pgrep is needed (procps)"
+# accept(2) and accept4(2) by architecture, for the readiness signal.
+case $(uname -m) in
+  x86_64) accept_calls='^(43|288) ' ;;
+  aarch64) accept_calls='^(202|242) ' ;;
+  *) accept_calls='^-$' ;;   # unknown: fall back to --grace
+esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/run-flags.XXXXXX")
-live_pgid=
 
-# Processes whose process group is $1 (read from /proc, so also those in
-# other PID namespaces, which the sandboxes create).
+# Processes whose process group is $1 (pgrep reads /proc, so it also sees
+# those in other PID namespaces, which the sandboxes create).
 group_members() {
-  local f stat rest pgid
-  for f in /proc/[0-9]*/stat; do
-    stat=$(cat "$f" 2>/dev/null) || continue
-    rest=${stat##*) }
-    # fields after the command: state ppid pgrp ...
-    read -r _ _ pgid _ <<<"$rest"
-    [ "$pgid" = "$1" ] && echo "${f//[^0-9]/}"
+  pgrep -g "$1" || true
+}
+
+# Whether a thread of a process of group $1 waits in accept(2).
+group_accepting() {
+  local p
+  for p in $(group_members "$1"); do
+    cat /proc/"$p"/task/*/syscall 2>/dev/null | grep -Eq "$accept_calls" && return 0
   done
-  return 0
+  return 1
 }
 
 # Stops the process group $1: SIGTERM, up to 3 s, then SIGKILL. Fails if a
@@ -152,9 +166,9 @@ group_members() {
 stop_group() {
   local pgid=$1 i
   kill -TERM -- "-$pgid" 2>/dev/null || true
-  for i in $(seq 1 30); do
+  for i in $(seq 1 60); do
     [ -z "$(group_members "$pgid")" ] && return 0
-    sleep 0.1
+    sleep 0.05
   done
   kill -KILL -- "-$pgid" 2>/dev/null || true
   for i in $(seq 1 30); do
@@ -166,8 +180,11 @@ stop_group() {
 }
 
 cleanup() {
-  local rc=$?
-  if [ -n "$live_pgid" ]; then stop_group "$live_pgid" || rc=2; fi
+  local rc=$? f
+  # Rows still running (an interrupted run): their daemons' groups.
+  for f in "$work"/*/pgid; do
+    [ -e "$f" ] && { stop_group "$(cat "$f")" || rc=2; }
+  done
   rm -rf "$work"
   exit "$rc"
 }
@@ -203,14 +220,15 @@ run_one() {
       exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!";
     ' "$t/fd.sock" "$bin" "${args[@]}" </dev/null >"$t/out" 2>"$t/err") &
   pid=$!
-  live_pgid=$pid   # setsid made the daemon the leader of group $pid
-  n=$(awk -v g="$grace" 'BEGIN { printf "%d", g * 10 }')
+  echo "$pid" >"$t/pgid"   # setsid made the daemon the leader of group $pid
+  n=$(awk -v g="$grace" 'BEGIN { printf "%d", g * 20 }')
   for ((i = 0; i < n; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then
       wait "$pid" && status=0 || status=$?
       break
     fi
-    sleep 0.1
+    group_accepting "$pid" && break
+    sleep 0.05
   done
   if [ -z "$status" ] || [ "$status" = 0 ]; then
     outcome=accept
@@ -220,7 +238,7 @@ run_one() {
   echo "${status:-running}" >"$t/status"
   stop_group "$pid" || exit 2
   wait "$pid" 2>/dev/null || true
-  live_pgid=
+  rm -f "$t/pgid"
 }
 
 # The line of a daemon's stderr that says why it stopped: the first one
@@ -229,21 +247,39 @@ first_error() {
   grep -m 1 -i 'error' "$1" 2>/dev/null || tail -n 1 "$1" 2>/dev/null || true
 }
 
-rows=0 vf_ok=0 vf_bad=0 dx_ok=0 dx_bad=0 vf_acc=0 vf_ref=0 dx_acc=0 dx_ref=0
-mismatches=()
+# run_row N ARGV: runs row N with daxfsd (and virtiofsd) into $work/N/,
+# leaving each daemon's outcome in dx.outcome / vf.outcome (with its exit
+# status and first error line beside it).
+run_row() {
+  local r=$work/$1 argv=$2 d
+  mkdir -p "$r"
+  for d in dx vf; do
+    [ "$d" = vf ] && [ "$use_virtiofsd" = 0 ] && continue
+    local bin=$daxfsd
+    [ "$d" = vf ] && bin=$virtiofsd
+    run_one "$bin" "$argv" "$r/$d"
+    cat "$r/$d/status" >"$r/$d.status"
+    first_error "$r/$d/err" >"$r/$d.error"
+    rm -rf "${r:?}/$d"
+    echo "$outcome" >"$r/$d.outcome"
+  done
+}
+
+# Pass 1: the table. Every line is kept (for --write-measured); rows
+# selected by --filter are numbered.
+lines=() row_of_line=() r_argv=() r_vf=() r_dx=() r_note=()
 header_seen=0
 lineno=0
-measured=()
 while IFS= read -r line || [ -n "$line" ]; do
   lineno=$((lineno + 1))
-  case $line in '' | '#'*) measured+=("$line"); continue ;; esac
+  lines+=("$line"); row_of_line+=(-)
+  case $line in '' | '#'*) continue ;; esac
   IFS=$'\t' read -r argv want_vf want_dx note <<<"$line"
   if [ "$header_seen" = 0 ]; then
     if [ "$argv" != argv ] || [ "$want_vf" != virtiofsd ] || [ "$want_dx" != daxfsd ]; then
       die "$table:$lineno: expected the header 'argv<TAB>virtiofsd<TAB>daxfsd<TAB>note'"
     fi
     header_seen=1
-    measured+=("$line")
     continue
   fi
   case "$want_vf/$want_dx" in
@@ -251,11 +287,32 @@ while IFS= read -r line || [ -n "$line" ]; do
     *) die "$table:$lineno: expected outcomes are accept or refuse, not '$want_vf' / '$want_dx'" ;;
   esac
   if [ -n "$filter" ] && ! grep -qE -- "$filter" <<<"$argv"; then continue; fi
-  rows=$((rows + 1))
+  row_of_line[-1]=${#r_argv[@]}
+  r_argv+=("$argv"); r_vf+=("$want_vf"); r_dx+=("$want_dx"); r_note+=("$note")
+done <"$table"
+[ "$header_seen" = 1 ] || die "$table has no header line"
+rows=${#r_argv[@]}
+[ "$rows" -gt 0 ] || die "no rows to run (table empty or --filter matched nothing)"
 
-  t=$work/$rows-daxfsd
-  run_one "$daxfsd" "$argv" "$t"
-  got_dx=$outcome
+# Pass 2: the rows, --jobs at a time (each row's daemons run in their own
+# directories and process groups, so rows do not meet).
+for ((i = 0; i < rows; i++)); do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  run_row "$i" "${r_argv[i]}" &
+done
+wait
+
+# Pass 3: the verdicts, in table order.
+vf_ok=0 vf_bad=0 dx_ok=0 dx_bad=0 vf_acc=0 vf_ref=0 dx_acc=0 dx_ref=0
+mismatches=()
+measured=()
+for ((l = 0; l < ${#lines[@]}; l++)); do
+  i=${row_of_line[l]}
+  if [ "$i" = - ]; then measured+=("${lines[l]}"); continue; fi
+  argv=${r_argv[i]} want_vf=${r_vf[i]} want_dx=${r_dx[i]} note=${r_note[i]}
+  r=$work/$i
+  [ -s "$r/dx.outcome" ] || die "row '$argv': the daxfsd run did not finish (a process survived SIGKILL?)"
+  got_dx=$(cat "$r/dx.outcome")
   [ "$got_dx" = accept ] && dx_acc=$((dx_acc + 1)) || dx_ref=$((dx_ref + 1))
   mark_dx=ok
   if [ "$got_dx" = "$want_dx" ]; then
@@ -266,9 +323,8 @@ while IFS= read -r line || [ -n "$line" ]; do
   fi
   got_vf=- mark_vf=-
   if [ "$use_virtiofsd" = 1 ]; then
-    tv=$work/$rows-virtiofsd
-    run_one "$virtiofsd" "$argv" "$tv"
-    got_vf=$outcome
+    [ -s "$r/vf.outcome" ] || die "row '$argv': the virtiofsd run did not finish"
+    got_vf=$(cat "$r/vf.outcome")
     [ "$got_vf" = accept ] && vf_acc=$((vf_acc + 1)) || vf_ref=$((vf_ref + 1))
     mark_vf=ok
     if [ "$got_vf" = "$want_vf" ]; then
@@ -284,16 +340,13 @@ while IFS= read -r line || [ -n "$line" ]; do
       "$( [ "$mark_dx" = ok ] && [ "$mark_vf" != MISMATCH ] && echo ok || echo DIFF)" \
       "$got_dx" "$want_dx" "$got_vf" "$want_vf" "$argv"
     if [ "$verbose" = 1 ] && [ "$mark_dx" != ok ]; then
-      echo "    daxfsd ($(cat "$t/status")): $(first_error "$t/err")"
+      echo "    daxfsd ($(cat "$r/dx.status")): $(cat "$r/dx.error")"
     fi
     if [ "$verbose" = 1 ] && [ "$mark_vf" = MISMATCH ]; then
-      echo "    virtiofsd ($(cat "$tv/status")): $(first_error "$tv/err")"
+      echo "    virtiofsd ($(cat "$r/vf.status")): $(cat "$r/vf.error")"
     fi
   fi
-  rm -rf "$t" "${tv:-}"
-done <"$table"
-[ "$header_seen" = 1 ] || die "$table has no header line"
-[ "$rows" -gt 0 ] || die "no rows to run (table empty or --filter matched nothing)"
+done
 
 if [ -n "$measured_out" ]; then
   printf '%s\n' "${measured[@]}" >"$measured_out"

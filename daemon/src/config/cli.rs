@@ -1,16 +1,30 @@
-//! Command line, with virtiofsd-compatible names for the common flags.
+//! Command line: virtiofsd 1.14's flags with virtiofsd's meaning, and
+//! daxfsd's own (the DAX window, request queues, ...) as extensions.
 //!
-//! Only clap's view: the flags and what one flag alone accepts. Flags
-//! that need each other are checked by [`super::Config`].
+//! Only clap's view: the flags and what one flag alone accepts. The `-o`
+//! list is applied by [`super::compat`]; flags that need each other, and
+//! the values daxfsd cannot honour, are checked by [`super::Config`].
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 
 use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
+
+/// `--posix-acl` and `--security-label`: when the feature is negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NegotiationMode {
+    /// Never offered (the default).
+    #[default]
+    Never,
+    /// Offered if the guest offers it.
+    Auto,
+    /// Required.
+    Always,
+}
 
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
@@ -20,6 +34,7 @@ use crate::process::sandbox::{SandboxMode, SeccompMode};
 ///   -device vhost-user-fs-pci,chardev=fs0,tag=TAG
 /// (guest RAM must be shared: -object memory-backend-memfd,id=mem,size=...,share=on
 ///  -numa node,memdev=mem). In the guest: mount -t virtiofs TAG /mnt
+/// It takes virtiofsd's flags (docs/operating.md has the table).
 #[derive(Debug, Parser)]
 #[command(
     name = "daxfsd",
@@ -30,9 +45,40 @@ use crate::process::sandbox::{SandboxMode, SeccompMode};
     args_override_self = true
 )]
 pub struct Args {
-    /// vhost-user socket path to listen on (created; an old socket file is replaced).
-    #[arg(long, value_name = "PATH", required_unless_present = "mount_point")]
+    /// vhost-user socket path to listen on (created, mode 0700; an old
+    /// socket file is replaced). One of --socket-path, --fd or --mount-point
+    /// is required.
+    #[arg(long, value_name = "PATH")]
     pub socket_path: Option<PathBuf>,
+
+    /// Deprecated spelling of --socket-path (--socket-path wins if both
+    /// are given).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Serve the listening Unix socket inherited as descriptor FD instead
+    /// of creating one (how libvirt starts the daemon).
+    #[arg(
+        long,
+        value_name = "FD",
+        value_parser = clap::value_parser!(i32).range(0..),
+        conflicts_with_all = ["socket_path", "socket", "mount_point"]
+    )]
+    pub fd: Option<i32>,
+
+    /// Make the socket group-owned by GROUP, mode 0770 (so that a QEMU
+    /// running as a member of GROUP can connect).
+    #[arg(
+        long,
+        value_name = "GROUP",
+        conflicts_with_all = ["fd", "print_capabilities", "mount_point"]
+    )]
+    pub socket_group: Option<String>,
+
+    /// Print the vhost-user backend capabilities as JSON
+    /// ({"type": "fs", "features": [...]}) and exit; other flags are ignored.
+    #[arg(long)]
+    pub print_capabilities: bool,
 
     /// Instead of a vhost-user socket, mount the share on this host
     /// directory over /dev/fuse (needs root) and serve the host kernel's FUSE
@@ -41,36 +87,109 @@ pub struct Args {
     #[arg(
         long,
         value_name = "DIR",
-        conflicts_with_all = ["socket_path", "cache_size", "persist", "metrics_file"]
+        conflicts_with_all = ["socket_path", "socket", "cache_size", "persist", "metrics_file"]
     )]
     pub mount_point: Option<PathBuf>,
 
-    /// Host directory to share with the guest.
+    /// Host directory to share with the guest (or -o source=DIR).
     #[arg(long, value_name = "DIR")]
-    pub shared_dir: PathBuf,
+    pub shared_dir: Option<PathBuf>,
 
     /// Filesystem tag the guest mounts (at most 36 bytes).
     #[arg(long, default_value = "daxfs", value_parser = parse_tag)]
     pub tag: String,
 
-    /// Guest caching: never (no caching, direct I/O), auto (1 s timeouts,
-    /// revalidate on open), always (long timeouts, keep the page cache).
-    #[arg(long, value_enum, default_value_t = CachePolicy::Auto)]
+    /// Guest caching: never (no caching, direct I/O, no READDIRPLUS), auto
+    /// (1 s timeouts, revalidate on open), always (one-day timeouts, keep
+    /// the page cache), metadata (one-day timeouts for names and
+    /// attributes, file data not cached). Any case.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = CachePolicy::Auto)]
     pub cache: CachePolicy,
+
+    /// With --cache=never or metadata, let the guest mmap files opened for
+    /// direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP).
+    #[arg(long)]
+    pub allow_mmap: bool,
+
+    /// Offer the guest writeback caching (FUSE_WRITEBACK_CACHE).
+    #[arg(long)]
+    pub writeback: bool,
+
+    /// Honour the guest's O_DIRECT (by default it is dropped and the host
+    /// page cache is used).
+    #[arg(long)]
+    pub allow_direct_io: bool,
+
+    /// Do not offer READDIRPLUS (it is never offered with --cache=never).
+    #[arg(long)]
+    pub no_readdirplus: bool,
+
+    /// Keep the guest's O_NOATIME (by default it is dropped: opening a file
+    /// the daemon does not own with it fails with EPERM).
+    #[arg(long)]
+    pub preserve_noatime: bool,
+
+    /// Offer FUSE_HANDLE_KILLPRIV_V2: the daemon clears setuid/setgid bits
+    /// on write, truncate and chown itself (default: not offered).
+    #[arg(long, overrides_with = "no_killpriv_v2")]
+    pub killpriv_v2: bool,
+
+    /// Do not offer FUSE_HANDLE_KILLPRIV_V2 (the default; the last of the
+    /// two flags wins).
+    #[arg(long, overrides_with = "killpriv_v2")]
+    pub no_killpriv_v2: bool,
+
+    /// Mark mount points inside the share as submounts. Not supported by
+    /// daxfsd yet: refused (see --no-announce-submounts).
+    #[arg(long, overrides_with = "no_announce_submounts")]
+    pub announce_submounts: bool,
+
+    /// Do not announce submounts: a filesystem mounted inside the share
+    /// shows as part of the share's filesystem (what daxfsd does).
+    #[arg(long, overrides_with = "announce_submounts")]
+    pub no_announce_submounts: bool,
+
+    /// Number of worker threads serving the requests of each queue; 0: no
+    /// pool, each queue's own thread serves its requests (the default).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub thread_pool_size: usize,
 
     /// Number of request queues offered to the guest; each is served by its
     /// own worker thread so queues progress in parallel.
-    #[arg(long, alias = "thread-pool-size", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=63))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=63))]
     pub num_request_queues: u16,
 
     /// Size of each virtqueue (a power of two).
     #[arg(long, default_value_t = 1024, value_parser = parse_queue_size)]
     pub queue_size: u16,
 
-    /// Log level or tracing filter (error, warn, info, debug, trace, or a
-    /// directive such as "daxfsd=debug"). RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
+    /// Log level: error, warn, info, debug, trace or off (any case); or, as
+    /// a daxfsd extension, a tracing filter directive containing '=' (such
+    /// as "daxfsd=debug"). RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+
+    /// Log to syslog (facility user) instead of standard error.
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Deprecated: --log-level=debug.
+    #[arg(short = 'd')]
+    pub debug: bool,
+
+    /// Deprecated, no effect: daxfsd always stays in the foreground.
+    #[arg(short = 'f')]
+    pub foreground: bool,
+
+    /// Options in the legacy virtiofsd syntax, comma-separated (repeatable):
+    /// source=DIR, cache=auto|always|none|metadata,
+    /// loglevel=debug|info|warn|err, sandbox=namespace|chroot, xattr,
+    /// no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
+    /// allow_direct_io, no_allow_direct_io, killpriv_v2, no_killpriv_v2,
+    /// no_posix_acl, no_security_label, no_posix_lock, no_flock. They
+    /// override the flags.
+    #[arg(short = 'o', value_name = "OPTIONS", action = ArgAction::Append)]
+    pub compat_options: Vec<String>,
 
     /// Refuse every modifying operation with EROFS.
     #[arg(long)]
@@ -79,6 +198,58 @@ pub struct Args {
     /// Serve extended attributes (getxattr, setxattr, listxattr, removexattr).
     #[arg(long)]
     pub xattr: bool,
+
+    /// POSIX ACLs: only never (the default) is supported by daxfsd yet;
+    /// auto and always (the bare flag) are refused.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
+    pub posix_acl: Option<NegotiationMode>,
+
+    /// Security labels at creation: only never (the default) is supported
+    /// by daxfsd yet; auto and always (the bare flag) are refused.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
+    pub security_label: Option<NegotiationMode>,
+
+    /// Extended-attribute name mapping: not supported by daxfsd yet
+    /// (refused).
+    #[arg(long, value_name = "RULES")]
+    pub xattrmap: Option<String>,
+
+    /// Capabilities to add or remove: not supported by daxfsd yet
+    /// (refused; the daemon keeps a fixed set, see docs/operating.md).
+    #[arg(long, value_name = "LIST")]
+    pub modcaps: Option<String>,
+
+    /// User-namespace UID map: not supported by daxfsd yet (refused).
+    #[arg(long, value_name = "MAP")]
+    pub uid_map: Vec<String>,
+
+    /// User-namespace GID map: not supported by daxfsd yet (refused).
+    #[arg(long, value_name = "MAP")]
+    pub gid_map: Vec<String>,
+
+    /// UID translation by the daemon: not supported by daxfsd yet (refused).
+    #[arg(long, value_name = "MAP")]
+    pub translate_uid: Vec<String>,
+
+    /// GID translation by the daemon: not supported by daxfsd yet (refused).
+    #[arg(long, value_name = "MAP")]
+    pub translate_gid: Vec<String>,
+
+    /// virtiofsd's migration flags: refused, daxfsd cannot migrate.
+    #[arg(long, hide = true, value_name = "MODE", value_parser = ["find-paths", "file-handles"])]
+    pub migration_mode: Option<String>,
+
+    /// Refused (migration).
+    #[arg(long, hide = true, value_name = "ACTION", value_parser = ["abort", "guest-error"])]
+    pub migration_on_error: Option<String>,
+
+    /// Refused (migration).
+    #[arg(long, hide = true)]
+    pub migration_verify_handles: bool,
+
+    /// Refused (migration).
+    #[arg(long, hide = true)]
+    pub migration_confirm_paths: bool,
 
     /// Size of the DAX window (suffix K, M or G; a multiple of 2 MiB). The
     /// frontend learns it with GET_SHMEM_CONFIG; the guest then maps file
@@ -125,16 +296,39 @@ pub struct Args {
 
     /// How the daemon isolates itself: namespace (new mount, PID and network
     /// namespaces, the shared directory as `/`), chroot (root only; for
-    /// containers that already set up namespaces) or none. Default:
-    /// namespace as root, none otherwise. See docs/operating.md.
-    #[arg(long, value_enum, value_name = "MODE")]
+    /// containers that already set up namespaces) or none; any case.
+    /// Default: namespace as root, none otherwise. See docs/operating.md.
+    #[arg(long, value_enum, ignore_case = true, value_name = "MODE")]
     pub sandbox: Option<SandboxMode>,
 
     /// What a system call outside the daemon's seccomp allow-list does:
-    /// kill the daemon, log it (kernel log / audit) and allow it, or none
-    /// (no filter).
+    /// kill the daemon, log it (kernel log / audit) and allow it, trap
+    /// (SIGSYS to the thread, which kills the daemon and names the call in
+    /// the kernel log) or none (no filter).
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::Kill)]
     pub seccomp: SeccompMode,
+}
+
+/// The levels `--log-level` takes (as virtiofsd, any case).
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Parses `--log-level`: a level of [`LOG_LEVELS`] in any case (returned in
+/// lower case), or a tracing directive containing `=` (a daxfsd extension,
+/// checked by tracing when the logger starts).
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if LOG_LEVELS.contains(&lower.as_str()) {
+        return Ok(lower);
+    }
+    if s.contains('=') {
+        return tracing_subscriber::EnvFilter::try_new(s)
+            .map(|_| s.to_owned())
+            .map_err(|e| format!("'{s}' is not a tracing filter: {e}"));
+    }
+    Err(format!(
+        "'{s}' is not a level ({}), nor a filter directive such as daxfsd=debug",
+        LOG_LEVELS.join(", ")
+    ))
 }
 
 fn parse_tag(tag: &str) -> Result<String, String> {
@@ -165,36 +359,63 @@ fn parse_queue_size(s: &str) -> Result<u16, String> {
 mod tests {
     use super::*;
 
+    fn parse(extra: &[&str]) -> Result<Args, String> {
+        Args::try_parse_from(
+            ["daxfsd", "--socket-path", "s", "--shared-dir", "d"]
+                .iter()
+                .chain(extra),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn bad_flags_name_the_flag() {
-        let err = Args::try_parse_from([
-            "daxfsd",
-            "--socket-path",
-            "s",
-            "--shared-dir",
-            "d",
-            "--cache-size",
-            "3X",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--cache-size"), "{err}");
-        let err = Args::try_parse_from([
-            "daxfsd",
-            "--socket-path",
-            "s",
-            "--shared-dir",
-            "d",
-            "--tag",
-            &"x".repeat(37),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--tag"), "{err}");
-        let err = Args::try_parse_from(["daxfsd", "--shared-dir", "d"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--socket-path"), "{err}");
+        for (extra, flag) in [
+            (&["--cache-size", "3X"][..], "--cache-size"),
+            (&["--tag", &"x".repeat(37)], "--tag"),
+            (&["--thread-pool-size=-1"], "--thread-pool-size"),
+            (&["--log-level=verbose"], "--log-level"),
+            (&["--posix-acl", "always"], "always"),
+            (&["--fd=3"], "--fd"),
+        ] {
+            let err = parse(extra).unwrap_err();
+            assert!(err.contains(flag), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn values_are_taken_as_virtiofsd_takes_them() {
+        let args = parse(&["--cache=Metadata", "--sandbox=NONE", "--log-level=DEBUG"]).unwrap();
+        assert_eq!(args.cache, CachePolicy::Metadata);
+        assert_eq!(args.sandbox, Some(SandboxMode::None));
+        assert_eq!(args.log_level, "debug");
+        assert_eq!(
+            parse(&["--thread-pool-size", "64"])
+                .unwrap()
+                .thread_pool_size,
+            64
+        );
+        assert_eq!(parse(&[]).unwrap().thread_pool_size, 0);
+        assert_eq!(
+            parse(&["--posix-acl"]).unwrap().posix_acl,
+            Some(NegotiationMode::Always)
+        );
+        assert_eq!(
+            parse(&["--security-label=never"]).unwrap().security_label,
+            Some(NegotiationMode::Never)
+        );
+        let last = parse(&["--killpriv-v2", "--no-killpriv-v2"]).unwrap();
+        assert!(!last.killpriv_v2 && last.no_killpriv_v2);
+        let last = parse(&["--no-killpriv-v2", "--killpriv-v2"]).unwrap();
+        assert!(last.killpriv_v2 && !last.no_killpriv_v2);
+        assert_eq!(
+            parse(&["--log-level=daxfsd=trace"]).unwrap().log_level,
+            "daxfsd=trace"
+        );
+        assert_eq!(
+            parse(&["--seccomp=trap"]).unwrap().seccomp,
+            SeccompMode::Trap
+        );
     }
 
     #[test]
@@ -205,6 +426,7 @@ mod tests {
         assert_eq!(args.socket_path, None);
         for extra in [
             &["--socket-path", "s"][..],
+            &["--fd", "3"][..],
             &["--cache-size", "2M"][..],
             &["--persist"][..],
         ] {

@@ -4,6 +4,9 @@
 //! daemon reads the [`Config`], never the command line.
 
 pub mod cli;
+pub mod compat;
+pub mod group;
+pub mod refused;
 
 use std::path::PathBuf;
 
@@ -22,6 +25,15 @@ pub enum ConfigError {
     /// clap refused the command line (its message names the flag).
     #[error(transparent)]
     Cli(#[from] clap::Error),
+    /// An `-o` option was refused (the message names it).
+    #[error(transparent)]
+    Compat(#[from] compat::CompatError),
+    /// A flag daxfsd cannot honour (the message names it).
+    #[error(transparent)]
+    Refused(#[from] refused::Refusal),
+    /// `--socket-group` names no group.
+    #[error(transparent)]
+    Group(#[from] group::GroupError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -30,20 +42,34 @@ pub enum ConfigError {
         /// What it does, for the message.
         purpose: &'static str,
     },
-    /// Neither transport was chosen (clap requires one; kept for callers
-    /// that build [`Args`] themselves).
-    #[error("no transport: give --socket-path or --mount-point")]
+    /// No way to reach the daemon was given.
+    #[error("no socket: give --socket-path, --fd or --mount-point")]
     NoTransport,
+    /// No shared directory was given.
+    #[error("no shared directory: give --shared-dir or -o source=DIR")]
+    NoSharedDir,
+}
+
+/// Where the vhost-user frontend connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A socket the daemon creates (`--socket-path`, `--socket`).
+    Path {
+        /// The socket path.
+        path: PathBuf,
+        /// `--socket-group`: the group (name, id) that owns the socket,
+        /// mode 0770.
+        group: Option<(String, u32)>,
+    },
+    /// A listening socket inherited as this descriptor (`--fd`).
+    Fd(i32),
 }
 
 /// How requests reach the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    /// A vhost-user socket a VMM connects to (`--socket-path`).
-    VhostUser {
-        /// The socket path.
-        socket_path: PathBuf,
-    },
+    /// A vhost-user socket a VMM connects to.
+    VhostUser(Listen),
     /// The host kernel's FUSE client, the share mounted on a host
     /// directory (`--mount-point`).
     FuseDev {
@@ -66,6 +92,24 @@ pub struct DaxConfig {
     pub inode_dax: InodeDaxPolicy,
 }
 
+/// What the guest is offered and how its open flags are treated: the
+/// behaviour switches virtiofsd has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Switches {
+    /// Offer FUSE_WRITEBACK_CACHE (`--writeback`).
+    pub writeback: bool,
+    /// Offer READDIRPLUS (not `--no-readdirplus`, not `--cache=never`).
+    pub readdirplus: bool,
+    /// Keep the guest's O_DIRECT (`--allow-direct-io`).
+    pub allow_direct_io: bool,
+    /// Keep the guest's O_NOATIME (`--preserve-noatime`).
+    pub preserve_noatime: bool,
+    /// Offer FUSE_HANDLE_KILLPRIV_V2 (`--killpriv-v2`).
+    pub killpriv_v2: bool,
+    /// Offer FUSE_DIRECT_IO_ALLOW_MMAP (`--allow-mmap`).
+    pub allow_mmap: bool,
+}
+
 /// What the daemon was asked to do, checked as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -77,14 +121,19 @@ pub struct Config {
     pub tag: String,
     /// Guest caching (`--cache`).
     pub cache: CachePolicy,
+    /// The behaviour switches.
+    pub switches: Switches,
     /// Request queues (or `/dev/fuse` reader threads).
     pub num_request_queues: u16,
+    /// `--thread-pool-size`: worker threads per queue (0: the queue's own
+    /// thread serves its requests).
+    pub thread_pool_size: usize,
     /// Size of each virtqueue.
     pub queue_size: u16,
-    /// Threads serving each request queue (0: the queue's worker).
-    pub thread_pool_size: usize,
-    /// The `--log-level` filter (RUST_LOG overrides it).
+    /// The log level or filter (`--log-level`, `-d`; RUST_LOG overrides it).
     pub log_level: String,
+    /// Log to syslog instead of standard error.
+    pub syslog: bool,
     /// Refuse every modifying operation with EROFS.
     pub readonly: bool,
     /// Serve extended attributes.
@@ -99,6 +148,21 @@ pub struct Config {
     pub sandbox: Option<SandboxMode>,
     /// What a system call outside the seccomp allow-list does.
     pub seccomp: SeccompMode,
+}
+
+/// The features `--print-capabilities` lists: only what daxfsd has.
+/// `separate-options`: it takes `--shared-dir`, `--cache`, ... as separate
+/// flags. Not `migrate-precopy` (no migration), not the ACL and label
+/// negotiation modes (refused but `never`).
+pub const CAPABILITIES: &[&str] = &["separate-options"];
+
+/// The `--print-capabilities` output (vhost-user.json's format).
+pub fn capabilities_json() -> String {
+    let features: Vec<String> = CAPABILITIES.iter().map(|f| format!("\"{f}\"")).collect();
+    format!(
+        "{{\n  \"type\": \"fs\",\n  \"features\": [\n    {}\n  ]\n}}",
+        features.join(",\n    ")
+    )
 }
 
 impl Config {
@@ -124,52 +188,35 @@ impl Config {
 
     /// Checks `args` as a whole; `given(id)` says whether the flag with
     /// clap id `id` was on the command line (rather than defaulted).
-    fn from_args(args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
-        let transport = match (args.mount_point, args.socket_path) {
-            (Some(mount_point), _) => Transport::FuseDev { mount_point },
-            (None, Some(socket_path)) => Transport::VhostUser { socket_path },
-            (None, None) => return Err(ConfigError::NoTransport),
-        };
-        let dax = match args.cache_size {
-            0 => {
-                let window_only = [
-                    (
-                        args.dax_trace.is_some(),
-                        "--dax-trace",
-                        "traces the DAX window",
-                    ),
-                    (
-                        given("dax_protocol"),
-                        "--dax-protocol",
-                        "chooses how the frontend maps the DAX window",
-                    ),
-                    (
-                        given("inode_dax"),
-                        "--inode-dax",
-                        "chooses which files use the DAX window",
-                    ),
-                ];
-                if let Some(&(_, flag, purpose)) = window_only.iter().find(|(set, ..)| *set) {
-                    return Err(ConfigError::NeedsWindow { flag, purpose });
-                }
-                None
-            }
-            window_size => Some(DaxConfig {
-                window_size,
-                protocol: args.dax_protocol,
-                trace: args.dax_trace,
-                inode_dax: args.inode_dax,
-            }),
+    fn from_args(mut args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
+        compat::apply(&mut args)?;
+        refused::check(&args)?;
+        let transport = transport(&mut args)?;
+        let dax = dax_config(&args, given)?;
+        let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
+        let switches = Switches {
+            writeback: args.writeback,
+            readdirplus: !args.no_readdirplus && args.cache != CachePolicy::Never,
+            allow_direct_io: args.allow_direct_io,
+            preserve_noatime: args.preserve_noatime,
+            killpriv_v2: args.killpriv_v2,
+            allow_mmap: args.allow_mmap,
         };
         Ok(Self {
             transport,
-            shared_dir: args.shared_dir,
+            shared_dir,
             tag: args.tag,
             cache: args.cache,
+            switches,
             num_request_queues: args.num_request_queues,
+            thread_pool_size: args.thread_pool_size,
             queue_size: args.queue_size,
-            thread_pool_size: 0,
-            log_level: args.log_level,
+            log_level: if args.debug {
+                "debug".to_owned()
+            } else {
+                args.log_level
+            },
+            syslog: args.syslog,
             readonly: args.readonly,
             xattr: args.xattr,
             dax,
@@ -191,6 +238,66 @@ impl Config {
         self.dax
             .as_ref()
             .map_or_else(InodeDaxPolicy::default, |dax| dax.inode_dax)
+    }
+}
+
+/// The transport: `--mount-point`, `--fd`, or a socket path
+/// (`--socket-path`, else the deprecated `--socket`) with its group.
+fn transport(args: &mut Args) -> Result<Transport, ConfigError> {
+    if let Some(mount_point) = args.mount_point.take() {
+        return Ok(Transport::FuseDev { mount_point });
+    }
+    if let Some(fd) = args.fd {
+        return Ok(Transport::VhostUser(Listen::Fd(fd)));
+    }
+    if args.socket_path.is_none() && args.socket.is_some() {
+        tracing::warn!("--socket is deprecated: use --socket-path");
+    }
+    let path = args
+        .socket_path
+        .take()
+        .or_else(|| args.socket.take())
+        .ok_or(ConfigError::NoTransport)?;
+    let group = match args.socket_group.take() {
+        Some(name) => {
+            let gid = group::gid_of(&name)?;
+            Some((name, gid))
+        }
+        None => None,
+    };
+    Ok(Transport::VhostUser(Listen::Path { path, group }))
+}
+
+/// The DAX window, and the refusal of its flags without one.
+fn dax_config(args: &Args, given: impl Fn(&str) -> bool) -> Result<Option<DaxConfig>, ConfigError> {
+    if args.cache_size != 0 {
+        return Ok(Some(DaxConfig {
+            window_size: args.cache_size,
+            protocol: args.dax_protocol,
+            trace: args.dax_trace.clone(),
+            inode_dax: args.inode_dax,
+        }));
+    }
+    let window_only = [
+        (
+            args.dax_trace.is_some(),
+            "--dax-trace",
+            "traces the DAX window",
+        ),
+        (
+            given("dax_protocol"),
+            "--dax-protocol",
+            "chooses how the frontend maps the DAX window",
+        ),
+        (
+            given("inode_dax"),
+            "--inode-dax",
+            "chooses which files use the DAX window",
+        ),
+    ];
+    match window_only.iter().find(|(set, ..)| *set) {
+        Some(&(_, flag, purpose)) => Err(ConfigError::NeedsWindow { flag, purpose }),
+        None => Ok(None),
     }
 }
 
@@ -280,9 +387,10 @@ mod tests {
         assert_eq!(config.inode_dax(), InodeDaxPolicy::Always);
         assert_eq!(
             config.transport,
-            Transport::VhostUser {
-                socket_path: "s".into()
-            }
+            Transport::VhostUser(Listen::Path {
+                path: "s".into(),
+                group: None
+            })
         );
         let config = config_with_window();
         let dax = config.dax.unwrap();
@@ -320,6 +428,131 @@ mod tests {
             refusal(&["--dax-trace", "t", "--cache-size", "0"]),
             "--dax-trace traces the DAX window: it needs --cache-size (other than 0)"
         );
+    }
+
+    #[test]
+    fn one_way_to_listen_and_a_shared_dir_are_needed() {
+        let err = Config::try_parse_from(["daxfsd", "--shared-dir", "d"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no socket: give --socket-path, --fd or --mount-point"
+        );
+        let err = Config::try_parse_from(["daxfsd", "--socket-path", "s"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no shared directory: give --shared-dir or -o source=DIR"
+        );
+        let inherited = Config::try_parse_from(["daxfsd", "--fd=3", "-o", "source=/srv"]).unwrap();
+        assert_eq!(inherited.transport, Transport::VhostUser(Listen::Fd(3)));
+        assert_eq!(inherited.shared_dir, PathBuf::from("/srv"));
+        let both =
+            Config::try_parse_from(["daxfsd", "--socket=a", "--socket-path=b", "--shared-dir=d"])
+                .unwrap();
+        assert_eq!(
+            both.transport,
+            Transport::VhostUser(Listen::Path {
+                path: "b".into(),
+                group: None
+            })
+        );
+        let grouped = config(&["--socket-group=root"]).unwrap();
+        assert_eq!(
+            grouped.transport,
+            Transport::VhostUser(Listen::Path {
+                path: "s".into(),
+                group: Some(("root".into(), 0))
+            })
+        );
+        assert!(refusal(&["--socket-group=no-such-group-daxfsd"]).contains("--socket-group"));
+    }
+
+    #[test]
+    fn what_daxfsd_cannot_honour_is_refused_naming_the_flag() {
+        for (extra, named) in [
+            (&["--migration-mode=find-paths"][..], "--migration-mode"),
+            (&["--migration-on-error=abort"], "--migration-on-error"),
+            (
+                &["--migration-verify-handles"],
+                "--migration-verify-handles",
+            ),
+            (&["--migration-confirm-paths"], "--migration-confirm-paths"),
+            (&["--posix-acl"], "--posix-acl"),
+            (&["--posix-acl=auto"], "--posix-acl"),
+            (&["-o", "posix_acl"], "posix_acl"),
+            (&["--security-label=always"], "--security-label"),
+            (&["--xattrmap=:map::user.virtiofs.:"], "--xattrmap"),
+            (&["-o", "modcaps=+sys_admin"], "modcaps"),
+            (&["--uid-map=:0:1000:1:"], "--uid-map"),
+            (&["--gid-map=:0:1000:1:"], "--gid-map"),
+            (&["--translate-uid=map:0:1000:1"], "--translate-uid"),
+            (&["--translate-gid=map:0:1000:1"], "--translate-gid"),
+            (&["--announce-submounts"], "--announce-submounts"),
+            (
+                &["--no-announce-submounts", "--announce-submounts"],
+                "--announce-submounts",
+            ),
+            (&["-o", "announce_submounts"], "announce_submounts"),
+            (&["-o", "flock"], "-o flock"),
+        ] {
+            let err = refusal(extra);
+            assert!(err.contains(named), "{extra:?}: {err}");
+        }
+        for accepted in [
+            &["--posix-acl=never"][..],
+            &[
+                "--security-label=never",
+                "-o",
+                "no_posix_acl,no_security_label",
+            ],
+            &["--announce-submounts", "--no-announce-submounts"],
+        ] {
+            config(accepted).unwrap();
+        }
+    }
+
+    #[test]
+    fn switches_follow_the_flags_and_the_cache_policy() {
+        let config_of = |extra: &[&str]| config(extra).unwrap().switches;
+        let defaults = config_of(&[]);
+        assert_eq!(
+            defaults,
+            Switches {
+                readdirplus: true,
+                ..Switches::default()
+            }
+        );
+        assert!(!config_of(&["--no-readdirplus"]).readdirplus);
+        assert!(!config_of(&["--cache=never"]).readdirplus);
+        assert!(!config_of(&["-o", "cache=none"]).readdirplus);
+        assert!(config_of(&["--no-readdirplus", "-o", "readdirplus"]).readdirplus);
+        let all = config_of(&[
+            "--writeback",
+            "--allow-direct-io",
+            "--preserve-noatime",
+            "--killpriv-v2",
+            "--allow-mmap",
+        ]);
+        assert!(
+            all.writeback
+                && all.allow_direct_io
+                && all.preserve_noatime
+                && all.killpriv_v2
+                && all.allow_mmap
+        );
+        assert!(!config_of(&["--killpriv-v2", "--no-killpriv-v2"]).killpriv_v2);
+        assert!(!config_of(&["--writeback", "-o", "no_writeback"]).writeback);
+        let logged = config(&["-d", "--thread-pool-size=0", "-f", "--syslog"]).unwrap();
+        assert_eq!(logged.log_level, "debug");
+        assert_eq!(logged.thread_pool_size, 0);
+        assert!(logged.syslog);
+    }
+
+    #[test]
+    fn capabilities_are_json_without_migration() {
+        let json = capabilities_json();
+        assert!(json.contains("\"type\": \"fs\""), "{json}");
+        assert!(json.contains("\"separate-options\""), "{json}");
+        assert!(!json.contains("migrate"), "{json}");
     }
 
     #[test]

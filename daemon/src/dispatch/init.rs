@@ -28,6 +28,44 @@ pub struct InitPolicy {
     pub dax_window: bool,
     /// Per-inode DAX policy is active: announce HAS_INODE_DAX.
     pub inode_dax: bool,
+    /// What the flags offer (`--writeback`, `--no-readdirplus`,
+    /// `--killpriv-v2`, `--allow-mmap`).
+    pub offers: Offers,
+}
+
+/// The INIT flags a command-line switch turns on; by default none (as
+/// virtiofsd: READDIRPLUS is on unless `--no-readdirplus` or
+/// `--cache=never`, which the configuration settles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offers {
+    /// FUSE_WRITEBACK_CACHE.
+    pub writeback: bool,
+    /// FUSE_DO_READDIRPLUS and FUSE_READDIRPLUS_AUTO.
+    pub readdirplus: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2.
+    pub killpriv_v2: bool,
+    /// FUSE_DIRECT_IO_ALLOW_MMAP.
+    pub allow_mmap: bool,
+}
+
+impl Offers {
+    /// The INIT flags these switches offer.
+    pub fn flags(self) -> u64 {
+        let mut flags = 0;
+        if self.writeback {
+            flags |= abi::WRITEBACK_CACHE;
+        }
+        if self.readdirplus {
+            flags |= abi::DO_READDIRPLUS | abi::READDIRPLUS_AUTO;
+        }
+        if self.killpriv_v2 {
+            flags |= abi::HANDLE_KILLPRIV_V2;
+        }
+        if self.allow_mmap {
+            flags |= abi::DIRECT_IO_ALLOW_MMAP;
+        }
+        flags
+    }
 }
 
 /// Result of negotiating INIT with a guest.
@@ -66,13 +104,11 @@ pub fn negotiate(
         | abi::ATOMIC_O_TRUNC
         | abi::BIG_WRITES
         | abi::AUTO_INVAL_DATA
-        | abi::DO_READDIRPLUS
-        | abi::READDIRPLUS_AUTO
         | abi::ASYNC_DIO
         | abi::PARALLEL_DIROPS
-        | abi::HANDLE_KILLPRIV_V2
         | abi::MAX_PAGES
-        | abi::INIT_EXT;
+        | abi::INIT_EXT
+        | policy.offers.flags();
     if policy.cache != CachePolicy::Never {
         wanted |= abi::CACHE_SYMLINKS;
     }
@@ -138,7 +174,39 @@ mod tests {
             cache: CachePolicy::Auto,
             dax_window: dax,
             inode_dax: false,
+            offers: Offers::default(),
         }
+    }
+
+    fn agreed(policy: &InitPolicy, kernel: u64) -> u64 {
+        let InitOutcome::Accepted(out, _) = negotiate(policy, 7, 41, 0, kernel) else {
+            panic!("INIT 7.41 must be accepted");
+        };
+        u64::from(out.flags) | (u64::from(out.flags2) << 32)
+    }
+
+    #[test]
+    fn switches_offer_their_flags_and_only_them() {
+        let switched = abi::WRITEBACK_CACHE
+            | abi::DO_READDIRPLUS
+            | abi::READDIRPLUS_AUTO
+            | abi::HANDLE_KILLPRIV_V2
+            | abi::DIRECT_IO_ALLOW_MMAP;
+        let kernel = switched | abi::INIT_EXT;
+        assert_eq!(agreed(&policy(false), kernel) & switched, 0);
+        let mut all = policy(false);
+        all.offers = Offers {
+            writeback: true,
+            readdirplus: true,
+            killpriv_v2: true,
+            allow_mmap: true,
+        };
+        assert_eq!(agreed(&all, kernel) & switched, switched);
+        all.offers.readdirplus = false;
+        assert_eq!(
+            agreed(&all, kernel) & (abi::DO_READDIRPLUS | abi::READDIRPLUS_AUTO),
+            0
+        );
     }
 
     #[test]

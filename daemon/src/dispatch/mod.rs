@@ -23,7 +23,7 @@ use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
 use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
-pub use self::init::{InitPolicy, MAX_TRANSFER};
+pub use self::init::{InitPolicy, Offers, MAX_TRANSFER};
 pub use self::reply::{DaemonReplySpace, Reply, ReplySpace};
 use self::route::FsRequest;
 use self::size_effect::{size_effect, SizeEffect};

@@ -165,6 +165,17 @@ pub enum SocketFileError {
         #[source]
         source: io::Error,
     },
+    /// `--socket-group`: the socket could not be given to the group.
+    #[error("--socket-group: cannot give {path} to group {gid} with mode 0770")]
+    Group {
+        /// The path.
+        path: PathBuf,
+        /// The group id.
+        gid: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// bind or listen failed, or the new socket could not be inspected.
     #[error("cannot bind {path}")]
     Bind {
@@ -174,6 +185,12 @@ pub enum SocketFileError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Makes `path` group-owned by `gid`, mode 0770.
+fn give_to_group(path: &Path, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::chown(path, None, Some(gid))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o770))
 }
 
 /// The socket file the daemon bound: removed when the daemon stops, but
@@ -188,8 +205,9 @@ pub struct SocketFile {
 impl SocketFile {
     /// Binds and listens on `path`, replacing a stale socket there (but
     /// nothing else). The socket file is created with mode 0700 (owner
-    /// only): whoever can connect drives the daemon as a frontend.
-    pub fn bind(path: &Path) -> Result<(UnixListener, Self), SocketFileError> {
+    /// only): whoever can connect drives the daemon as a frontend. With
+    /// `group` (`--socket-group`) it is then given to that group, mode 0770.
+    pub fn bind(path: &Path, group: Option<u32>) -> Result<(UnixListener, Self), SocketFileError> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 std::fs::remove_file(path).map_err(|source| SocketFileError::RemoveStale {
@@ -209,14 +227,22 @@ impl SocketFile {
         rustix::process::umask(old_umask);
         let listener = bound.map_err(bind_error)?;
         let meta = std::fs::symlink_metadata(path).map_err(bind_error)?;
-        Ok((
-            listener,
-            Self {
-                path: path.to_owned(),
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
-        ))
+        let file = Self {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        if let Some(gid) = group {
+            if let Err(source) = give_to_group(path, gid) {
+                file.remove();
+                return Err(SocketFileError::Group {
+                    path: path.to_owned(),
+                    gid,
+                    source,
+                });
+            }
+        }
+        Ok((listener, file))
     }
 
     /// The path.

@@ -5,9 +5,11 @@
 //! queues or the DAX window.
 
 pub mod fds;
+pub mod inherited;
 pub mod lifecycle;
 pub mod sandbox;
 pub mod signals;
+pub mod syslog;
 
 use std::path::{Path, PathBuf};
 

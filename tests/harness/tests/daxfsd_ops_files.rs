@@ -189,14 +189,15 @@ fn write_lands_on_the_host_at_its_offset() {
 }
 
 /// WRITE_KILL_SUIDGID with HANDLE_KILLPRIV_V2 negotiated: the daemon (root, so its own
-/// writes would keep the bits) clears setuid, and setgid when group-executable.
+/// writes would keep the bits) clears setuid, and setgid when group-executable. The
+/// flag is offered only with --killpriv-v2 (as virtiofsd).
 #[test]
 fn write_with_kill_suidgid_clears_the_host_setuid_bit() {
     if !is_root() {
         daxfsd_harness::skip("an unprivileged daemon's writes clear the bits by themselves");
         return;
     }
-    let s = Session::start(&[]);
+    let s = Session::start(&["--killpriv-v2"]);
     let (id, fh) = s.create_file("suid");
     let set_mode = |mode| {
         std::fs::set_permissions(s.path("suid"), std::fs::Permissions::from_mode(mode)).unwrap()

@@ -43,7 +43,6 @@ fn init_agrees_on_what_both_sides_implement() {
         ATOMIC_O_TRUNC,
         BIG_WRITES,
         DO_READDIRPLUS,
-        HANDLE_KILLPRIV_V2,
         MAX_PAGES,
         INIT_EXT,
     ] {
@@ -61,6 +60,8 @@ fn init_agrees_on_what_both_sides_implement() {
         POSIX_ACL,
         WRITEBACK_CACHE,
         MAP_ALIGNMENT,
+        // Offered only with --killpriv-v2, as virtiofsd does.
+        HANDLE_KILLPRIV_V2,
     ] {
         assert_eq!(agreed & refused, 0, "{refused:#x} agreed ({agreed:#x})");
     }
@@ -501,71 +502,5 @@ fn queues_in_parallel_keep_reference_counts_exact() {
             }
         }
     }
-    s.assert_serving();
-}
-
-/// Each request queue is served by its own worker: an OPEN that blocks on the host (the
-/// file is under a write lease, so open(2) waits for the lease holder) holds its own
-/// queue only, and a GETATTR on another queue is answered meanwhile. (The workers once
-/// shared one queue's reply buffers and lock, so every queue waited for the blocked one.)
-#[test]
-fn a_request_blocked_on_the_host_holds_only_its_own_queue() {
-    use std::os::fd::AsRawFd as _;
-    use std::time::Duration;
-
-    let s = Session::start_queues(&[], 2);
-    s.init(LINUX_INIT_FLAGS).expect("INIT");
-    std::fs::write(s.path("leased"), b"leased").unwrap();
-    let entry = s.lookup(ROOT_ID, b"leased").expect("lookup");
-    // SAFETY: SIGIO's disposition is process-wide state that nothing else in this test
-    // binary uses; ignoring it keeps the lease-break signal below from ending the process.
-    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
-    let holder = std::fs::File::open(s.path("leased")).unwrap();
-    // SAFETY: F_SETLEASE on a descriptor this function owns; no memory is passed.
-    let leased = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
-    assert_eq!(leased, 0, "F_SETLEASE: {}", std::io::Error::last_os_error());
-    // OPEN blocks in the daemon's open(2) until the lease is given up.
-    let open = s
-        .req(Opcode::Open, entry.nodeid)
-        .push(&OpenIn {
-            flags: libc::O_RDONLY as u32,
-            ..OpenIn::default()
-        })
-        .finish();
-    let opening = s.check(s.dev.submit(1, &[&open], &[4096]));
-    std::thread::sleep(Duration::from_millis(300));
-    let getattr = getattr_request(s.unique(), ROOT_ID);
-    let other = s.check(s.dev.submit(2, &[&getattr], &[4096]));
-    let answered = s.dev.wait_timeout(other, Duration::from_secs(5));
-    let open_pending = s.check(s.dev.try_take(opening)).is_none();
-    // SAFETY: as above; F_UNLCK gives the lease up and lets the daemon's open(2) finish.
-    let released = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
-    assert_eq!(
-        released,
-        0,
-        "F_SETLEASE F_UNLCK: {}",
-        std::io::Error::last_os_error()
-    );
-    assert!(
-        open_pending,
-        "the OPEN of a leased file did not block: the test proves nothing"
-    );
-    let answered = answered.unwrap_or_else(|e| {
-        panic!(
-            "a GETATTR on queue 2 waited for queue 1's blocked OPEN: {}",
-            s.backend.report(&e)
-        )
-    });
-    let reply = s.check(daxfsd_harness::FuseReply::parse(&answered.data));
-    assert!(
-        exact::<AttrOut>(reply).is_ok(),
-        "GETATTR of the root failed"
-    );
-    let opened = s.check(s.dev.wait(opening));
-    let reply = s.check(daxfsd_harness::FuseReply::parse(&opened.data));
-    assert!(
-        exact::<OpenOut>(reply).is_ok(),
-        "the OPEN failed once the lease was gone"
-    );
     s.assert_serving();
 }

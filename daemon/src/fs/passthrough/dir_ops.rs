@@ -120,7 +120,7 @@ pub(super) fn opendir(fs: &PassthroughFs, nodeid: u64) -> Result<OpenOut, Errno>
     }
     let fd = fs.reopen(&inode, OFlags::RDONLY | OFlags::DIRECTORY)?;
     let open_flags = match fs.config.cache {
-        CachePolicy::Always => FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE,
+        CachePolicy::Always | CachePolicy::Metadata => FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE,
         CachePolicy::Auto | CachePolicy::Never => 0,
     };
     Ok(OpenOut {

@@ -20,16 +20,17 @@ use crate::fs::ReadSink;
 /// open(2) flags a guest may pass through to the host. Everything else is
 /// dropped: O_CREAT/O_EXCL (CREATE handles creation), O_NOCTTY, O_NOFOLLOW
 /// (the reopen follows our own magic link), O_PATH/O_TMPFILE/O_DIRECTORY
-/// (not file I/O), O_DIRECT (the host page cache may need alignment the
-/// guest does not know of; virtiofsd drops it by default too), O_CLOEXEC
-/// (always set), O_ASYNC.
+/// (not file I/O), O_CLOEXEC (always set), O_ASYNC; and, as virtiofsd
+/// does unless told otherwise, O_DIRECT (the host page cache may need
+/// alignment the guest does not know of; `--allow-direct-io` keeps it) and
+/// O_NOATIME (EPERM on a file the daemon does not own without CAP_FOWNER;
+/// `--preserve-noatime` keeps it).
 const GUEST_FLAGS_KEPT: u32 = (libc::O_ACCMODE
     | libc::O_APPEND
     | libc::O_TRUNC
     | libc::O_NONBLOCK
     | libc::O_SYNC
     | libc::O_DSYNC
-    | libc::O_NOATIME
     | libc::O_LARGEFILE) as u32;
 
 impl PassthroughFs {
@@ -37,7 +38,14 @@ impl PassthroughFs {
     /// write access or O_TRUNC on a read-only share; EINVAL for the invalid
     /// access mode 3.
     fn guest_open_flags(&self, flags: u32) -> Result<OFlags, Errno> {
-        let flags = flags & GUEST_FLAGS_KEPT;
+        let mut kept = GUEST_FLAGS_KEPT;
+        if self.config.allow_direct_io {
+            kept |= libc::O_DIRECT as u32;
+        }
+        if self.config.preserve_noatime {
+            kept |= libc::O_NOATIME as u32;
+        }
+        let flags = flags & kept;
         let accmode = flags & libc::O_ACCMODE as u32;
         if accmode == libc::O_ACCMODE as u32 {
             return Err(Errno::EINVAL);
@@ -69,7 +77,7 @@ impl PassthroughFs {
     /// FOPEN_* flags for an opened file under the cache policy.
     fn file_open_flags(&self) -> u32 {
         match self.config.cache {
-            CachePolicy::Never => FOPEN_DIRECT_IO,
+            CachePolicy::Never | CachePolicy::Metadata => FOPEN_DIRECT_IO,
             CachePolicy::Auto => 0,
             CachePolicy::Always => FOPEN_KEEP_CACHE,
         }

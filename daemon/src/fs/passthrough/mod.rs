@@ -68,6 +68,9 @@ pub enum CachePolicy {
     Auto,
     /// Cache for a day; FOPEN_KEEP_CACHE on open.
     Always,
+    /// Names and attributes cached for a day, file data not (files opened
+    /// with FOPEN_DIRECT_IO, directories cached).
+    Metadata,
 }
 
 impl CachePolicy {
@@ -76,7 +79,7 @@ impl CachePolicy {
         match self {
             CachePolicy::Never => 0,
             CachePolicy::Auto => 1,
-            CachePolicy::Always => 86_400,
+            CachePolicy::Always | CachePolicy::Metadata => 86_400,
         }
     }
 }
@@ -92,6 +95,10 @@ pub struct FsConfig {
     pub readonly: bool,
     /// Serve extended attributes (otherwise the xattr operations return ENOSYS).
     pub xattr: bool,
+    /// Keep the guest's O_DIRECT (`--allow-direct-io`); dropped otherwise.
+    pub allow_direct_io: bool,
+    /// Keep the guest's O_NOATIME (`--preserve-noatime`); dropped otherwise.
+    pub preserve_noatime: bool,
     /// Which files the guest should access through the DAX window when it
     /// mounts with `dax=inode` (reported with ATTR_DAX).
     pub inode_dax: InodeDaxPolicy,

@@ -28,6 +28,9 @@ pub enum SeccompMode {
     Kill,
     /// Allow it, and let the kernel log it (dmesg / audit: type=SECCOMP).
     Log,
+    /// Send SIGSYS to the thread that made it (which, unhandled, ends the
+    /// daemon with a core dump naming the call).
+    Trap,
     /// No filter.
     None,
 }
@@ -146,6 +149,7 @@ pub fn build(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
         SeccompMode::None => return Ok(None),
         SeccompMode::Kill => SeccompAction::KillProcess,
         SeccompMode::Log => SeccompAction::Log,
+        SeccompMode::Trap => SeccompAction::Trap,
     };
     let build = || -> Result<BpfProgram, seccompiler::BackendError> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED

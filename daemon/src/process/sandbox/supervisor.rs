@@ -50,8 +50,13 @@ impl Supervisor {
         mut self,
         signals: &BlockedSignals,
         metrics_file: Option<&Path>,
-        socket: &SocketFile,
+        socket: Option<&SocketFile>,
     ) -> ExitCode {
+        let remove_socket = || {
+            if let Some(socket) = socket {
+                socket.remove();
+            }
+        };
         if let Err(error) = super::caps::restrict_to(super::caps::SUPERVISOR_CAPS) {
             tracing::warn!(error = %crate::error_chain(&error), "supervisor keeps its capabilities");
         }
@@ -105,7 +110,7 @@ impl Supervisor {
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(error) => {
                         tracing::error!(%error, "cannot reap the sandboxed daemon");
-                        socket.remove();
+                        remove_socket();
                         return ExitCode::FAILURE;
                     }
                 }
@@ -113,7 +118,7 @@ impl Supervisor {
         };
         // The final snapshot the daemon sent just before exiting.
         self.drain_relay(&mut relay_buf, metrics_file, &mut metrics_failing);
-        socket.remove();
+        remove_socket();
         exit_code(status)
     }
 

@@ -89,6 +89,8 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: false,
+        allow_direct_io: false,
+        preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
     })
     .unwrap();

@@ -27,6 +27,8 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         cache,
         readonly,
         xattr,
+        allow_direct_io: false,
+        preserve_noatime: false,
         inode_dax: InodeDaxPolicy::MinSize(8192),
     })
     .expect("open shared dir");
