@@ -650,7 +650,17 @@ impl VhostUserBackend for FsDevice {
             || self.process_queue(queue, vring),
         );
         match served {
-            Ok(result) => Ok(result?),
+            Ok(Ok(())) => Ok(()),
+            // vhost-user-backend ends the worker on an error: say so, or
+            // the queue would just stop answering.
+            Ok(Err(error)) => {
+                tracing::error!(
+                    queue,
+                    error = %crate::error_chain(&error),
+                    "queue worker stops: its queue gets no more replies"
+                );
+                Err(error.into())
+            }
             Err(panic) => {
                 self.failure.report(panic.clone());
                 Err(io::Error::other(panic))
