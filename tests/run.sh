@@ -37,6 +37,11 @@ section "POSIX conformance (pjdfstest through the host /dev/fuse transport)"
 section "real guest (QEMU TCG, stock QEMU, no DAX)"
 "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
+section "real guest: a read blocked on the host holds only its own pool thread (one request queue, --thread-pool-size 4)"
+DAXFSD_GUEST_WORKLOADS=stopped_server \
+  DAXFSD_GUEST_DAEMON_PASSES="--sandbox namespace --seccomp kill --num-request-queues 1 --thread-pool-size 4" \
+  "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
+
 section "real guest with DAX (patched QEMU, dax=always and dax=inode, 8 MiB window)"
 "$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
