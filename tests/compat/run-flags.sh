@@ -61,6 +61,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 table=$here/virtiofsd-flags.tsv
 daxfsd=
 virtiofsd=
@@ -133,41 +135,11 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/run-flags.XXXXXX")
 live_pgid=
 
-# Processes whose process group is $1 (read from /proc, so also those in
-# other PID namespaces, which the sandboxes create).
-group_members() {
-  local f stat rest pgid
-  for f in /proc/[0-9]*/stat; do
-    stat=$(cat "$f" 2>/dev/null) || continue
-    rest=${stat##*) }
-    # fields after the command: state ppid pgrp ...
-    read -r _ _ pgid _ <<<"$rest"
-    [ "$pgid" = "$1" ] && echo "${f//[^0-9]/}"
-  done
-  return 0
-}
-
-# Stops the process group $1: SIGTERM, up to 3 s, then SIGKILL. Fails if a
-# member survives that.
-stop_group() {
-  local pgid=$1 i
-  kill -TERM -- "-$pgid" 2>/dev/null || true
-  for i in $(seq 1 30); do
-    [ -z "$(group_members "$pgid")" ] && return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
-  for i in $(seq 1 30); do
-    [ -z "$(group_members "$pgid")" ] && return 0
-    sleep 0.1
-  done
-  echo "run-flags: processes of group $pgid survived SIGKILL: $(group_members "$pgid" | tr '\n' ' ')" >&2
-  return 1
-}
+# group_members, stop_group: tests/lib/wait.sh.
 
 cleanup() {
   local rc=$?
-  if [ -n "$live_pgid" ]; then stop_group "$live_pgid" || rc=2; fi
+  if [ -n "$live_pgid" ]; then stop_group "$live_pgid" 3 || rc=2; fi
   rm -rf "$work"
   exit "$rc"
 }
@@ -218,7 +190,7 @@ run_one() {
     outcome=refuse
   fi
   echo "${status:-running}" >"$t/status"
-  stop_group "$pid" || exit 2
+  stop_group "$pid" 3 || exit 2
   wait "$pid" 2>/dev/null || true
   live_pgid=
 }
