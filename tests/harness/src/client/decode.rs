@@ -152,3 +152,76 @@ pub fn parse_dirents(mut body: &[u8], plus: bool) -> Result<Listing> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use daxfsd_protocol::abi::{OutHeader, WriteOut};
+    use zerocopy::IntoBytes;
+
+    use super::*;
+
+    fn reply(error: i32, body: &[u8]) -> FuseReply {
+        let header = OutHeader {
+            len: (16 + body.len()) as u32,
+            error,
+            unique: 1,
+        };
+        FuseReply {
+            header,
+            body: body.to_vec(),
+        }
+    }
+
+    fn dirent(ino: u64, name: &[u8], pad: u8) -> Vec<u8> {
+        let head = Dirent {
+            ino,
+            off: ino + 1,
+            namelen: name.len() as u32,
+            typ: 8,
+        };
+        let mut out = head.as_bytes().to_vec();
+        out.extend_from_slice(name);
+        out.resize(dirent_size(name.len()), pad);
+        out
+    }
+
+    #[test]
+    fn exact_takes_one_struct_and_refuses_other_lengths() {
+        let out = WriteOut {
+            size: 7,
+            padding: 0,
+        };
+        assert_eq!(
+            exact::<WriteOut>(reply(0, out.as_bytes())).unwrap(),
+            Ok(out)
+        );
+        assert_eq!(exact::<WriteOut>(reply(-2, &[])).unwrap(), Err(2));
+        let mut long = out.as_bytes().to_vec();
+        long.push(0);
+        assert!(exact::<WriteOut>(reply(0, &long)).is_err());
+        assert!(exact::<WriteOut>(reply(0, &long[..4])).is_err());
+    }
+
+    #[test]
+    fn empty_and_bytes_check_the_body_length() {
+        assert_eq!(empty(reply(0, &[])).unwrap(), Ok(()));
+        assert!(empty(reply(0, &[1])).is_err());
+        assert_eq!(bytes(reply(0, b"abc"), 3).unwrap(), Ok(b"abc".to_vec()));
+        assert!(bytes(reply(0, b"abcd"), 3).is_err());
+        assert_eq!(bytes(reply(-13, &[]), 3).unwrap(), Err(13));
+    }
+
+    #[test]
+    fn dirents_parse_and_bad_padding_is_refused() {
+        let mut body = dirent(5, b"a", 0);
+        body.extend(dirent(6, b"longer-name", 0));
+        let entries = parse_dirents(&body, false).unwrap();
+        let names: Vec<_> = entries.iter().map(|(_, d)| d.name.clone()).collect();
+        assert_eq!(names, [b"a".to_vec(), b"longer-name".to_vec()]);
+        assert_eq!((entries[1].1.ino, entries[1].1.off), (6, 7));
+        assert!(parse_dirents(&dirent(5, b"a", 0xff), false).is_err());
+        assert!(parse_dirents(&body[..body.len() - 1], false).is_err());
+        // READDIRPLUS needs an EntryOut before each dirent.
+        assert!(parse_dirents(&body, true).is_err());
+    }
+}
