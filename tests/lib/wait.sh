@@ -113,6 +113,14 @@ stop_group() {
   return 1
 }
 
+# install_step WHAT CMD...: run_bounded with DAXFSD_INSTALL_TIMEOUT seconds
+# (default 3600), for downloads, package installs, debootstrap and builds.
+install_step() {
+  local what=$1
+  shift
+  run_bounded "${DAXFSD_INSTALL_TIMEOUT:-3600}" "$what" "$@"
+}
+
 # run_bounded SECONDS WHAT CMD...: runs the program CMD (not a shell function)
 # under timeout(1), SIGKILL 10 s after SIGTERM; returns its status, 124 or 137
 # on a timeout, with a message naming WHAT.
