@@ -9,13 +9,18 @@
 # (run-guest.sh and run-rootfs.sh --timeout; run-libvirt.sh --timeout): a hang
 # there fails as "guest timed out ... (last passed step: STEP)".
 
-# wait_until SECONDS WHAT CMD...: runs CMD every 0.1 s until it succeeds.
+# now_us: the wall clock in microseconds (bash 5's EPOCHREALTIME, whatever
+# the locale's decimal point).
+now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+
+# wait_until SECONDS WHAT CMD...: runs CMD every 0.1 s until it succeeds; after
+# SECONDS (a whole number) it gives up.
 wait_until() {
   local seconds=$1 what=$2
   shift 2
-  local deadline=$((SECONDS + seconds))
+  local deadline=$(($(now_us) + seconds * 1000000))
   until "$@"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
+    if [ "$(now_us)" -ge "$deadline" ]; then
       echo "timed out after ${seconds}s waiting for $what" >&2
       return 124
     fi
@@ -26,22 +31,17 @@ wait_until() {
 # gone PID: the process has exited (a child of this shell is reaped by bash).
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
+# socket_or_gone PATH [PID]: PATH is a socket, or PID has exited.
+socket_or_gone() { [ -S "$1" ] || { [ -n "${2:-}" ] && gone "$2"; }; }
+
 # wait_for_socket PATH SECONDS [PID]: until PATH is a socket; fails at once if
 # PID, the process that should create it, exits first.
 wait_for_socket() {
   local path=$1 seconds=$2 pid=${3:-}
-  local deadline=$((SECONDS + seconds))
-  until [ -S "$path" ]; do
-    if [ -n "$pid" ] && gone "$pid"; then
-      echo "process $pid exited before creating socket $path" >&2
-      return 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "timed out after ${seconds}s waiting for socket $path" >&2
-      return 124
-    fi
-    sleep 0.1
-  done
+  wait_until "$seconds" "socket $path" socket_or_gone "$path" "$pid" || return
+  [ -S "$path" ] && return 0
+  echo "process $pid exited before creating socket $path" >&2
+  return 1
 }
 
 # wait_pid_timeout PID SECONDS WHAT: waits up to SECONDS for the child PID to
