@@ -495,13 +495,7 @@ fn a_request_blocked_on_the_host_holds_only_its_own_queue() {
     let leased = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
     assert_eq!(leased, 0, "F_SETLEASE: {}", std::io::Error::last_os_error());
     // OPEN blocks in the daemon's open(2) until the lease is given up.
-    let open = s
-        .req(Opcode::Open, entry.nodeid)
-        .push(&OpenIn {
-            flags: libc::O_RDONLY as u32,
-            ..OpenIn::default()
-        })
-        .finish();
+    let open = requests::open(s.unique(), entry.nodeid, libc::O_RDONLY as u32).finish();
     let opening = s.check(s.dev.submit(1, &[&open], &[4096]));
     std::thread::sleep(Duration::from_millis(300));
     let getattr = getattr_request(s.unique(), ROOT_ID);
