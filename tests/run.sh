@@ -4,27 +4,36 @@
 # daemon over its socket), loom models of the window index, then real Linux
 # guests under QEMU TCG. Installs what it needs (root on Debian bookworm).
 # Exits non-zero on the first failure.
+# Every step is bounded (the scripts bound their own waits; the cargo steps
+# here get DAXFSD_CARGO_TIMEOUT seconds each, default 3600).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+# shellcheck source=SCRIPTDIR/lib/wait.sh
+. "$repo/tests/lib/wait.sh"
+limit=${DAXFSD_CARGO_TIMEOUT:-3600}
 
 section() { printf '\n=== %s ===\n' "$*"; }
 
 section "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+run_bounded "$limit" "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 
 section "unit and harness tests"
 # The harness tests start target/debug/daxfsd; build it first.
-cargo build --locked -p daxfsd
-cargo test --workspace --locked
+run_bounded "$limit" "building daxfsd" cargo build --locked -p daxfsd
+run_bounded "$limit" "cargo test --workspace" cargo test --workspace --locked
 
 section "fuzz targets (compiled; the committed seeds replayed through the dispatcher)"
 # A workspace of its own (libFuzzer); plain cargo builds the targets and runs
 # the seed-replay test. fuzz/run.sh runs a target for real.
 # (--all-targets only for check: a fuzz target run as a test would fuzz forever.)
-CARGO_TARGET_DIR="$repo/target/fuzz" cargo check --manifest-path "$repo/fuzz/Cargo.toml" --locked --all-targets
-CARGO_TARGET_DIR="$repo/target/fuzz" cargo test --manifest-path "$repo/fuzz/Cargo.toml" --locked
+fuzz_cargo() {
+  run_bounded "$limit" "cargo $1 of the fuzz workspace" env CARGO_TARGET_DIR="$repo/target/fuzz" \
+    cargo "$1" --manifest-path "$repo/fuzz/Cargo.toml" --locked "${@:2}"
+}
+fuzz_cargo check --all-targets
+fuzz_cargo test
 
 section "loom models of the window index"
 "$repo/dax-window/loom.sh"

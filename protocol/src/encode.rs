@@ -3,6 +3,8 @@
 
 use zerocopy::{Immutable, IntoBytes};
 
+pub mod requests;
+
 use crate::abi::{InHeader, Opcode};
 
 /// Builds one request: header first, then the pieces in order.

@@ -65,6 +65,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 table=$here/virtiofsd-flags.tsv
 daxfsd=
 virtiofsd=
@@ -146,11 +148,7 @@ esac
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/run-flags.XXXXXX")
 
-# Processes whose process group is $1 (pgrep reads /proc, so it also sees
-# those in other PID namespaces, which the sandboxes create).
-group_members() {
-  pgrep -g "$1" || true
-}
+# group_members, stop_group: tests/lib/wait.sh.
 
 # Whether a thread of a process of group $1 waits in accept(2).
 group_accepting() {
@@ -161,29 +159,11 @@ group_accepting() {
   return 1
 }
 
-# Stops the process group $1: SIGTERM, up to 3 s, then SIGKILL. Fails if a
-# member survives that.
-stop_group() {
-  local pgid=$1 i
-  kill -TERM -- "-$pgid" 2>/dev/null || true
-  for i in $(seq 1 60); do
-    [ -z "$(group_members "$pgid")" ] && return 0
-    sleep 0.05
-  done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
-  for i in $(seq 1 30); do
-    [ -z "$(group_members "$pgid")" ] && return 0
-    sleep 0.1
-  done
-  echo "run-flags: processes of group $pgid survived SIGKILL: $(group_members "$pgid" | tr '\n' ' ')" >&2
-  return 1
-}
-
 cleanup() {
   local rc=$? f
   # Rows still running (an interrupted run): their daemons' groups.
   for f in "$work"/*/pgid; do
-    [ -e "$f" ] && { stop_group "$(cat "$f")" || rc=2; }
+    [ -e "$f" ] && { stop_group "$(cat "$f")" 3 || rc=2; }
   done
   rm -rf "$work"
   exit "$rc"
@@ -236,7 +216,7 @@ run_one() {
     outcome=refuse
   fi
   echo "${status:-running}" >"$t/status"
-  stop_group "$pid" || exit 2
+  stop_group "$pid" 3 || exit 2
   wait "$pid" 2>/dev/null || true
   rm -f "$t/pgid"
 }

@@ -6,6 +6,8 @@
 # gnu target: a static-pie that `ldd` lists without any "=>" library).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 cache=${DAXFSD_CACHE:-$repo/.cache}
 root=$cache/pjdfstest
 bin=$root/bin/pjdfstest
@@ -14,7 +16,7 @@ if [ ! -x "$bin" ]; then
   # Its own target dir: the workspace's target/ is left alone.
   RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_TARGET_DIR="$root/build" \
-    cargo install --locked --version "$version" --root "$root" \
+    install_step "cargo install pjdfstest" cargo install --locked --version "$version" --root "$root" \
     --target x86_64-unknown-linux-gnu pjdfstest >&2
   rm -rf "$root/build"
 fi

@@ -14,6 +14,10 @@
 #                      known-failures-fuse.txt beside this script; "" for none)
 #   PATTERN...         pjdfstest test-name filters (default: every test)
 #
+# DAXFSD_PJDFSTEST_TIMEOUT (seconds, default 1800) bounds the pjdfstest run;
+# the mount gets 10 s to appear and the daemon 30 s to unmount and exit on
+# SIGTERM (then SIGKILL): a hang fails the run with a message.
+#
 # Needs root (mount(2), user switching). Everything runs in a private mount
 # namespace: the FUSE mount and the /etc/{passwd,group,nsswitch.conf} bound
 # over the host's (pjdfstest's "nobody" and "tests" users) exist only there.
@@ -22,6 +26,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 
 daemon_bin=$repo/target/debug/daxfsd
 daemon_args=
@@ -67,8 +73,8 @@ chmod 755 "$work"
 daemon_pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
-  [ -z "$daemon_pid" ] || kill -TERM "$daemon_pid" 2>/dev/null || true
-  umount -l "$mnt" 2>/dev/null || true
+  [ -z "$daemon_pid" ] || stop_pid "$daemon_pid" 10 "daxfsd" 2>/dev/null || true
+  timeout 10 umount -l "$mnt" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,30 +85,33 @@ echo "run-fuse: $daemon_bin --shared-dir $shared --mount-point $mnt ${extra[*]}"
   >"$out/daemon.log" 2>&1 &
 daemon_pid=$!
 mounted() { awk -v m="$mnt" '$5 == m && $0 ~ / - fuse\.daxfsd / { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-for _ in $(seq 1 100); do
-  mounted && break
-  kill -0 "$daemon_pid" 2>/dev/null || die "daemon exited: $(tail -n 5 "$out/daemon.log")"
-  sleep 0.1
-done
-mounted || die "no FUSE mount on $mnt after 10 s"
+# shellcheck disable=SC2317  # called by wait_until
+mounted_while_up() {
+  gone "$daemon_pid" && die "daemon exited: $(tail -n 5 "$out/daemon.log")"
+  mounted
+}
+wait_until 10 "the FUSE mount on $mnt" mounted_while_up || die "no FUSE mount on $mnt"
 
 # pjdfstest creates its scratch files in the current directory's tree.
 mkdir "$mnt/pjdfstest"
 start=$(date +%s)
 set +e
-(cd "$mnt/pjdfstest" && "$PJDFSTEST_BIN" -c "$here/pjdfstest.toml" -p "$mnt/pjdfstest" \
-  -s "$secondary" ${patterns[@]+"${patterns[@]}"}) >"$out/results.txt" 2>&1
+pjd_timeout=${DAXFSD_PJDFSTEST_TIMEOUT:-1800}
+(cd "$mnt/pjdfstest" && run_bounded "$pjd_timeout" "pjdfstest on $mnt" "$PJDFSTEST_BIN" \
+  -c "$here/pjdfstest.toml" -p "$mnt/pjdfstest" -s "$secondary" \
+  ${patterns[@]+"${patterns[@]}"}) >"$out/results.txt" 2>&1
 pjd_rc=$?
 set -e
 echo "run-fuse: pjdfstest exit $pjd_rc after $(( $(date +%s) - start )) s" >&2
 
-kill -TERM "$daemon_pid"
-set +e
-wait "$daemon_pid"
-daemon_rc=$?
-set -e
+daemon_rc=0
+stop_pid "$daemon_pid" 30 "daxfsd (unmount and exit on SIGTERM)" || daemon_rc=$?
 daemon_pid=
 status=0
+if [ "$pjd_rc" = 124 ] || [ "$pjd_rc" = 137 ]; then
+  echo "run-fuse: FAIL: pjdfstest did not finish within ${pjd_timeout}s" >&2
+  status=1
+fi
 if mounted; then echo "run-fuse: FAIL: still mounted after SIGTERM" >&2; status=1; fi
 if [ "$daemon_rc" != 0 ]; then echo "run-fuse: FAIL: daemon exit $daemon_rc" >&2; status=1; fi
 if grep -q 'panicked at' "$out/daemon.log"; then echo "run-fuse: FAIL: daemon panicked" >&2; status=1; fi

@@ -13,6 +13,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 root=${DAXFSD_CACHE:-$repo/.cache}/rootfs
 tree=$root/bookworm
 packages=gcc,libc6-dev,make,git,python3,fio,ca-certificates
@@ -33,17 +35,20 @@ fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap)"
 if ! command -v debootstrap >/dev/null; then
   log "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y \
-    --no-install-recommends debootstrap >&2 ||
-    { apt-get -o DPkg::Lock::Timeout=600 -q update >&2 &&
-      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y \
-        --no-install-recommends debootstrap >&2; } || die "cannot install debootstrap"
+  apt_install() {
+    DEBIAN_FRONTEND=noninteractive install_step "apt-get install debootstrap" \
+      apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends debootstrap >&2
+  }
+  apt_install ||
+    { install_step "apt-get update" apt-get -o DPkg::Lock::Timeout=600 -q update >&2 && apt_install; } ||
+    die "cannot install debootstrap"
 fi
 mirror=$("$repo/tests/tools/debian-mirror.sh")
 start=$SECONDS
 rm -rf "$tree" "$tree.tmp"
 log "debootstrap bookworm (minbase + $packages) from $mirror"
-debootstrap --variant=minbase --include="$packages" bookworm "$tree.tmp" "$mirror" \
+install_step "debootstrap of bookworm" \
+  debootstrap --variant=minbase --include="$packages" bookworm "$tree.tmp" "$mirror" \
   >"$root/debootstrap.log" 2>&1 || { tail -n 20 "$root/debootstrap.log" >&2; die "debootstrap failed (log: $root/debootstrap.log)"; }
 # The guest boots without an initramfs, straight into the test's init: no
 # apt caches needed inside.

@@ -47,6 +47,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 
 daemon_bin=${DAXFSD_DAEMON_BIN:-$repo/target/debug/daxfsd}
 daemon_args=${DAXFSD_DAEMON_ARGS:-}
@@ -168,12 +170,7 @@ done
 echo "run-guest: daemon: ${cmd[*]}" >&2
 "${cmd[@]}" >"$daemon_log" 2>&1 &
 daemon_pid=$!
-for _ in $(seq 1 300); do
-  [ -S "$sock" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || { wait "$daemon_pid" || true; fail "daemon exited before creating $sock"; }
-  sleep 0.1
-done
-[ -S "$sock" ] || fail "daemon did not create $sock within 30 s"
+wait_for_socket "$sock" 30 "$daemon_pid" || fail "daemon did not create $sock"
 
 # 3. The guest, under TCG with a hard wall clock limit.
 cmdline="console=ttyS0 panic=-1 daxfsd.tag=$tag daxfsd.workload=$workload"
@@ -206,24 +203,31 @@ fi
 # A daemon leaves once QEMU disconnects, i.e. when QEMU is already exiting.
 # One that goes while the guest still runs has crashed: the guest would wait
 # for its replies until the timeout, so stop QEMU after a short grace period.
+# (QEMU runs under timeout(1), so this loop ends within timeout_s + 10 s.)
 daemon_died=0
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if ! kill -0 "$daemon_pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$qemu_pid" 2>/dev/null; then
+qemu_rc=
+while ! gone "$qemu_pid"; do
+  if gone "$daemon_pid"; then
+    rc=0
+    wait_pid_timeout "$qemu_pid" 5 "QEMU after the daemon's exit" 2>/dev/null || rc=$?
+    qemu_rc=$rc
+    if [ "$rc" = 124 ] && ! gone "$qemu_pid"; then
       daemon_died=1
-      kill -TERM "$qemu_pid" 2>/dev/null || true
+      qemu_rc=0
+      stop_pid "$qemu_pid" 10 "QEMU" || qemu_rc=$?
     fi
     break
   fi
   sleep 0.2
 done
-set +e
-wait "$qemu_pid"
-qemu_rc=$?
-set -e
+if [ -z "$qemu_rc" ]; then
+  qemu_rc=0
+  wait_pid_timeout "$qemu_pid" $((timeout_s + 20)) "QEMU" || qemu_rc=$?
+fi
 qemu_pid=
-if [ -n "$tail_pid" ]; then wait "$tail_pid" || true; fi
+if [ -n "$tail_pid" ]; then
+  wait_pid_timeout "$tail_pid" 5 "the console tail" || stop_pid "$tail_pid" 1 "the console tail" || true
+fi
 end=$(date +%s.%N)
 # The serial console ends lines with CR LF.
 sed -i 's/\r$//' "$guest_log"
@@ -231,18 +235,9 @@ elapsed=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
 echo "run-guest: guest ran ${elapsed}s (QEMU exit $qemu_rc)" >&2
 
 # 4. The daemon should leave on its own once the frontend is gone; stop it if not.
-for _ in $(seq 1 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-stopped_by_us=0
-if kill -0 "$daemon_pid" 2>/dev/null; then
-  stopped_by_us=1
-  kill -TERM "$daemon_pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$daemon_pid" 2>/dev/null || true
-fi
-set +e
-wait "$daemon_pid"
-daemon_rc=$?
-set -e
+daemon_rc=0
+await_exit "$daemon_pid" 5 "the daemon after QEMU's exit" || daemon_rc=$?
+stopped_by_us=$STOPPED
 daemon_pid=
 
 # 5. Verdict: the guest's own markers first, then the host's view.

@@ -30,6 +30,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 
 daemon_bin=$repo/target/debug/daxfsd
 virtiofsd=
@@ -129,12 +131,7 @@ fi
 echo "run-rootfs: daemon: ${cmd[*]}" >&2
 "${cmd[@]}" >"$daemon_log" 2>&1 &
 daemon_pid=$!
-for _ in $(seq 1 300); do
-  [ -S "$sock" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || fail "daemon exited before creating $sock"
-  sleep 0.1
-done
-[ -S "$sock" ] || fail "daemon did not create $sock within 30 s"
+wait_for_socket "$sock" 30 "$daemon_pid" || fail "daemon did not create $sock"
 
 # 3. The guest.
 cmdline="console=ttyS0 panic=-1 root=rootfs rootfstype=virtiofs rw init=/daxfsd-init sysrq_always_enabled daxfsd.rounds=$rounds daxfsd.soak=$soak"
@@ -153,19 +150,13 @@ echo "run-rootfs: qemu: ${qemu_cmd[*]}" >&2
 t0=$SECONDS
 timeout -k 10 "$timeout_s" "${qemu_cmd[@]}" </dev/null >"$guest_log" 2>&1 &
 qemu_pid=$!
-set +e
-wait "$qemu_pid"
-qemu_rc=$?
-set -e
+qemu_rc=0
+wait_pid_timeout "$qemu_pid" $((timeout_s + 20)) "QEMU" || qemu_rc=$?
 qemu_pid=
 elapsed=$((SECONDS - t0))
 sed -i 's/\r$//' "$guest_log"
-for _ in $(seq 1 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-kill -TERM "$daemon_pid" 2>/dev/null || true
-set +e
-wait "$daemon_pid"
-daemon_rc=$?
-set -e
+daemon_rc=0
+await_exit "$daemon_pid" 5 "the daemon after QEMU's exit" || daemon_rc=$?
 daemon_pid=
 
 # 4. Verdict.

@@ -16,6 +16,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 cache=${DAXFSD_CACHE:-$repo/.cache}/guest
 suite=bookworm-backports
 log() { echo "setup: $*" >&2; }
@@ -70,11 +72,11 @@ apt_opts=(-o DPkg::Lock::Timeout=600 -q)
 apt_update() {
   local i
   for i in 1 2 3 4 5 6; do
-    if apt-get "${apt_opts[@]}" update >&2; then return 0; fi
+    if install_step "apt-get update" apt-get "${apt_opts[@]}" update >&2; then return 0; fi
     log "apt-get update failed (try $i), retrying"
     sleep 10
   done
-  apt-get "${apt_opts[@]}" update >&2
+  install_step "apt-get update" apt-get "${apt_opts[@]}" update >&2
 }
 
 # The backports source, deb822 style beside Debian's own debian.sources, only
@@ -97,12 +99,13 @@ have_pkg busybox-static || pkgs+=(busybox-static)
 have_pkg cpio || pkgs+=(cpio)
 if [ ${#pkgs[@]} -gt 0 ]; then
   log "installing ${pkgs[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends "${pkgs[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive install_step "apt-get install ${pkgs[*]}" \
+    apt-get "${apt_opts[@]}" install -y --no-install-recommends "${pkgs[@]}" >&2
 fi
 if ! qemu_ok; then
   log "installing qemu-system-x86 from $suite"
-  DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends \
-    -t "$suite" qemu-system-x86 >&2
+  DEBIAN_FRONTEND=noninteractive install_step "apt-get install qemu-system-x86" \
+    apt-get "${apt_opts[@]}" install -y --no-install-recommends -t "$suite" qemu-system-x86 >&2
   qemu_ok || { log "qemu-system-x86 >= 10 did not install"; exit 1; }
 fi
 
@@ -120,7 +123,7 @@ if ! kernel_ok; then
   work=$(mktemp -d "$cache/.dl.XXXXXX")
   chown _apt "$work" 2>/dev/null || true  # apt-get download runs as _apt
   trap 'rm -rf "$work"' EXIT
-  (cd "$work" && apt-get "${apt_opts[@]}" download -t "$suite" "$pkg" >&2)
+  (cd "$work" && install_step "apt-get download $pkg" apt-get "${apt_opts[@]}" download -t "$suite" "$pkg" >&2)
   deb=$(find "$work" -maxdepth 1 -name '*.deb' | head -n1)
   [ -n "$deb" ] || { log "apt-get download produced no .deb"; exit 1; }
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*'

@@ -51,6 +51,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 cache_root=${DAXFSD_CACHE:-$repo/.cache}
 binary=
 cache_mode=always
@@ -118,9 +120,9 @@ case $xattr in '' | on | off) ;; *) die "--xattr: on or off, not '$xattr'" ;; es
 if ! command -v virsh >/dev/null || ! command -v libvirtd >/dev/null ||
   [ ! -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ]; then
   echo "run-libvirt: installing libvirt (libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients)" >&2
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients >&2
+  install_step "apt-get update" apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive install_step "apt-get install libvirt" apt-get install -y -qq \
+    --no-install-recommends libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients >&2
 fi
 # libvirt's QEMU driver resolves its built-in default user and group
 # (Debian: libvirt-qemu) before it reads qemu.conf; libvirt-daemon-system
@@ -144,20 +146,13 @@ work=$(mktemp -d /tmp/run-libvirt.XXXXXX)
 libvirtd_pid=
 daemon_pgid=
 ext_pid=
-virsh() { command virsh -q -c "qemu:///system?socket=$work/sock/libvirt-sock" "$@"; }
-
-# Processes in process group $1 (read from /proc: also those in other PID
-# namespaces, which the daemons' sandboxes create).
-group_members() {
-  local f stat rest pgid
-  for f in /proc/[0-9]*/stat; do
-    stat=$(cat "$f" 2>/dev/null) || continue
-    rest=${stat##*) }
-    read -r _ _ pgid _ <<<"$rest"
-    [ "$pgid" = "$1" ] && echo "${f//[^0-9]/}"
-  done
-  return 0
+# Every virsh call is bounded: a wedged libvirtd fails the run, not hangs it.
+virsh() {
+  timeout -k 10 "${DAXFSD_VIRSH_TIMEOUT:-120}" \
+    virsh -q -c "qemu:///system?socket=$work/sock/libvirt-sock" "$@"
 }
+
+# group_members, group_gone, stop_group: tests/lib/wait.sh.
 
 # The first of its arguments that exists (for globs that may match nothing).
 first_existing() {
@@ -180,18 +175,14 @@ cleanup() {
     pid=$(cat "$f" 2>/dev/null)
     case $f in *-fs.pid) ;; *) [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null ;; esac
   done
-  if [ -n "$ext_pid" ] && [ -n "$(group_members "$ext_pid")" ]; then
-    kill -TERM -- "-$ext_pid" 2>/dev/null
-    sleep 1
-    kill -KILL -- "-$ext_pid" 2>/dev/null
+  if [ -n "$ext_pid" ] && ! group_gone "$ext_pid"; then
+    stop_group "$ext_pid" 1
   fi
   if [ -n "$daemon_pgid" ] && [ -n "$(group_members "$daemon_pgid")" ]; then
     kill -KILL -- "-$daemon_pgid" 2>/dev/null
   fi
   if [ -n "$libvirtd_pid" ]; then
-    kill -TERM -- "-$libvirtd_pid" 2>/dev/null
-    for _ in $(seq 1 150); do [ -z "$(group_members "$libvirtd_pid")" ] && break; sleep 0.1; done
-    kill -KILL -- "-$libvirtd_pid" 2>/dev/null
+    stop_group "$libvirtd_pid" 15
   fi
   if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
     echo "run-libvirt: work directory kept: $work" >&2
@@ -273,12 +264,8 @@ setsid unshare --mount --propagation private -- sh -ec '
 ' sh "$work" </dev/null >"$work/libvirtd.out" 2>&1 &
 libvirtd_pid=$!
 disown "$libvirtd_pid"   # stopped by process group in cleanup, no job message
-for _ in $(seq 1 300); do
-  [ -S "$work/sock/libvirt-sock" ] && break
-  kill -0 "$libvirtd_pid" 2>/dev/null || { cat "$work/libvirtd.out" >&2; die "libvirtd exited at start"; }
-  sleep 0.1
-done
-[ -S "$work/sock/libvirt-sock" ] || die "libvirtd did not create its socket within 30 s"
+wait_for_socket "$work/sock/libvirt-sock" 30 "$libvirtd_pid" ||
+  { cat "$work/libvirtd.out" >&2; die "libvirtd did not start"; }
 echo "run-libvirt: $(command virsh --version | sed 's/^/virsh /'), libvirtd pid $libvirtd_pid, work dir $work" >&2
 
 # 2. Guest image and shared directory.
@@ -404,10 +391,8 @@ members_before=$(group_members "$daemon_pgid" | wc -l)
 
 # 5. virsh destroy, then nothing may be left.
 virsh destroy "$name" >/dev/null || fail "virsh destroy"
-for _ in $(seq 1 100); do
-  [ -z "$(group_members "$daemon_pgid")" ] && break
-  sleep 0.1
-done
+wait_until 10 "the daemon's process group $daemon_pgid to exit after virsh destroy" \
+  group_gone "$daemon_pgid" 2>/dev/null || true
 left=$(group_members "$daemon_pgid" | tr '\n' ' ')
 [ -z "$left" ] || fail "daemon processes left after virsh destroy: $left"
 [ -z "$pidfile" ] || [ ! -e "$pidfile" ] || fail "daemon pidfile left: $pidfile"

@@ -23,6 +23,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 root=${DAXFSD_CACHE:-$repo/.cache}/qemu-dax
 patch_file=$here/qemu-10.0.2-dax-window.patch
 bin=$root/bin/qemu-system-x86_64
@@ -73,7 +75,7 @@ apt_updated=0
 apt_update() {
   local i
   for i in 1 2 3; do
-    if apt-get "${apt_opts[@]}" update >&2; then apt_updated=1; return 0; fi
+    if install_step "apt-get update" apt-get "${apt_opts[@]}" update >&2; then apt_updated=1; return 0; fi
     log "apt-get update failed (try $i), retrying"
     sleep 10
   done
@@ -109,8 +111,8 @@ install_missing() {
   [ "$(id -u)" -eq 0 ] || die "missing packages ${need[*]} (run as root or install them)"
   [ $apt_updated -eq 1 ] || apt_update
   log "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y \
-    --no-install-recommends "${target[@]}" "${need[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive install_step "apt-get install ${need[*]}" apt-get "${apt_opts[@]}" \
+    install -y --no-install-recommends "${target[@]}" "${need[@]}" >&2
 }
 
 install_runtime() {
@@ -176,7 +178,8 @@ if [ $incremental -eq 0 ]; then
   if [ ! -s "$dl/$orig" ]; then
     log "downloading the qemu source from $suite"
     chown _apt "$dl" 2>/dev/null || true # apt-get source downloads as _apt
-    (cd "$dl" && apt-get "${apt_opts[@]}" source --download-only "qemu/$suite" >&2) ||
+    (cd "$dl" && install_step "apt-get source qemu/$suite" \
+      apt-get "${apt_opts[@]}" source --download-only "qemu/$suite" >&2) ||
       log "apt-get source reported errors; using the orig tarball if it arrived"
     [ -s "$dl/$orig" ] || die "no $orig from $suite (is QEMU $upstream_version still there?)"
   fi
@@ -206,7 +209,8 @@ cp "$patch_file" "$applied"
 echo "$tree_recipe" >"$root/tree-stamp"
 
 log "building with ninja -j$jobs"
-if ! (cd "$src/build" && nice ninja -j"$jobs" qemu-system-x86_64 >"$root/build.log" 2>&1); then
+if ! (cd "$src/build" && install_step "building QEMU" nice ninja -j"$jobs" qemu-system-x86_64 \
+  >"$root/build.log" 2>&1); then
   grep -E 'error|Error' "$root/build.log" | head -n 30 >&2 || true
   die "build failed (log: $root/build.log)"
 fi

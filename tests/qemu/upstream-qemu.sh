@@ -36,6 +36,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 cache_root=${DAXFSD_CACHE:-$repo/.cache}
 mkdir -p "$cache_root"
 cache_root=$(cd "$cache_root" && pwd -P)
@@ -72,16 +74,17 @@ if [ $force -eq 1 ] || [ ! -x "$chroot_dir/usr/bin/qemu-system-x86_64" ] ||
   [ "$(sed -n 1p "$top/stamp" 2>/dev/null)" != "$recipe" ]; then
   if ! command -v debootstrap >/dev/null; then
     log "installing debootstrap"
-    apt-get -o DPkg::Lock::Timeout=600 -q update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q install -y \
-      --no-install-recommends debootstrap >&2
+    install_step "apt-get update" apt-get -o DPkg::Lock::Timeout=600 -q update >&2
+    DEBIAN_FRONTEND=noninteractive install_step "apt-get install debootstrap" \
+      apt-get -o DPkg::Lock::Timeout=600 -q install -y --no-install-recommends debootstrap >&2
   fi
   mirror=$("$repo/tests/tools/debian-mirror.sh")
   rm -f "$top/stamp" "$wrapper"
   rm -rf "$chroot_dir" "$chroot_dir.tmp"
   log "debootstrap ${debootstrap_args[*]} from $mirror (log: $top/debootstrap.log)"
   start=$(date +%s)
-  if ! debootstrap "${debootstrap_args[@]}" "$chroot_dir.tmp" "$mirror" >"$top/debootstrap.log" 2>&1; then
+  if ! install_step "debootstrap of the sid chroot" debootstrap "${debootstrap_args[@]}" \
+    "$chroot_dir.tmp" "$mirror" >"$top/debootstrap.log" 2>&1; then
     tail -n 20 "$top/debootstrap.log" >&2
     tail -n 20 "$chroot_dir.tmp/debootstrap/debootstrap.log" >&2 2>/dev/null || true
     die "debootstrap failed (logs: $top/debootstrap.log, $chroot_dir.tmp/debootstrap/debootstrap.log)"

@@ -32,6 +32,8 @@
 # goes to <repo>/target/release (so a second run is quick).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 prefix=/usr/local
 destdir=
 sysconfdir=/etc
@@ -65,8 +67,8 @@ trap 'rm -rf "$stage"' EXIT
 if [ -z "$binary" ]; then
   command -v cargo >/dev/null || die "cargo is needed to build daxfsd (or pass --binary)"
   echo "install-daxfsd: building: cargo install --path daemon --locked (release)" >&2
-  cargo install --path "$repo/daemon" --locked --root "$stage/root" \
-    --target-dir "$repo/target" --quiet >&2 || die "cargo install failed"
+  install_step "cargo install daxfsd" cargo install --path "$repo/daemon" --locked \
+    --root "$stage/root" --target-dir "$repo/target" --quiet >&2 || die "cargo install failed"
   binary=$stage/root/bin/daxfsd
 fi
 [ -x "$binary" ] || die "no daxfsd binary at $binary"

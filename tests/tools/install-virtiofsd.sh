@@ -9,6 +9,8 @@
 # another version is replaced.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/../lib/wait.sh
+. "$repo/tests/lib/wait.sh"
 cache=${DAXFSD_CACHE:-$repo/.cache}
 version=${VIRTIOFSD_VERSION:-1.14.0}
 root=$cache/virtiofsd
@@ -24,9 +26,11 @@ if [ ! -x "$bin" ] || [ "$have" != "$version" ]; then
       echo "install-virtiofsd: missing packages ${need[*]} (run as root or install them)" >&2
       exit 1
     fi
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    install_step "apt-get update" apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive install_step "apt-get install ${need[*]}" \
+      apt-get install -y -qq "${need[@]}" >&2
   fi
-  cargo install --locked --force --root "$root" --version "$version" virtiofsd >&2
+  install_step "cargo install virtiofsd" \
+    cargo install --locked --force --root "$root" --version "$version" virtiofsd >&2
 fi
 echo "$bin"

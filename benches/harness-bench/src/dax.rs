@@ -10,16 +10,15 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use daxfsd_harness::client::requests;
 use daxfsd_harness::fuse::Uniques;
 use daxfsd_harness::{
     BackendProcess, BackendRequestStats, Device, DeviceConfig, FrontendBehaviour, Window,
 };
 use daxfsd_protocol::abi::{
-    GetattrIn, RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ, BIG_WRITES,
-    HAS_INODE_DAX, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ,
+    ASYNC_READ, BIG_WRITES, HAS_INODE_DAX, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID,
+    SETUPMAPPING_FLAG_READ,
 };
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
 use zerocopy::FromBytes;
 
 use crate::backends::{self, Binaries, Daemon};
@@ -144,9 +143,7 @@ fn run_fuse_round_trip(env: &DaxEnv, length: Duration) -> Result<Sample> {
     let until = Instant::now() + length;
     let mut ops = 0u64;
     while Instant::now() < until {
-        let req = RequestEncoder::new(Opcode::Getattr, env.uniques.next(), ROOT_ID)
-            .push(&GetattrIn::default())
-            .finish();
+        let req = requests::getattr(env.uniques.next(), ROOT_ID, None).finish();
         let token = env
             .dev
             .submit(1, &split(&req), &[16, 104])
@@ -206,9 +203,7 @@ pub(crate) fn start(
         ASYNC_READ | BIG_WRITES | MAX_PAGES | MAP_ALIGNMENT | mode,
     )
     .during(|| "INIT of daxfsd".to_string())?;
-    let req = RequestEncoder::new(Opcode::Lookup, uniques.next(), ROOT_ID)
-        .name(b"mapped")
-        .finish();
+    let req = requests::lookup(uniques.next(), ROOT_ID, b"mapped").finish();
     let reply = dev
         .fuse(1, &req, 4096)
         .and_then(|r| r.ok())
@@ -278,30 +273,24 @@ pub(crate) fn run_cycles(
                     let mut cycles = 0u64;
                     while Instant::now() < until {
                         let slot = (t * per_thread + (cycles as usize % per_thread)) as u64;
-                        let setup = RequestEncoder::new(
-                            Opcode::SetupMapping,
-                            env.uniques.next(),
+                        let (unique, at) = (env.uniques.next(), slot * RANGE);
+                        let read = SETUPMAPPING_FLAG_READ;
+                        let setup = requests::setup_mapping(
+                            unique,
                             env.nodeid,
+                            u64::MAX,
+                            at,
+                            RANGE,
+                            at,
+                            read,
                         )
-                        .push(&SetupMappingIn {
-                            fh: u64::MAX,
-                            foffset: slot * RANGE,
-                            len: RANGE,
-                            flags: SETUPMAPPING_FLAG_READ,
-                            moffset: slot * RANGE,
-                        })
                         .finish();
                         call(env, t + 1, &setup, "SETUPMAPPING")?;
                         if let Some(table) = table {
                             table.mapped(&env.dev, slot * RANGE)?;
                         }
                         let remove =
-                            RequestEncoder::new(Opcode::RemoveMapping, env.uniques.next(), ROOT_ID)
-                                .push(&RemoveMappingIn { count: 1 })
-                                .push(&RemoveMappingOne {
-                                    moffset: slot * RANGE,
-                                    len: RANGE,
-                                })
+                            requests::remove_mapping(env.uniques.next(), ROOT_ID, &[(at, RANGE)])
                                 .finish();
                         call(env, t + 1, &remove, "REMOVEMAPPING")?;
                         if let Some(table) = table {

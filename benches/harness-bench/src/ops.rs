@@ -5,15 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxfsd_harness::fuse::{FuseReply, Uniques};
-use daxfsd_harness::{BackendProcess, Device, DeviceConfig};
+use daxfsd_harness::fuse::Uniques;
+use daxfsd_harness::{BackendProcess, Device, DeviceConfig, FuseClient, FuseResult};
 use daxfsd_protocol::abi::{
-    EntryOut, OpenIn, OpenOut, ASYNC_DIO, ASYNC_READ, ATOMIC_O_TRUNC, AUTO_INVAL_DATA, BIG_WRITES,
-    DO_READDIRPLUS, EXPLICIT_INVAL_DATA, MAX_PAGES, PARALLEL_DIROPS, READDIRPLUS_AUTO, ROOT_ID,
+    ASYNC_DIO, ASYNC_READ, ATOMIC_O_TRUNC, AUTO_INVAL_DATA, BIG_WRITES, DO_READDIRPLUS,
+    EXPLICIT_INVAL_DATA, MAX_PAGES, PARALLEL_DIROPS, READDIRPLUS_AUTO, ROOT_ID,
 };
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
-use zerocopy::FromBytes;
 
 use crate::backends::{self, Binaries, Daemon};
 use crate::error::{BenchError, HarnessContext, Result};
@@ -291,61 +288,29 @@ impl Env {
         env.fx.wdata = env.lookup(ROOT_ID, "wdata")?;
         env.fx.dir = env.lookup(ROOT_ID, "dir")?;
         env.fx.create_dir = env.lookup(ROOT_ID, "c")?;
-        env.fx.data_fh = env.open(Opcode::Open, env.fx.data, libc::O_RDONLY)?;
-        env.fx.wdata_fh = env.open(Opcode::Open, env.fx.wdata, libc::O_RDWR)?;
+        let client = FuseClient::new(&env.dev, &env.uniques);
+        let (daemon, fx) = (env.daemon, &mut env.fx);
+        fx.data_fh = setup_reply(daemon, "OPEN", client.open(fx.data, libc::O_RDONLY))?.fh;
+        fx.wdata_fh = setup_reply(daemon, "OPEN", client.open(fx.wdata, libc::O_RDWR))?.fh;
         for _ in 0..queues * cfg.depth {
-            let fh = env.open(Opcode::Opendir, env.fx.dir, libc::O_RDONLY)?;
-            env.fx.dir_fhs.push(fh);
+            let fh = setup_reply(daemon, "OPENDIR", client.opendir(fx.dir))?.fh;
+            fx.dir_fhs.push(fh);
         }
         Ok(env)
     }
 
-    fn call(&self, what: &str, req: &[u8]) -> Result<FuseReply> {
-        let reply = self
-            .dev
-            .fuse(1, req, 4096)
-            .during(|| format!("{what} on {}", self.daemon.name()))?;
-        if reply.errno() != 0 {
-            return Err(BenchError::BadReply {
-                backend: self.daemon.name(),
-                workload: "setup",
-                detail: format!("{what}: errno {}", reply.errno()),
-            });
-        }
-        Ok(reply)
+    fn client(&self) -> FuseClient<'_> {
+        FuseClient::new(&self.dev, &self.uniques)
     }
 
     fn lookup(&self, parent: u64, name: &str) -> Result<u64> {
-        let req = RequestEncoder::new(Opcode::Lookup, self.uniques.next(), parent)
-            .name(name.as_bytes())
-            .finish();
-        let reply = self.call(&format!("LOOKUP {name}"), &req)?;
-        let entry = EntryOut::read_from_prefix(&reply.body)
-            .map(|(e, _)| e)
-            .map_err(|_| self.short("LOOKUP"))?;
+        let what = format!("LOOKUP {name}");
+        let entry = setup_reply(
+            self.daemon,
+            &what,
+            self.client().lookup(parent, name.as_bytes()),
+        )?;
         Ok(entry.nodeid)
-    }
-
-    fn open(&self, opcode: Opcode, nodeid: u64, flags: i32) -> Result<u64> {
-        let req = RequestEncoder::new(opcode, self.uniques.next(), nodeid)
-            .push(&OpenIn {
-                flags: flags as u32,
-                open_flags: 0,
-            })
-            .finish();
-        let reply = self.call("OPEN", &req)?;
-        let out = OpenOut::read_from_prefix(&reply.body)
-            .map(|(o, _)| o)
-            .map_err(|_| self.short("OPEN"))?;
-        Ok(out.fh)
-    }
-
-    fn short(&self, what: &str) -> BenchError {
-        BenchError::BadReply {
-            backend: self.daemon.name(),
-            workload: "setup",
-            detail: format!("{what} reply too short"),
-        }
     }
 
     /// One timed run: `total_slots` requests in flight over this daemon's queues for
@@ -386,6 +351,21 @@ impl Env {
             own_cpu.saturating_sub(own_cpu0),
         ))
     }
+}
+
+/// The answer of a setup request: a transport failure or an errno is an error.
+fn setup_reply<T>(
+    daemon: Daemon,
+    what: &str,
+    reply: daxfsd_harness::Result<FuseResult<T>>,
+) -> Result<T> {
+    reply
+        .during(|| format!("{what} on {}", daemon.name()))?
+        .map_err(|errno| BenchError::BadReply {
+            backend: daemon.name(),
+            workload: "setup",
+            detail: format!("{what}: errno {errno}"),
+        })
 }
 
 /// Runs the section: for each queue count, both daemons side by side.

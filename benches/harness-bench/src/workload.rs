@@ -12,20 +12,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use daxfsd_harness::client::requests;
 use daxfsd_harness::fuse::Uniques;
 use daxfsd_harness::{Completion, Device, Token};
-use daxfsd_protocol::abi::{
-    dirent_size, CreateIn, Dirent, EntryOut, ForgetIn, GetattrIn, OpenOut, OutHeader, ReadIn,
-    ReleaseIn, WriteIn, WriteOut,
-};
-use daxfsd_protocol::encode::RequestEncoder;
+use daxfsd_protocol::abi::{dirent_size, Dirent, EntryOut, OpenOut, OutHeader, WriteOut};
 use daxfsd_protocol::Opcode;
 use zerocopy::FromBytes;
 
 use crate::error::{BenchError, HarnessContext, Result};
 
-/// The hiprio queue, where FORGET goes.
-pub const HIPRIO_QUEUE: usize = 0;
+pub use daxfsd_harness::client::HIPRIO_QUEUE;
 /// Page size of the guest's data descriptors.
 pub const PAGE: u32 = 4096;
 const IN_HEADER_LEN: usize = 40;
@@ -133,9 +129,7 @@ impl Getattr {
 impl Slot for Getattr {
     fn next(&mut self, unique: u64) -> Submission<'_> {
         self.unique = unique;
-        self.req = RequestEncoder::new(Opcode::Getattr, unique, self.nodeid)
-            .push(&GetattrIn::default())
-            .finish();
+        self.req = requests::getattr(unique, self.nodeid, None).finish();
         Submission {
             readable: split(&self.req),
             writable: &self.layout,
@@ -180,9 +174,7 @@ impl Slot for Lookup {
         self.unique = unique;
         let name = &self.names[self.next_name];
         self.next_name = (self.next_name + 1) % self.names.len();
-        self.req = RequestEncoder::new(Opcode::Lookup, unique, self.parent)
-            .name(name.as_bytes())
-            .finish();
+        self.req = requests::lookup(unique, self.parent, name.as_bytes()).finish();
         Submission {
             readable: split(&self.req),
             writable: &self.layout,
@@ -236,14 +228,7 @@ impl Slot for Read {
         self.unique = unique;
         let offset = self.offset;
         self.offset = (self.offset + u64::from(self.size)) % self.file_len;
-        self.req = RequestEncoder::new(Opcode::Read, unique, self.nodeid)
-            .push(&ReadIn {
-                fh: self.fh,
-                offset,
-                size: self.size,
-                ..ReadIn::default()
-            })
-            .finish();
+        self.req = requests::read(unique, self.nodeid, self.fh, offset, self.size).finish();
         Submission {
             readable: split(&self.req),
             writable: &self.layout,
@@ -293,15 +278,7 @@ impl Slot for Write {
         let offset = self.offset;
         self.offset = (self.offset + u64::from(PAGE)) % self.file_len;
         // The header's len covers the data, which travels in its own descriptor.
-        let mut req = RequestEncoder::new(Opcode::Write, unique, self.nodeid)
-            .push(&WriteIn {
-                fh: self.fh,
-                offset,
-                size: PAGE,
-                ..WriteIn::default()
-            })
-            .bytes(&self.data)
-            .finish();
+        let mut req = requests::write(unique, self.nodeid, self.fh, offset, &self.data, 0).finish();
         req.truncate(req.len() - self.data.len());
         self.req = req;
         let mut readable = split(&self.req);
@@ -358,14 +335,9 @@ impl Readdirplus {
 impl Slot for Readdirplus {
     fn next(&mut self, unique: u64) -> Submission<'_> {
         self.unique = unique;
-        self.req = RequestEncoder::new(Opcode::Readdirplus, unique, self.nodeid)
-            .push(&ReadIn {
-                fh: self.fh,
-                offset: self.offset,
-                size: PAGE,
-                ..ReadIn::default()
-            })
-            .finish();
+        let (nodeid, fh) = (self.nodeid, self.fh);
+        self.req =
+            requests::read_op(Opcode::Readdirplus, unique, nodeid, fh, self.offset, PAGE).finish();
         Submission {
             readable: split(&self.req),
             writable: &self.layout,
@@ -450,31 +422,24 @@ impl Slot for CreateUnlink {
         self.unique = unique;
         let (req, writable) = match self.state {
             CreateState::Create => (
-                RequestEncoder::new(Opcode::Create, unique, self.parent)
-                    .push(&CreateIn {
-                        flags: (libc::O_RDWR | libc::O_CREAT) as u32,
-                        mode: libc::S_IFREG | 0o644,
-                        umask: 0o022,
-                        open_flags: 0,
-                    })
-                    .name(self.name.as_bytes())
-                    .finish(),
+                requests::create(
+                    unique,
+                    self.parent,
+                    self.name.as_bytes(),
+                    (libc::O_RDWR | libc::O_CREAT) as u32,
+                    libc::S_IFREG | 0o644,
+                    0o022,
+                )
+                .finish(),
                 &self.create_layout,
             ),
             CreateState::Release { nodeid, fh } => (
-                RequestEncoder::new(Opcode::Release, unique, nodeid)
-                    .push(&ReleaseIn {
-                        fh,
-                        flags: libc::O_RDWR as u32,
-                        ..ReleaseIn::default()
-                    })
+                requests::release(Opcode::Release, unique, nodeid, fh, libc::O_RDWR as u32)
                     .finish(),
                 &self.empty_layout,
             ),
             CreateState::Unlink { .. } => (
-                RequestEncoder::new(Opcode::Unlink, unique, self.parent)
-                    .name(self.name.as_bytes())
-                    .finish(),
+                requests::named(Opcode::Unlink, unique, self.parent, self.name.as_bytes()).finish(),
                 &self.empty_layout,
             ),
         };
@@ -510,9 +475,7 @@ impl Slot for CreateUnlink {
             CreateState::Unlink { nodeid } => {
                 check(c, self.unique, Some(0))?;
                 self.state = CreateState::Create;
-                let forget = RequestEncoder::new(Opcode::Forget, 0, nodeid)
-                    .push(&ForgetIn { nlookup: 1 })
-                    .finish();
+                let forget = requests::forget(0, nodeid, 1).finish();
                 Ok(Step {
                     ops: 1,
                     background: Some(forget),

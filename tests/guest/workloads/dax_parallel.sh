@@ -53,7 +53,7 @@ parallel_jobs() {
     (if job "$i" >"/tmp/job$i.out" 2>&1; then echo 0; else echo 1; fi >"/tmp/job$i.rc") &
     i=$((i + 1))
   done
-  wait
+  wait # bounded by the host's QEMU timeout (run-guest.sh --timeout)
   i=0
   while [ "$i" -lt "$JOBS" ]; do
     rc=$(cat "/tmp/job$i.rc" 2>/dev/null || echo missing)

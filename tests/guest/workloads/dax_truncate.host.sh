@@ -8,6 +8,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=SCRIPTDIR/../host-checks.sh
 . "$here/../host-checks.sh"
+# shellcheck source=SCRIPTDIR/../../lib/wait.sh
+. "$here/../../lib/wait.sh"
 
 # Keep in sync with dax_truncate.sh. KEEP is the size after the truncation:
 # by default inside a page (the partial last page's bytes past the end read
@@ -18,21 +20,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 LEN=4194304
 KEEP=${DAXFSD_TRUNCATE_KEEP:-1049576}
 
+repaired() { [ "$(metric "$1" dax_host_repairs_total)" -ge 1 ] 2>/dev/null; }
+
+# Without `ready` in 180 s it gives up (the guest then fails waiting for
+# `truncated`); without a repair in 10 s it goes on (verify then fails on
+# the metrics).
 truncator() {
-  local shared=$1 metrics=$2/metrics.prom i
-  for ((i = 0; i < 1800; i++)); do
-    [ -e "$shared/ready" ] && break
-    sleep 0.1
-  done
-  [ -e "$shared/ready" ] || return 0
+  local shared=$1 metrics=$2/metrics.prom
+  wait_until 180 "the guest's $shared/ready" test -e "$shared/ready" || return 0
   truncate -s "$KEEP" "$shared/victim.bin"
   date +%s.%N >"$2/truncated-at"
   # The race between a host truncation and the repair is measured in the
   # harness; here the guest touches the old range after the repair.
-  for ((i = 0; i < 100; i++)); do
-    [ "$(metric "$metrics" dax_host_repairs_total)" -ge 1 ] 2>/dev/null && break
-    sleep 0.1
-  done
+  wait_until 10 "dax_host_repairs_total >= 1 in $metrics" repaired "$metrics" || true
   touch "$shared/truncated"
 }
 

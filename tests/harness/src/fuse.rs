@@ -3,11 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use daxfsd_protocol::abi::{
-    self, InitInCompat, InitInExt, InitOut, OutHeader, KERNEL_MINOR_VERSION, KERNEL_VERSION,
-};
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
+use daxfsd_protocol::abi::{InitOut, OutHeader};
 use zerocopy::FromBytes;
 
 use crate::device::Device;
@@ -104,24 +100,6 @@ impl Uniques {
     }
 }
 
-/// The INIT request of a 7.41 guest with capability `flags` (INIT_EXT is added, as the
-/// kernel does, so flags2 is read).
-pub fn init_request(unique: u64, flags: u64) -> Vec<u8> {
-    let flags = flags | abi::INIT_EXT;
-    RequestEncoder::new(Opcode::Init, unique, 0)
-        .push(&InitInCompat {
-            major: KERNEL_VERSION,
-            minor: KERNEL_MINOR_VERSION,
-            max_readahead: 128 * 1024,
-            flags: flags as u32,
-        })
-        .push(&InitInExt {
-            flags2: (flags >> 32) as u32,
-            unused: [0; 11],
-        })
-        .finish()
-}
-
 impl Device {
     /// Sends one FUSE request (as a single readable segment) and checks the reply framing
     /// and its `unique`.
@@ -155,7 +133,11 @@ impl Device {
     /// INIT with `flags`; returns the backend's `InitOut` (after checking the reply).
     pub fn fuse_init(&self, queue: usize, unique: u64, flags: u64) -> Result<InitOut> {
         let reply = self
-            .fuse(queue, &init_request(unique, flags), DEFAULT_REPLY_CAPACITY)?
+            .fuse(
+                queue,
+                &crate::client::requests::init(unique, flags).finish(),
+                DEFAULT_REPLY_CAPACITY,
+            )?
             .ok()?;
         reply.body_as::<InitOut>()
     }

@@ -8,11 +8,14 @@
 //!   descriptor chains for malformed-input tests.
 //! - [`Window`] / [`BackendChannel`]: the DAX window as a VMM holds it, filled by the
 //!   backend's SHMEM_MAP / SHMEM_UNMAP (and legacy FS_MAP / FS_UNMAP) requests.
+//! - [`FuseClient`] ([`client`]): one typed method per FUSE operation over a [`Device`],
+//!   sending the requests of the pure builders in [`client::requests`].
 //! - [`fuse`]: sending FUSE requests built with `daxfsd_protocol` and checking replies.
 //! - [`dax_replay`]: replaying a DAX trace (`daxfsd --dax-trace`) against the daemon and
 //!   checking the window page by page against what the guest asked for.
 
 pub mod backend_channel;
+pub mod client;
 pub mod dax_replay;
 pub mod device;
 pub mod error;
@@ -29,6 +32,7 @@ pub use backend_channel::{
     BackendChannel, BackendRequest, BackendRequestRecord, BackendRequestStats, FrontendBehaviour,
     LegacyEntry,
 };
+pub use client::{FuseClient, FuseResult};
 pub use device::{Device, DeviceConfig, FsConfig, Negotiated};
 pub use error::{error_chain, HarnessError, Result};
 pub use fuse::{FuseReply, Uniques};

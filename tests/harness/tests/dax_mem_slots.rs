@@ -10,10 +10,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt as _;
 
 use dax_common::{pattern, DaxDaemon, MIB};
+use daxfsd_harness::client::requests;
 use daxfsd_harness::RawDesc;
-use daxfsd_protocol::abi::ReadIn;
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
 use vhost::vhost_user::{VhostUserFrontend as _, VhostUserProtocolFeatures};
 use vhost::VhostUserMemoryRegionInfo;
 
@@ -72,17 +70,7 @@ fn regions_added_one_by_one_serve_chains_until_removed() {
     let fh = s.open(nodeid, libc::O_RDONLY);
     // READ 8 KiB at 4 KiB into the last region, straddling nothing else.
     let read_into = |gpa: u64| {
-        let req = RequestEncoder::new(Opcode::Read, s.uniques.next(), nodeid)
-            .push(&ReadIn {
-                fh,
-                offset: 4096,
-                size: 8192,
-                read_flags: 0,
-                lock_owner: 0,
-                flags: 0,
-                padding: 0,
-            })
-            .finish();
+        let req = requests::read(s.uniques.next(), nodeid, fh, 4096, 8192).finish();
         let inbuf = dax_common::check(s.backend(), s.dev.alloc(req.len() as u64));
         dax_common::check(s.backend(), s.dev.memory().write(inbuf.addr, &req));
         let head = dax_common::check(s.backend(), s.dev.alloc(16));

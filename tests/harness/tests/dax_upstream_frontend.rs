@@ -11,13 +11,11 @@
 mod dax_common;
 
 use dax_common::{DaxDaemon, Session, FH_BY_NODEID, MIB, PAGE, READ, READ_WRITE, SLOT};
+use daxfsd_harness::client::requests;
 use daxfsd_harness::{BackendRequest, FrontendBehaviour};
 use daxfsd_protocol::abi::{
-    EntryOut, SetupMappingIn, ASYNC_READ, ATTR_DAX, BIG_WRITES, HAS_INODE_DAX, MAP_ALIGNMENT,
-    MAX_PAGES, ROOT_ID,
+    EntryOut, ASYNC_READ, ATTR_DAX, BIG_WRITES, HAS_INODE_DAX, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID,
 };
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
 
 const PATCHED: FrontendBehaviour = FrontendBehaviour::Patched;
 const UPSTREAM: FrontendBehaviour = FrontendBehaviour::Upstream11_1;
@@ -43,9 +41,8 @@ fn session(daemon: &DaxDaemon, frontend: FrontendBehaviour) -> Session<'_> {
 
 /// LOOKUP of `name` in the root as `uid`.
 fn lookup_as(s: &Session<'_>, uid: u32, name: &str) -> EntryOut {
-    let req = RequestEncoder::new(Opcode::Lookup, s.uniques.next(), ROOT_ID)
+    let req = requests::lookup(s.uniques.next(), ROOT_ID, name.as_bytes())
         .caller(uid, uid, 1)
-        .name(name.as_bytes())
         .finish();
     let reply = s.fuse(1, &req);
     dax_common::check(s.backend(), reply.ok().and_then(|r| r.body_as()))
@@ -61,15 +58,9 @@ fn setup_as(
     moffset: u64,
     flags: u64,
 ) -> i32 {
-    let req = RequestEncoder::new(Opcode::SetupMapping, s.uniques.next(), nodeid)
+    let unique = s.uniques.next();
+    let req = requests::setup_mapping(unique, nodeid, FH_BY_NODEID, foffset, len, moffset, flags)
         .caller(uid, uid, 1)
-        .push(&SetupMappingIn {
-            fh: FH_BY_NODEID,
-            foffset,
-            len,
-            flags,
-            moffset,
-        })
         .finish();
     s.fuse(1, &req).errno()
 }
@@ -287,9 +278,7 @@ fn dax_inode_marks_only_files_the_frontend_can_map() {
     // Re-evaluated on every attribute reply: a size change turns it off, and on.
     let page = lookup_as(&s, 0, "page").nodeid;
     let getattr = |s: &Session<'_>| {
-        let req = RequestEncoder::new(Opcode::Getattr, s.uniques.next(), page)
-            .push(&daxfsd_protocol::abi::GetattrIn::default())
-            .finish();
+        let req = requests::getattr(s.uniques.next(), page, None).finish();
         let reply = s.fuse(1, &req);
         let out: daxfsd_protocol::abi::AttrOut =
             dax_common::check(s.backend(), reply.ok().and_then(|r| r.body_as()));
@@ -344,14 +333,13 @@ fn a_repair_on_a_frontend_without_partial_pages_maps_whole_pages_only() {
     assert_eq!(s.setup(data, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
     // A SETATTR truncation through the daemon: repaired before the reply.
     let fh = s.open(data, libc::O_RDWR);
-    let req = RequestEncoder::new(Opcode::Setattr, s.uniques.next(), data)
-        .push(&daxfsd_protocol::abi::SetattrIn {
-            valid: daxfsd_protocol::abi::FATTR_SIZE | daxfsd_protocol::abi::FATTR_FH,
-            fh,
-            size: 3 * PAGE + 100,
-            ..Default::default()
-        })
-        .finish();
+    let arg = daxfsd_protocol::abi::SetattrIn {
+        valid: daxfsd_protocol::abi::FATTR_SIZE | daxfsd_protocol::abi::FATTR_FH,
+        fh,
+        size: 3 * PAGE + 100,
+        ..Default::default()
+    };
+    let req = requests::setattr(s.uniques.next(), data, &arg).finish();
     assert_eq!(s.fuse(1, &req).errno(), 0);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * PAGE + 100);
     assert_eq!(s.channel().stats().failed, 0, "{:?}", s.channel().log());
@@ -371,9 +359,7 @@ fn dax_always_is_refused_at_init_on_a_frontend_without_partial_pages() {
     assert_ne!(u64::from(s.init.flags) & MAP_ALIGNMENT, 0);
     assert!(s.init.map_alignment > 21, "{}", s.init.map_alignment);
     // No session started: the next request is EIO, as before any INIT.
-    let req = RequestEncoder::new(Opcode::Lookup, s.uniques.next(), ROOT_ID)
-        .name(b"x")
-        .finish();
+    let req = requests::lookup(s.uniques.next(), ROOT_ID, b"x").finish();
     assert_eq!(s.fuse(1, &req).errno(), libc::EIO);
     let log = daemon.backend.stderr();
     assert!(

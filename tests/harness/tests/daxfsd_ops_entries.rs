@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use common::*;
 use daxfsd_protocol::abi::*;
+use daxfsd_protocol::encode::RequestEncoder;
 
 #[test]
 fn mkdir_creates_a_host_directory_with_the_mode_sent() {
@@ -41,14 +42,8 @@ fn mkdir_as_a_caller_makes_the_caller_the_owner() {
     let s = Session::start(&[]);
     // The shared dir is a 0700 temp dir; give the caller a directory it may write.
     let open = s.mkdir(ROOT_ID, b"open", 0o777).unwrap().nodeid;
-    let req = s
-        .req(daxfsd_protocol::Opcode::Mkdir, open)
+    let req = requests::mkdir(s.unique(), open, b"owned", 0o755, 0)
         .caller(1234, 5678, 1)
-        .push(&MkdirIn {
-            mode: 0o755,
-            umask: 0,
-        })
-        .name(b"owned")
         .finish();
     let e = exact::<EntryOut>(s.send(&req)).expect("mkdir as 1234");
     let meta = std::fs::metadata(s.path("open/owned")).unwrap();
@@ -58,14 +53,8 @@ fn mkdir_as_a_caller_makes_the_caller_the_owner() {
     std::fs::create_dir(s.path("rootonly")).unwrap();
     std::fs::set_permissions(s.path("rootonly"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let parent = s.lookup(ROOT_ID, b"rootonly").unwrap().nodeid;
-    let req = s
-        .req(daxfsd_protocol::Opcode::Mkdir, parent)
+    let req = requests::mkdir(s.unique(), parent, b"denied", 0o755, 0)
         .caller(1234, 5678, 1)
-        .push(&MkdirIn {
-            mode: 0o755,
-            umask: 0,
-        })
-        .name(b"denied")
         .finish();
     assert_eq!(exact::<EntryOut>(s.send(&req)).unwrap_err(), libc::EACCES);
     assert!(!s.path("rootonly/denied").exists());
@@ -364,33 +353,26 @@ fn link_symlink_mknod_as_a_caller() {
     }
     let s = Session::start(&[]);
     let dir = s.mkdir(ROOT_ID, b"pub", 0o777).unwrap().nodeid;
-    let as_caller = |op: daxfsd_protocol::Opcode| s.req(op, dir).caller(1000, 1000, 1);
-    let req = as_caller(daxfsd_protocol::Opcode::Symlink)
-        .name(b"sl")
-        .name(b"target")
-        .finish();
+    let as_caller = |req: RequestEncoder| req.caller(1000, 1000, 1).finish();
+    let req = as_caller(requests::symlink(s.unique(), dir, b"sl", b"target"));
     exact::<EntryOut>(s.send(&req)).expect("symlink as 1000");
-    let req = as_caller(daxfsd_protocol::Opcode::Mknod)
-        .push(&MknodIn {
-            mode: libc::S_IFIFO | 0o600,
-            ..MknodIn::default()
-        })
-        .name(b"fifo")
-        .finish();
+    let fifo = libc::S_IFIFO | 0o600;
+    let req = as_caller(requests::mknod(s.unique(), dir, b"fifo", fifo, 0, 0));
     exact::<EntryOut>(s.send(&req)).expect("mknod as 1000");
     for name in ["pub/sl", "pub/fifo"] {
         let meta = std::fs::symlink_metadata(s.path(name)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "{name}");
     }
     // A device node needs CAP_MKNOD, which the caller's fsuid does not carry.
-    let req = as_caller(daxfsd_protocol::Opcode::Mknod)
-        .push(&MknodIn {
-            mode: libc::S_IFCHR | 0o600,
-            rdev: encode_dev(1, 3),
-            ..MknodIn::default()
-        })
-        .name(b"null")
-        .finish();
+    let chr = libc::S_IFCHR | 0o600;
+    let req = as_caller(requests::mknod(
+        s.unique(),
+        dir,
+        b"null",
+        chr,
+        encode_dev(1, 3),
+        0,
+    ));
     assert_eq!(exact::<EntryOut>(s.send(&req)).unwrap_err(), libc::EPERM);
     assert!(!s.path("pub/null").exists());
 
@@ -400,10 +382,7 @@ fn link_symlink_mknod_as_a_caller() {
     std::fs::set_permissions(s.path("pub/roots"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let roots = s.lookup(dir, b"roots").unwrap().nodeid;
     let link = |nodeid: u64, name: &[u8]| {
-        let req = as_caller(daxfsd_protocol::Opcode::Link)
-            .push(&LinkIn { oldnodeid: nodeid })
-            .name(name)
-            .finish();
+        let req = as_caller(requests::link(s.unique(), nodeid, dir, name));
         exact::<EntryOut>(s.send(&req))
     };
     link(mine, b"mine2").expect("link own file");

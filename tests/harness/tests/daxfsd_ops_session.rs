@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use daxfsd_protocol::abi::*;
 use daxfsd_protocol::Opcode;
-use zerocopy::FromBytes;
 
 #[test]
 fn requests_before_init_get_eio() {
@@ -433,57 +432,28 @@ fn queues_in_parallel_keep_reference_counts_exact() {
         for q in 1..=QUEUES {
             let s = &s;
             scope.spawn(move || {
+                // The typed client on queue q; FORGETs go to the hiprio queue.
+                let c = s.client().on_queue(q);
                 for i in 0..40 {
-                    let req = s.req(Opcode::Lookup, ROOT_ID).name(b"shared").finish();
-                    let shared = exact::<EntryOut>(s.send_on(q, &req, 4096)).expect("lookup");
-                    let req = getattr_request(s.unique(), shared.nodeid);
-                    let attr = exact::<AttrOut>(s.send_on(q, &req, 4096))
+                    let shared = s.check(c.lookup(ROOT_ID, b"shared")).expect("lookup");
+                    let attr = s
+                        .check(c.getattr(shared.nodeid))
                         .expect("getattr of a nodeid this queue holds");
                     assert_eq!(attr.attr.size, 6);
                     s.forget(shared.nodeid, 1);
 
                     let name = format!("q{q}-{i}");
-                    let req = s
-                        .req(Opcode::Create, ROOT_ID)
-                        .push(&CreateIn {
-                            flags: (libc::O_CREAT | libc::O_RDWR) as u32,
-                            mode: libc::S_IFREG | 0o644,
-                            ..CreateIn::default()
-                        })
-                        .name(name.as_bytes())
-                        .finish();
-                    let reply = s.send_on(q, &req, 4096);
-                    assert_eq!(reply.errno(), 0, "create {name}");
-                    let entry: EntryOut = reply.body_as().unwrap();
-                    let open = OpenOut::read_from_bytes(&reply.body[size_of::<EntryOut>()..])
-                        .expect("CREATE reply: entry and open");
+                    let (entry, open) = s
+                        .check(c.create(ROOT_ID, name.as_bytes(), libc::O_RDWR, 0o644))
+                        .unwrap_or_else(|e| panic!("create {name}: errno {e}"));
                     let data = name.as_bytes();
-                    let req = s
-                        .req(Opcode::Write, entry.nodeid)
-                        .push(&WriteIn {
-                            fh: open.fh,
-                            size: data.len() as u32,
-                            ..WriteIn::default()
-                        })
-                        .bytes(data)
-                        .finish();
-                    assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
-                    let req = read_request(s.unique(), entry.nodeid, open.fh, 0, 64);
-                    assert_eq!(s.send_on(q, &req, 4096).body, data);
-                    let req = s
-                        .req(Opcode::Release, entry.nodeid)
-                        .push(&ReleaseIn {
-                            fh: open.fh,
-                            ..ReleaseIn::default()
-                        })
-                        .finish();
-                    assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
+                    let written = s.check(c.write(entry.nodeid, open.fh, 0, data));
+                    assert_eq!(written, Ok(data.len() as u32));
+                    let read = s.check(c.read(entry.nodeid, open.fh, 0, 64));
+                    assert_eq!(read.as_deref(), Ok(data));
+                    assert_eq!(s.check(c.release(entry.nodeid, open.fh)), Ok(()));
                     if i % 2 == 0 {
-                        let req = s
-                            .req(Opcode::Unlink, ROOT_ID)
-                            .name(name.as_bytes())
-                            .finish();
-                        assert_eq!(s.send_on(q, &req, 4096).errno(), 0);
+                        assert_eq!(s.check(c.unlink(ROOT_ID, name.as_bytes())), Ok(()));
                     }
                     s.forget(entry.nodeid, 1);
                 }

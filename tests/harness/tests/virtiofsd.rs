@@ -6,15 +6,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use daxfsd_harness::client::requests;
 use daxfsd_harness::fuse::{FuseReply, Uniques, DEFAULT_REPLY_CAPACITY};
 use daxfsd_harness::{
     locate_virtiofsd, BackendCommand, BackendProcess, Device, DeviceConfig, HarnessError, RawDesc,
 };
 use daxfsd_protocol::abi::{
-    AttrOut, EntryOut, GetattrIn, OpenIn, OpenOut, ReadIn, ASYNC_READ, BIG_WRITES, MAX_PAGES,
-    ROOT_ID,
+    AttrOut, EntryOut, OpenOut, ASYNC_READ, BIG_WRITES, MAX_PAGES, ROOT_ID,
 };
-use daxfsd_protocol::encode::RequestEncoder;
 use daxfsd_protocol::Opcode;
 use vhost::vhost_user::VhostUserProtocolFeatures;
 
@@ -72,15 +71,11 @@ fn init(backend: &BackendProcess, dev: &Device, queue: usize, uniques: &Uniques)
 }
 
 fn getattr_request(unique: u64, nodeid: u64) -> Vec<u8> {
-    RequestEncoder::new(Opcode::Getattr, unique, nodeid)
-        .push(&GetattrIn::default())
-        .finish()
+    requests::getattr(unique, nodeid, None).finish()
 }
 
 fn lookup_request(unique: u64, parent: u64, name: &[u8]) -> Vec<u8> {
-    RequestEncoder::new(Opcode::Lookup, unique, parent)
-        .name(name)
-        .finish()
+    requests::lookup(unique, parent, name).finish()
 }
 
 #[test]
@@ -188,12 +183,7 @@ fn lookup_open_and_read_a_host_file_into_split_reply_buffers() {
         .and_then(|r| r.body_as::<EntryOut>()),
     );
     assert_eq!(entry.attr.size, HELLO.len() as u64);
-    let open = RequestEncoder::new(Opcode::Open, uniques.next(), entry.nodeid)
-        .push(&OpenIn {
-            flags: libc::O_RDONLY as u32,
-            open_flags: 0,
-        })
-        .finish();
+    let open = requests::open(uniques.next(), entry.nodeid, libc::O_RDONLY as u32).finish();
     let fh = check(
         &backend,
         dev.fuse(1, &open, 4096)
@@ -202,14 +192,7 @@ fn lookup_open_and_read_a_host_file_into_split_reply_buffers() {
     )
     .fh;
     let unique = uniques.next();
-    let read = RequestEncoder::new(Opcode::Read, unique, entry.nodeid)
-        .push(&ReadIn {
-            fh,
-            offset: 0,
-            size: 4096,
-            ..ReadIn::default()
-        })
-        .finish();
+    let read = requests::read(unique, entry.nodeid, fh, 0, 4096).finish();
     // Reply space in three writable descriptors: the header spans the first two.
     let token = check(&backend, dev.submit(1, &[&read], &[10, 10, 4096]));
     let done = check(&backend, dev.wait(token));

@@ -18,11 +18,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::{
-    EntryOut, RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ, BIG_WRITES,
-    MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_WRITE,
+    EntryOut, ASYNC_READ, BIG_WRITES, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_WRITE,
 };
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
+use daxfsd_protocol::encode::requests;
 
 pub use self::model::{Depth, Mismatch, PageState, ReplayFile, WindowModel, PAGE};
 pub use self::trace::{RemoveEvent, SetupEvent, Trace, TraceError, TraceEvent};
@@ -486,19 +484,11 @@ impl<'a> Replayer<'a> {
         e: &SetupEvent,
     ) -> Result<(), ReplayError> {
         let file = self.keys[&file_key(e)];
-        let request = RequestEncoder::new(
-            Opcode::SetupMapping,
-            self.session.uniques.next(),
-            self.files[file].nodeid,
-        )
-        .push(&SetupMappingIn {
-            fh: u64::MAX,
-            foffset: e.foffset,
-            len: e.len,
-            flags: e.flags,
-            moffset: e.moffset,
-        })
-        .finish();
+        let (unique, nodeid) = (self.session.uniques.next(), self.files[file].nodeid);
+        let (foffset, len, moffset) = (e.foffset, e.len, e.moffset);
+        let request =
+            requests::setup_mapping(unique, nodeid, u64::MAX, foffset, len, moffset, e.flags)
+                .finish();
         let errno = self.session.fuse(&request, || {
             format!("event #{event} (trace line {line}: {what})")
         })?;
@@ -539,14 +529,8 @@ impl<'a> Replayer<'a> {
         what: &str,
         ranges: &[(u64, u64)],
     ) -> Result<(), ReplayError> {
-        let count = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
-        let mut encoder =
-            RequestEncoder::new(Opcode::RemoveMapping, self.session.uniques.next(), ROOT_ID)
-                .push(&RemoveMappingIn { count });
-        for &(moffset, len) in ranges {
-            encoder = encoder.push(&RemoveMappingOne { moffset, len });
-        }
-        let errno = self.session.fuse(&encoder.finish(), || {
+        let request = requests::remove_mapping(self.session.uniques.next(), ROOT_ID, ranges);
+        let errno = self.session.fuse(&request.finish(), || {
             format!("event #{event} (trace line {line}: {what})")
         })?;
         self.report.removes += 1;
@@ -616,9 +600,7 @@ impl<'a> Replayer<'a> {
 }
 
 fn lookup(session: &ReplaySession, name: &str) -> Result<u64, ReplayError> {
-    let request = RequestEncoder::new(Opcode::Lookup, session.uniques.next(), ROOT_ID)
-        .name(name.as_bytes())
-        .finish();
+    let request = requests::lookup(session.uniques.next(), ROOT_ID, name.as_bytes()).finish();
     let context = || format!("LOOKUP of {name}");
     let entry: EntryOut = session
         .dev

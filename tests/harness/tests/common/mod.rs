@@ -1,17 +1,21 @@
 //! Shared by the `daxfsd_ops_*` and `daxfsd_malformed` tests: a real daxfsd on a fresh
-//! temporary directory, connected over its socket, and a FUSE client with one typed
-//! helper per operation.
+//! temporary directory, connected over its socket, and the harness's typed
+//! [`FuseClient`] on it.
 //!
-//! Helpers return `Ok(reply body)` or `Err(errno)` (positive). A transport failure
-//! (timeout, bad framing, wrong `unique`) panics with the daemon's logs instead: it is
-//! never the answer a test expects. Success bodies are checked to be exactly as long as
-//! the operation's reply struct, so a daemon that appends or drops bytes fails here.
+//! The operations return `Ok(reply body)` or `Err(errno)` (positive). A transport
+//! failure (timeout, bad framing, wrong `unique`, a success body that is not exactly
+//! the operation's reply struct) panics with the daemon's logs instead: it is never the
+//! answer a test expects.
 #![allow(dead_code)] // every test file uses a different subset
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use daxfsd_harness::client::{decode, FuseClient};
+#[allow(unused_imports)] // every test file uses a different subset
+pub use daxfsd_harness::client::{requests, DirEntry, XattrReply, HIPRIO_QUEUE, REQUEST_QUEUE};
 use daxfsd_harness::fuse::{FuseReply, Uniques, DEFAULT_REPLY_CAPACITY};
+pub use daxfsd_harness::FuseResult;
 use daxfsd_harness::{
     error_chain, locate_daxfsd, BackendCommand, BackendProcess, Completion, Device, DeviceConfig,
     HarnessError,
@@ -22,11 +26,6 @@ use daxfsd_protocol::Opcode;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 mod ops;
-
-/// The first request queue; every request except FORGET goes there.
-pub const REQUEST_QUEUE: usize = 1;
-/// The hiprio queue, where the Linux driver sends FORGET and BATCH_FORGET.
-pub const HIPRIO_QUEUE: usize = 0;
 
 /// What the Linux 6.12 virtio-fs driver offers in INIT (without DAX), as far as the
 /// protocol crate names the bits. The daemon must pick only what it implements; in
@@ -60,9 +59,6 @@ pub const LINUX_INIT_FLAGS: u64 = ASYNC_READ
     | HAS_EXPIRE_ONLY
     | DIRECT_IO_ALLOW_MMAP;
 
-/// `Ok(body)` or `Err(positive errno)`.
-pub type FuseResult<T> = Result<T, i32>;
-
 /// The daxfsd binary, located (and built if stale) once per test executable.
 pub fn daxfsd_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -73,24 +69,6 @@ pub fn daxfsd_bin() -> PathBuf {
 /// Whether the tests run as root (then the daemon does too).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// One directory entry of a READDIR / READDIRPLUS reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    /// Cookie of the entry after this one.
-    pub off: u64,
-    /// `DT_*`.
-    pub typ: u32,
-    pub name: Vec<u8>,
-}
-
-/// A GETXATTR / LISTXATTR answer: the size (for a size-0 query) or the bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum XattrReply {
-    Size(u32),
-    Data(Vec<u8>),
 }
 
 /// A daxfsd on a fresh shared directory with a connected device.
@@ -146,6 +124,11 @@ impl Session {
         self.dir().join(rel)
     }
 
+    /// The typed client on the request queue.
+    pub fn client(&self) -> FuseClient<'_> {
+        FuseClient::new(&self.dev, &self.uniques)
+    }
+
     /// A fresh request id.
     pub fn unique(&self) -> u64 {
         self.uniques.next()
@@ -186,8 +169,7 @@ impl Session {
     /// INTERRUPT), as the Linux driver does: readable descriptors only. Returns once the
     /// daemon gave the chain back, and checks it wrote nothing.
     pub fn send_no_reply(&self, queue: usize, request: &[u8]) {
-        let done = self.send_chain(queue, &[request], &[]);
-        assert_eq!(done.used_len, 0, "a no-reply request came back with bytes");
+        self.check(self.client().send_no_reply(queue, request));
     }
 
     /// Number of open fds of the daemon process.
@@ -215,110 +197,17 @@ impl Session {
 
 /// A READ request.
 pub fn read_request(unique: u64, nodeid: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
-    RequestEncoder::new(Opcode::Read, unique, nodeid)
-        .push(&ReadIn {
-            fh,
-            offset,
-            size,
-            ..ReadIn::default()
-        })
-        .finish()
+    requests::read(unique, nodeid, fh, offset, size).finish()
 }
 
 /// A GETATTR request.
 pub fn getattr_request(unique: u64, nodeid: u64) -> Vec<u8> {
-    RequestEncoder::new(Opcode::Getattr, unique, nodeid)
-        .push(&GetattrIn::default())
-        .finish()
+    requests::getattr(unique, nodeid, None).finish()
 }
 
-/// The body as exactly one `T`, or the errno.
+/// The body as exactly one `T`, or the errno; panics on any other body.
 pub fn exact<T: FromBytes + IntoBytes + Immutable>(reply: FuseReply) -> FuseResult<T> {
-    if reply.errno() != 0 {
-        return Err(reply.errno());
-    }
-    assert_eq!(
-        reply.body.len(),
-        size_of::<T>(),
-        "reply body is not one {}",
-        std::any::type_name::<T>()
-    );
-    Ok(reply.body_as::<T>().expect("length checked"))
-}
-
-/// Success with an empty body, or the errno.
-pub fn empty(reply: FuseReply) -> FuseResult<()> {
-    if reply.errno() != 0 {
-        return Err(reply.errno());
-    }
-    assert!(
-        reply.body.is_empty(),
-        "unexpected {}-byte body",
-        reply.body.len()
-    );
-    Ok(())
-}
-
-/// The body bytes, or the errno.
-pub fn bytes(reply: FuseReply) -> FuseResult<Vec<u8>> {
-    if reply.errno() != 0 {
-        return Err(reply.errno());
-    }
-    Ok(reply.body)
-}
-
-/// The reply room Linux gives GETXATTR / LISTXATTR: the value's size, or a
-/// `fuse_getxattr_out` for a size query.
-fn xattr_room(size: u32) -> u32 {
-    let body = if size == 0 {
-        size_of::<GetxattrOut>() as u32
-    } else {
-        size
-    };
-    body.saturating_add(16)
-}
-
-fn xattr_reply(reply: FuseReply, size: u32) -> FuseResult<XattrReply> {
-    if size == 0 {
-        exact::<GetxattrOut>(reply).map(|o| XattrReply::Size(o.size))
-    } else {
-        let body = bytes(reply)?;
-        assert!(body.len() <= size as usize, "xattr reply over its size");
-        Ok(XattrReply::Data(body))
-    }
-}
-
-/// Splits a READDIR(PLUS) body into entries; panics on a malformed layout.
-pub fn parse_dirents(mut body: &[u8], plus: bool) -> Vec<(Option<EntryOut>, DirEntry)> {
-    let mut out = Vec::new();
-    while !body.is_empty() {
-        let entry = if plus {
-            let (e, rest) = EntryOut::read_from_prefix(body).expect("EntryOut of a plus entry");
-            body = rest;
-            Some(e)
-        } else {
-            None
-        };
-        let (d, rest) = Dirent::read_from_prefix(body).expect("dirent header");
-        let namelen = d.namelen as usize;
-        let padded = dirent_size(namelen) - size_of::<Dirent>();
-        assert!(rest.len() >= padded, "dirent name runs past the reply");
-        assert!(
-            rest[namelen..padded].iter().all(|&b| b == 0),
-            "dirent padding is not zero"
-        );
-        out.push((
-            entry,
-            DirEntry {
-                ino: d.ino,
-                off: d.off,
-                typ: d.typ,
-                name: rest[..namelen].to_vec(),
-            },
-        ));
-        body = &rest[padded..];
-    }
-    out
+    decode::exact(reply).unwrap_or_else(|e| panic!("{}", error_chain(&e)))
 }
 
 /// A SETATTR argument with only `valid` set; fill the fields with struct update syntax.

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use daxfsd_harness::backend_channel::BackendRequestRecord;
+use daxfsd_harness::client::requests;
 use daxfsd_harness::fuse::{FuseReply, Uniques, DEFAULT_REPLY_CAPACITY};
 use daxfsd_harness::{
     locate_daxfsd, BackendChannel, BackendCommand, BackendProcess, BackendRequest, Device,
     DeviceConfig, HarnessError, Window,
 };
 use daxfsd_protocol::abi::{
-    EntryOut, InitOut, OpenIn, OpenOut, RemoveMappingIn, RemoveMappingOne, SetupMappingIn,
-    ASYNC_READ, BIG_WRITES, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ,
-    SETUPMAPPING_FLAG_WRITE,
+    EntryOut, InitOut, OpenOut, RemoveMappingIn, RemoveMappingOne, SetupMappingIn, ASYNC_READ,
+    BIG_WRITES, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID, SETUPMAPPING_FLAG_READ, SETUPMAPPING_FLAG_WRITE,
 };
 use daxfsd_protocol::encode::RequestEncoder;
 use daxfsd_protocol::Opcode;
@@ -276,9 +276,7 @@ impl Session<'_> {
 
     /// LOOKUP of `name` in the root; returns the nodeid.
     pub fn lookup(&self, name: &str) -> u64 {
-        let req = RequestEncoder::new(Opcode::Lookup, self.uniques.next(), ROOT_ID)
-            .name(name.as_bytes())
-            .finish();
+        let req = requests::lookup(self.uniques.next(), ROOT_ID, name.as_bytes()).finish();
         let reply = self.fuse(1, &req);
         let entry: EntryOut = check(self.backend(), reply.ok().and_then(|r| r.body_as()));
         assert_ne!(entry.nodeid, 0, "lookup of {name} found nothing");
@@ -287,12 +285,7 @@ impl Session<'_> {
 
     /// OPEN of `nodeid` with open(2) `flags`; returns the handle.
     pub fn open(&self, nodeid: u64, flags: i32) -> u64 {
-        let req = RequestEncoder::new(Opcode::Open, self.uniques.next(), nodeid)
-            .push(&OpenIn {
-                flags: flags as u32,
-                open_flags: 0,
-            })
-            .finish();
+        let req = requests::open(self.uniques.next(), nodeid, flags as u32).finish();
         let reply = self.fuse(1, &req);
         let out: OpenOut = check(self.backend(), reply.ok().and_then(|r| r.body_as()));
         out.fh
@@ -317,17 +310,9 @@ impl Session<'_> {
         moffset: u64,
         flags: u64,
     ) -> i32 {
-        let req = self.setup_request(
-            nodeid,
-            SetupMappingIn {
-                fh,
-                foffset,
-                len,
-                flags,
-                moffset,
-            },
-        );
-        self.fuse(queue, &req).errno()
+        let unique = self.uniques.next();
+        let req = requests::setup_mapping(unique, nodeid, fh, foffset, len, moffset, flags);
+        self.fuse(queue, &req.finish()).errno()
     }
 
     /// SETUPMAPPING on queue 1; returns the errno (0 on success).

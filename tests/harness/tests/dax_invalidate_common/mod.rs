@@ -9,13 +9,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use daxfsd_harness::client::requests;
 use daxfsd_harness::{locate_daxfsd, BackendCommand, Window};
-use daxfsd_protocol::abi::{
-    AttrOut, CreateIn, EntryOut, FallocateIn, OpenIn, OpenOut, SetattrIn, WriteIn, WriteOut,
-    FATTR_SIZE, ROOT_ID,
-};
-use daxfsd_protocol::encode::RequestEncoder;
-use daxfsd_protocol::Opcode;
+use daxfsd_protocol::abi::{AttrOut, EntryOut, OpenOut, SetattrIn, WriteOut, FATTR_SIZE, ROOT_ID};
 
 use crate::dax_common::{check, DaxDaemon, Session, MIB, PAGE};
 
@@ -93,13 +89,12 @@ pub fn is_file(s: &Session<'_>, offset: u64, path: &Path) -> bool {
 
 /// SETATTR of the size; returns the errno.
 pub fn setattr_size(s: &Session<'_>, nodeid: u64, size: u64) -> i32 {
-    let req = RequestEncoder::new(Opcode::Setattr, s.uniques.next(), nodeid)
-        .push(&SetattrIn {
-            valid: FATTR_SIZE,
-            size,
-            ..SetattrIn::default()
-        })
-        .finish();
+    let arg = SetattrIn {
+        valid: FATTR_SIZE,
+        size,
+        ..SetattrIn::default()
+    };
+    let req = requests::setattr(s.uniques.next(), nodeid, &arg).finish();
     let reply = s.fuse(1, &req);
     let errno = reply.errno();
     if errno == 0 {
@@ -111,12 +106,7 @@ pub fn setattr_size(s: &Session<'_>, nodeid: u64, size: u64) -> i32 {
 
 /// OPEN with `flags`; returns the handle.
 pub fn open(s: &Session<'_>, nodeid: u64, flags: i32) -> u64 {
-    let req = RequestEncoder::new(Opcode::Open, s.uniques.next(), nodeid)
-        .push(&OpenIn {
-            flags: flags as u32,
-            open_flags: 0,
-        })
-        .finish();
+    let req = requests::open(s.uniques.next(), nodeid, flags as u32).finish();
     let reply = s.fuse(1, &req);
     let out: OpenOut = check(s.backend(), reply.ok().and_then(|r| r.body_as()));
     out.fh
@@ -125,15 +115,9 @@ pub fn open(s: &Session<'_>, nodeid: u64, flags: i32) -> u64 {
 /// CREATE of `name` in the root with `flags` (no O_EXCL: an existing file is opened);
 /// returns the nodeid.
 pub fn create(s: &Session<'_>, name: &str, flags: i32) -> u64 {
-    let req = RequestEncoder::new(Opcode::Create, s.uniques.next(), ROOT_ID)
-        .push(&CreateIn {
-            flags: (flags | libc::O_CREAT) as u32,
-            mode: 0o644,
-            umask: 0,
-            open_flags: 0,
-        })
-        .name(name.as_bytes())
-        .finish();
+    let flags = (flags | libc::O_CREAT) as u32;
+    let req =
+        requests::create(s.uniques.next(), ROOT_ID, name.as_bytes(), flags, 0o644, 0).finish();
     let reply = s.fuse(1, &req);
     let entry: EntryOut = check(s.backend(), reply.ok().and_then(|r| r.body_as()));
     entry.nodeid
@@ -148,29 +132,14 @@ pub fn fallocate(
     length: u64,
     mode: i32,
 ) -> i32 {
-    let req = RequestEncoder::new(Opcode::Fallocate, s.uniques.next(), nodeid)
-        .push(&FallocateIn {
-            fh,
-            offset,
-            length,
-            mode: mode as u32,
-            padding: 0,
-        })
-        .finish();
+    let unique = s.uniques.next();
+    let req = requests::fallocate(unique, nodeid, fh, offset, length, mode as u32).finish();
     s.fuse(1, &req).errno()
 }
 
 /// WRITE of `data` at `offset` through handle `fh`.
 pub fn write(s: &Session<'_>, nodeid: u64, fh: u64, offset: u64, data: &[u8]) {
-    let req = RequestEncoder::new(Opcode::Write, s.uniques.next(), nodeid)
-        .push(&WriteIn {
-            fh,
-            offset,
-            size: data.len() as u32,
-            ..WriteIn::default()
-        })
-        .bytes(data)
-        .finish();
+    let req = requests::write(s.uniques.next(), nodeid, fh, offset, data, 0).finish();
     let reply = s.fuse(1, &req);
     let out: WriteOut = check(s.backend(), reply.ok().and_then(|r| r.body_as()));
     assert_eq!(out.size as usize, data.len());
