@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use daxfsd::dax::{Dax, DaxProtocol};
 use daxfsd::dispatch::{reply_header, Dispatcher, InitPolicy, Outcome, SessionEnd};
-use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
+use daxfsd::fs::passthrough::{
+    CachePolicy, FsConfig, InodeDaxPolicy, InodeFileHandles, PassthroughFs,
+};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
 use daxfsd_protocol::encode::RequestEncoder;
 
@@ -199,6 +201,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         readonly: false,
         xattr: true,
         inode_dax: InodeDaxPolicy::Always,
+        inode_file_handles: InodeFileHandles::Prefer,
     })
     .expect("open the scratch share")
 }

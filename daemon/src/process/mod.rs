@@ -6,6 +6,7 @@
 
 pub mod fds;
 pub mod lifecycle;
+pub mod rlimit;
 pub mod sandbox;
 pub mod signals;
 
