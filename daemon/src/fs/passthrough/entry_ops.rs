@@ -38,6 +38,9 @@ impl PassthroughFs {
     /// for the caller `ctx`.
     pub(super) fn register(&self, ctx: Context, fd: OwnedFd) -> Result<EntryOut, Errno> {
         let st = statx_fd(&fd)?;
+        if let Some(inode) = self.inodes.ref_pinned(&st) {
+            return Ok(self.entry_out(ctx, inode.nodeid, &st));
+        }
         let handle = self.fds.handle_of(&fd, &self.proc_self_fd);
         let (inode, new) = self.inodes.insert_or_ref(self.fds.wrap(fd), &st, handle);
         if new {

@@ -147,6 +147,8 @@ struct InodeMap {
 /// Callers get `Arc<Inode>` clones and drop the lock before any syscall, so
 /// an operation racing a FORGET keeps its fd alive until it finishes; FORGET
 /// itself closes the fd of a removed inode only after releasing the lock.
+/// [`InodeTable::ref_pinned`] takes an inode's fd slot lock inside the read
+/// lock; nothing takes the table's lock while holding a slot lock.
 #[derive(Debug)]
 pub(super) struct InodeTable {
     map: RwLock<InodeMap>,
@@ -188,6 +190,18 @@ impl InodeTable {
     /// The inode `nodeid` names; EBADF if the guest holds no such nodeid.
     pub fn get(&self, nodeid: u64) -> Result<Arc<Inode>, Errno> {
         self.read().by_id.get(&nodeid).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Records one more lookup of the known inode `st` describes if it holds
+    /// its fd: that fd pins the host inode, so its number cannot have been
+    /// reused and no handle is needed to tell. `None` otherwise.
+    pub fn ref_pinned(&self, st: &Statx) -> Option<Arc<Inode>> {
+        let key = InodeKey::of(st);
+        let map = self.read();
+        let inode = map.by_key.get(&key).and_then(|id| map.by_id.get(id))?;
+        inode.current_fd()?;
+        inode.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(inode))
     }
 
     /// Records one more lookup of the host inode `fd` refers to (identity
