@@ -110,3 +110,37 @@ fn a_deleted_and_replaced_file_is_a_new_inode() {
         "{stale:?}"
     );
 }
+
+#[test]
+fn symlinks_and_directories_are_reopened_by_handle() {
+    let (dir, fs) = many_files(InodeFileHandles::Prefer);
+    if !handles_or_skip(&fs) {
+        return;
+    }
+    for i in 0..BUDGET * 2 {
+        std::os::unix::fs::symlink(format!("f{i}"), dir.path().join(format!("l{i}")))
+            .expect("symlink");
+        std::fs::create_dir(dir.path().join(format!("d{i}"))).expect("mkdir");
+        std::fs::write(dir.path().join(format!("d{i}/inner")), "x").expect("write");
+    }
+    let lookup = |parent, name: &str| fs.lookup(me(), parent, &cs(name)).expect(name).nodeid;
+    let links: Vec<u64> = (0..BUDGET * 2)
+        .map(|i| lookup(ROOT, &format!("l{i}")))
+        .collect();
+    let dirs: Vec<u64> = (0..BUDGET * 2)
+        .map(|i| lookup(ROOT, &format!("d{i}")))
+        .collect();
+    for (i, (&link, &d)) in links.iter().zip(&dirs).enumerate() {
+        assert_eq!(
+            fs.readlink(me(), link).expect("readlink"),
+            format!("f{i}").into_bytes()
+        );
+        assert_eq!(
+            fs.getattr(me(), link, None).expect("getattr").attr.mode & libc::S_IFMT,
+            libc::S_IFLNK
+        );
+        let inner = lookup(d, "inner");
+        assert_eq!(fs.getattr(me(), inner, None).expect("getattr").attr.size, 1);
+        assert!(fs.open_inode_fds() <= BUDGET);
+    }
+}
