@@ -7,6 +7,8 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::{is_root, Session};
 use daxfsd_harness::skip;
@@ -17,9 +19,18 @@ const LIMIT: usize = 512;
 /// Files looked up: several times the limit.
 const FILES: usize = 4000;
 
-/// A daemon limited to [`LIMIT`] descriptors over a share of [`FILES`] files.
-fn limited(handles: &str) -> Session {
-    let s = Session::start(&["--rlimit-nofile", &LIMIT.to_string(), handles]);
+/// A daemon limited to [`LIMIT`] descriptors over a share of [`FILES`] files, writing its
+/// metrics to `metrics`.
+fn limited(handles: &str, metrics: &Path) -> Session {
+    let metrics = metrics.to_str().expect("a UTF-8 path");
+    let limit = LIMIT.to_string();
+    let s = Session::start(&[
+        "--rlimit-nofile",
+        &limit,
+        handles,
+        "--metrics-file",
+        metrics,
+    ]);
     for i in 0..FILES {
         std::fs::write(s.path(&format!("f{i}")), i.to_string()).expect("write a file");
     }
@@ -32,6 +43,22 @@ fn limited(handles: &str) -> Session {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.get(3..5), Some(&["512", "512"][..]), "{line}");
     s
+}
+
+/// The value of metric `name` once the metrics file shows one satisfying `ok` (it is
+/// written once a second), or the last value seen after 5 s.
+fn metric_when(path: &Path, name: &str, ok: impl Fn(u64) -> bool) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = std::fs::read_to_string(path).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        });
+        if value.is_some_and(&ok) || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn assert_within_limit(s: &Session, when: &str) {
@@ -48,7 +75,9 @@ fn thousands_of_files_under_a_low_descriptor_limit() {
         // open_by_handle_at needs CAP_DAC_READ_SEARCH.
         return skip("file handles need root (CAP_DAC_READ_SEARCH)");
     }
-    let s = limited("--inode-file-handles=prefer");
+    let metrics = tempfile::tempdir().expect("tempdir");
+    let metrics_file = metrics.path().join("daxfsd.prom");
+    let s = limited("--inode-file-handles=prefer", &metrics_file);
     let mut nodeids = vec![0; FILES];
     for round in 0..2 {
         for (i, nodeid) in nodeids.iter_mut().enumerate() {
@@ -72,6 +101,16 @@ fn thousands_of_files_under_a_low_descriptor_limit() {
         }
     }
     assert_within_limit(&s, "after both rounds");
+    // The second round found most inodes closed by the budget and reopened them.
+    let reopens = metric_when(&metrics_file, "daxfsd_inode_reopens_total", |n| n > 0);
+    assert!(
+        reopens.is_some_and(|n| n as usize >= FILES / 2),
+        "{reopens:?}"
+    );
+    let fds = metric_when(&metrics_file, "daxfsd_inode_fds", |n| {
+        n as usize <= LIMIT / 2
+    });
+    assert!(fds.is_some_and(|n| n as usize <= LIMIT / 2), "{fds:?}");
     // Every file is still reachable through its nodeid, by handle.
     let open = s
         .open(nodeids[0], libc::O_RDONLY)
@@ -82,7 +121,11 @@ fn thousands_of_files_under_a_low_descriptor_limit() {
 
 #[test]
 fn without_handles_the_guest_gets_emfile_and_may_retry() {
-    let s = limited("--inode-file-handles=never");
+    let metrics = tempfile::tempdir().expect("tempdir");
+    let s = limited(
+        "--inode-file-handles=never",
+        &metrics.path().join("daxfsd.prom"),
+    );
     let mut known = Vec::new();
     let mut refused = None;
     for i in 0..FILES {

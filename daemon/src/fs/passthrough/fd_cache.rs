@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use rustix::fs::OFlags;
@@ -74,6 +74,8 @@ pub(super) struct FdCache {
     mounts: MountFds,
     /// For the log line of a reopen that failed.
     reopen_log: RateLimit,
+    /// Inodes opened again by handle.
+    reopens: AtomicU64,
 }
 
 impl FdCache {
@@ -87,6 +89,7 @@ impl FdCache {
             use_handles,
             mounts: MountFds::default(),
             reopen_log: RateLimit::per_second(1),
+            reopens: AtomicU64::new(0),
         }
     }
 
@@ -98,6 +101,11 @@ impl FdCache {
     /// Inode descriptors open now.
     pub fn open_count(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Inodes opened again by handle so far.
+    pub fn reopen_count(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
     }
 
     /// Counts `fd` as an inode descriptor.
@@ -150,6 +158,7 @@ impl FdCache {
                 return Err(errno);
             }
         };
+        self.reopens.fetch_add(1, Ordering::Relaxed);
         let (fd, installed) = inode.install(self.wrap(fd));
         if installed {
             self.lock().push_back(Arc::downgrade(inode));

@@ -301,6 +301,10 @@ impl FileSystem for PassthroughFs {
         (self.inodes.len(), self.handles.len())
     }
 
+    fn descriptor_counts(&self) -> (u64, u64) {
+        (self.fds.open_count() as u64, self.fds.reopen_count())
+    }
+
     fn destroy(&self) {
         self.handles.clear();
         self.inodes.clear_except_root();
