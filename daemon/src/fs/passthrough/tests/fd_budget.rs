@@ -144,3 +144,39 @@ fn symlinks_and_directories_are_reopened_by_handle() {
         assert!(fs.open_inode_fds() <= BUDGET);
     }
 }
+
+#[test]
+fn workers_racing_over_the_budget_all_succeed() {
+    let (_dir, fs) = many_files(InodeFileHandles::Prefer);
+    if !handles_or_skip(&fs) {
+        return;
+    }
+    let ids: Vec<u64> = (0..FILES)
+        .map(|i| {
+            fs.lookup(me(), ROOT, &cs(&format!("f{i}")))
+                .expect("lookup")
+                .nodeid
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for worker in 0..4 {
+            let (fs, ids) = (&fs, &ids);
+            scope.spawn(move || {
+                for round in 0..3 {
+                    for (i, &nodeid) in ids.iter().enumerate().skip(worker * 7) {
+                        let attr = fs
+                            .getattr(me(), nodeid, None)
+                            .unwrap_or_else(|e| panic!("worker {worker} round {round} f{i}: {e}"));
+                        assert_eq!(attr.attr.size, format!("{i}").len() as u64);
+                        let again = fs
+                            .lookup(me(), ROOT, &cs(&format!("f{i}")))
+                            .expect("lookup");
+                        assert_eq!(again.nodeid, nodeid);
+                    }
+                }
+            });
+        }
+    });
+    // Four workers may each hold one fd past the budget while they use it.
+    assert!(fs.open_inode_fds() <= BUDGET + 4, "{}", fs.open_inode_fds());
+}
