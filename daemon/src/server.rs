@@ -62,10 +62,10 @@ pub enum ServerError {
     /// The sandbox could not be entered.
     #[error("cannot enter the sandbox")]
     Sandbox(#[source] crate::process::sandbox::SandboxError),
-    /// The seccomp filter could not be installed.
-    /// `--rlimit-nofile` (the message names the flag).
+    /// `--rlimit-nofile` could not be applied (the message names the flag).
     #[error(transparent)]
     Rlimit(#[from] crate::process::rlimit::RlimitError),
+    /// The seccomp filter could not be installed.
     #[error("seccomp")]
     Seccomp(#[source] crate::process::sandbox::seccomp::SeccompError),
     /// The host FUSE transport (`--mount-point`) failed.

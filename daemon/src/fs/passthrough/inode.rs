@@ -99,8 +99,10 @@ impl Inode {
     }
 
     /// Installs `fd` unless another worker installed one first; returns the
-    /// fd in place and whether it is `fd`.
+    /// fd in place and whether it is `fd`. Either way the inode was just
+    /// used.
     pub fn install(&self, fd: Arc<PathFd>) -> (Arc<PathFd>, bool) {
+        self.used.store(true, Ordering::Relaxed);
         let mut slot = self.slot();
         match &*slot {
             Some(current) => (Arc::clone(current), false),
