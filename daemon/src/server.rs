@@ -14,7 +14,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use crate::config::{Config, Listen, Transport};
 use crate::dax::{Dax, DaxTrace};
 use crate::dispatch::{Dispatcher, InitPolicy, Offers, SessionEnd};
-use crate::fs::passthrough::{FsConfig, PassthroughFs};
+use crate::fs::passthrough::{FsConfig, InodeFileHandles, PassthroughFs};
 use crate::metrics::MetricsSink;
 use crate::process::lifecycle::{Shutdown, SocketFile};
 use crate::process::sandbox::{Jail, Role, SandboxMode};
@@ -65,6 +65,9 @@ pub enum ServerError {
     /// The sandbox could not be entered.
     #[error("cannot enter the sandbox")]
     Sandbox(#[source] crate::process::sandbox::SandboxError),
+    /// `--rlimit-nofile` could not be applied (the message names the flag).
+    #[error(transparent)]
+    Rlimit(#[from] crate::process::rlimit::RlimitError),
     /// The seccomp filter could not be installed.
     #[error("seccomp")]
     Seccomp(#[source] crate::process::sandbox::seccomp::SeccompError),
@@ -164,6 +167,7 @@ fn build_dispatcher_at(
         allow_direct_io: config.switches.allow_direct_io,
         preserve_noatime: config.switches.preserve_noatime,
         inode_dax: config.inode_dax(),
+        inode_file_handles: config.inode_file_handles,
     })
     .map_err(|source| ServerError::SharedDir {
         path: config.shared_dir.clone(),
@@ -201,7 +205,10 @@ fn build_dispatcher_at(
 /// fresh session. Returns the status to exit with (a supervisor returns its
 /// sandboxed daemon's).
 pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
-    raise_fd_limit();
+    crate::process::rlimit::apply(config.rlimit_nofile)?;
+    if config.inode_file_handles == InodeFileHandles::Fallback {
+        tracing::warn!("--inode-file-handles=fallback is deprecated: it means prefer");
+    }
     let listen = match &config.transport {
         Transport::FuseDev { mount_point } => {
             if config.sandbox.is_some_and(|m| m != SandboxMode::None) {
@@ -314,8 +321,11 @@ fn serve_in(
             ))
         })?;
     }
-    crate::process::sandbox::caps::restrict_to(crate::process::sandbox::caps::DAEMON_CAPS)
-        .map_err(ServerError::Sandbox)?;
+    let file_handles = config.inode_file_handles != InodeFileHandles::Never;
+    crate::process::sandbox::caps::restrict_to(crate::process::sandbox::caps::daemon_caps(
+        file_handles,
+    ))
+    .map_err(ServerError::Sandbox)?;
     let shutdown = Shutdown::new(unix_listener.as_fd()).map_err(ServerError::Signals)?;
     let mut listener = Listener::from(unix_listener);
     shutdown
@@ -327,7 +337,8 @@ fn serve_in(
         .on_panic(move || stop_on_panic.fail());
     let metrics = start_metrics(config, jail.metrics_relay, &device)?;
     let capabilities = crate::process::sandbox::caps::effective();
-    crate::process::sandbox::seccomp::install(config.seccomp).map_err(ServerError::Seccomp)?;
+    crate::process::sandbox::seccomp::install(config.seccomp, file_handles)
+        .map_err(ServerError::Seccomp)?;
     tracing::info!(
         socket = %socket_path.display(),
         shared_dir = %config.shared_dir.display(),
@@ -448,21 +459,4 @@ fn run_fuse(config: &Config, mount_point: &std::path::Path) -> Result<(), Server
         config.num_request_queues,
     )
     .map_err(ServerError::Fuse)
-}
-
-/// Every inode the guest holds keeps an O_PATH descriptor open, so the soft
-/// limit on descriptors is raised to the hard limit.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        let raised = rustix::process::Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised RLIMIT_NOFILE"),
-            Err(error) => tracing::warn!(%error, "cannot raise RLIMIT_NOFILE"),
-        }
-    }
 }

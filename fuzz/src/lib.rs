@@ -27,7 +27,9 @@ use daxfsd::dax::{Dax, DaxProtocol};
 use daxfsd::dispatch::{
     reply_header, DaemonReplySpace, Dispatcher, InitPolicy, Offers, Reply, SessionEnd,
 };
-use daxfsd::fs::passthrough::{CachePolicy, FsConfig, InodeDaxPolicy, PassthroughFs};
+use daxfsd::fs::passthrough::{
+    CachePolicy, FsConfig, InodeDaxPolicy, InodeFileHandles, PassthroughFs,
+};
 use daxfsd_protocol::abi::{self, InHeader, InitInCompat, InitInExt, Opcode};
 use daxfsd_protocol::encode::RequestEncoder;
 
@@ -203,6 +205,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
+        inode_file_handles: InodeFileHandles::Prefer,
     })
     .expect("open the scratch share")
 }

@@ -6,7 +6,7 @@
 #
 # Without --daemon/--daemon-bin (or DAXFSD_DAEMON/DAXFSD_DAEMON_BIN) it builds
 # and tests target/debug/daxfsd. DAXFSD_GUEST_WORKLOADS picks the workloads
-# (default: basic). Each workload runs once per daemon pass: extra daemon
+# (default: basic many_files). Each workload runs once per daemon pass: extra daemon
 # flags, passes separated by ';' in DAXFSD_GUEST_DAEMON_PASSES (default: the
 # hardened "--sandbox namespace --seccomp kill", then "--sandbox none
 # --seccomp none"; virtiofsd takes the same flags). An empty pass runs the
@@ -27,7 +27,7 @@ failed=0
 failures=()
 IFS=';' read -r -a passes <<<"${DAXFSD_GUEST_DAEMON_PASSES---sandbox namespace --seccomp kill;--sandbox none --seccomp none}"
 [ "${#passes[@]}" -gt 0 ] || passes=("")
-for w in ${DAXFSD_GUEST_WORKLOADS:-basic}; do
+for w in ${DAXFSD_GUEST_WORKLOADS:-basic many_files}; do
   for pass in "${passes[@]}"; do
     t=$SECONDS
     if "$here/run-guest.sh" --workload "$w" --initrd "$initrd" \

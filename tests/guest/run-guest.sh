@@ -109,6 +109,12 @@ host_script=$here/workloads/$workload.host.sh
 [ -r "$here/workloads/$workload.sh" ] || die "no workload $here/workloads/$workload.sh"
 [ -r "$kernel" ] || die "no guest kernel at $kernel (run tests/guest/setup.sh)"
 command -v "$qemu" >/dev/null || die "no QEMU binary '$qemu' (run tests/guest/setup.sh)"
+# A workload that needs daemon flags of its own (many_files: a descriptor
+# limit) names them in workloads/NAME.args; a whole --daemon command does not
+# get them.
+if [ -r "$here/workloads/$workload.args" ]; then
+  daemon_args="$(cat "$here/workloads/$workload.args") $daemon_args"
+fi
 if [ -z "$daemon_cmd" ]; then
   [ -x "$daemon_bin" ] || die "no daemon binary at $daemon_bin (cargo build -p daxfsd, or --daemon-bin)"
   daemon_cmd="$daemon_bin --socket-path {sock} --shared-dir {dir} --tag {tag} --cache {cache} $daemon_args"

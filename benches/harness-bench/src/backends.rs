@@ -191,6 +191,14 @@ pub fn own_cpu_ns() -> Result<u64> {
     Ok(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
 }
 
+/// Number of descriptors process `pid` holds.
+pub fn fd_count(pid: u32) -> Result<usize> {
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .map(Iterator::count)
+        .map_err(|e| BenchError::io(format!("reading {path}"), e))
+}
+
 /// Peak resident set size (`VmHWM`) of `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");

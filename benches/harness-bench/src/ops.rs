@@ -21,6 +21,9 @@ use crate::workload::{self, Slot};
 pub const DATA_LEN: u64 = 16 << 20;
 /// Entries of the listed directory.
 pub const DIR_ENTRIES: usize = 1000;
+/// Files of the directory LOOKUP+GETATTR cycles through: more than a daemon at
+/// `--rlimit-nofile 4096` can hold one descriptor each for.
+pub const MANY_FILES: usize = 20_000;
 
 /// What a Linux 6.12 guest offers in INIT, minus the bits that change request layouts
 /// (the streams here use the plain ones) and WRITEBACK_CACHE (virtiofsd refuses it
@@ -53,11 +56,13 @@ pub enum Workload {
     Readdirplus,
     /// CREATE, RELEASE, UNLINK, FORGET of a new file.
     CreateUnlink,
+    /// LOOKUP then GETATTR, cycling through a 20,000-file directory.
+    LookupGetattr,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Getattr,
         Workload::Lookup,
         Workload::Read4k,
@@ -65,6 +70,7 @@ impl Workload {
         Workload::Read128k,
         Workload::Readdirplus,
         Workload::CreateUnlink,
+        Workload::LookupGetattr,
     ];
 
     /// Name in the report.
@@ -77,6 +83,7 @@ impl Workload {
             Workload::Read128k => "READ 128 KiB",
             Workload::Readdirplus => "READDIRPLUS 1,000 entries",
             Workload::CreateUnlink => "CREATE+UNLINK",
+            Workload::LookupGetattr => "LOOKUP+GETATTR of 20,000 files",
         }
     }
 
@@ -136,6 +143,11 @@ impl Workload {
                         fx.create_dir,
                         format!("{}-d{index}s{s}", fx.prefix),
                     )),
+                    Workload::LookupGetattr => Box::new(workload::LookupGetattr::new(
+                        fx.many,
+                        Arc::clone(&fx.many_names),
+                        n * (MANY_FILES / 16 + 1),
+                    )),
                 };
                 slot
             })
@@ -179,13 +191,15 @@ pub struct Row {
     pub samples: [Vec<Sample>; 2],
 }
 
-/// Peak RSS of both daemons after all workloads at one queue count.
+/// Peak RSS and open descriptors of both daemons after all workloads at one queue count.
 #[derive(Debug)]
 pub struct Rss {
     /// Request queues.
     pub queues: usize,
     /// VmHWM of daxfsd and virtiofsd, KiB.
     pub kib: [u64; 2],
+    /// Descriptors daxfsd and virtiofsd hold (`/proc/<pid>/fd`).
+    pub fds: [usize; 2],
 }
 
 /// Everything the section measured.
@@ -207,6 +221,8 @@ struct Fixture {
     dir_fhs: Vec<u64>,
     create_dir: u64,
     names: Arc<Vec<String>>,
+    many: u64,
+    many_names: Arc<Vec<String>>,
     /// Prefix of created names, so the two daemons never share one.
     prefix: &'static str,
 }
@@ -234,11 +250,19 @@ pub fn populate(dir: &Path) -> Result<()> {
     for name in entry_names() {
         std::fs::write(dir.join("dir").join(&name), b"").map_err(|e| io("creating entries", e))?;
     }
+    std::fs::create_dir_all(dir.join("many")).map_err(|e| io("creating many/", e))?;
+    for name in many_names() {
+        std::fs::write(dir.join("many").join(&name), b"").map_err(|e| io("creating many/", e))?;
+    }
     Ok(())
 }
 
 fn entry_names() -> Vec<String> {
     (0..DIR_ENTRIES).map(|i| format!("f{i:04}")).collect()
+}
+
+fn many_names() -> Vec<String> {
+    (0..MANY_FILES).map(|i| format!("m{i:05}")).collect()
 }
 
 impl Env {
@@ -280,6 +304,8 @@ impl Env {
                 dir_fhs: Vec::new(),
                 create_dir: 0,
                 names: Arc::new(entry_names()),
+                many: 0,
+                many_names: Arc::new(many_names()),
                 prefix: daemon.name(),
             },
             drivers,
@@ -288,6 +314,7 @@ impl Env {
         env.fx.wdata = env.lookup(ROOT_ID, "wdata")?;
         env.fx.dir = env.lookup(ROOT_ID, "dir")?;
         env.fx.create_dir = env.lookup(ROOT_ID, "c")?;
+        env.fx.many = env.lookup(ROOT_ID, "many")?;
         let client = FuseClient::new(&env.dev, &env.uniques);
         let (daemon, fx) = (env.daemon, &mut env.fx);
         fx.data_fh = setup_reply(daemon, "OPEN", client.open(fx.data, libc::O_RDONLY))?.fh;
@@ -413,11 +440,12 @@ pub fn run(
             table.ops_row(&row);
             report.rows.push(row);
         }
-        let mut kib = [0; 2];
+        let (mut kib, mut fds) = ([0; 2], [0; 2]);
         for (i, env) in envs.iter().enumerate() {
             kib[i] = backends::peak_rss_kib(env.process.pid())?;
+            fds[i] = backends::fd_count(env.process.pid())?;
         }
-        report.rss.push(Rss { queues, kib });
+        report.rss.push(Rss { queues, kib, fds });
     }
     for rss in &report.rss {
         table.rss_row(rss);

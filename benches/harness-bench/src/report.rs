@@ -121,16 +121,21 @@ impl Table {
         if !self.rss_header {
             self.rss_header = true;
             println!();
-            println!("| peak RSS (VmHWM) after all workloads | daxfsd | virtiofsd | ratio d/v |");
-            println!("| --- | ---: | ---: | ---: |");
+            println!(
+                "| peak RSS (VmHWM) after all workloads | daxfsd | virtiofsd | ratio d/v \
+                 | open descriptors d / v |"
+            );
+            println!("| --- | ---: | ---: | ---: | ---: |");
         }
         let [d, v] = rss.kib;
         println!(
-            "| {} request queue(s) | {} KiB | {} KiB | **{:.2}×** |",
+            "| {} request queue(s) | {} KiB | {} KiB | **{:.2}×** | {} / {} |",
             rss.queues,
             rate(d as f64),
             rate(v as f64),
-            d as f64 / v as f64
+            d as f64 / v as f64,
+            rss.fds[0],
+            rss.fds[1]
         );
     }
 

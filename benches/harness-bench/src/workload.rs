@@ -182,15 +182,61 @@ impl Slot for Lookup {
     }
 
     fn complete(&mut self, c: &Completion) -> Result<Step, String> {
+        self.entry(c)?;
+        Ok(Step {
+            ops: 1,
+            ..Step::default()
+        })
+    }
+}
+
+impl Lookup {
+    /// The entry a LOOKUP reply carries (a positive one).
+    fn entry(&self, c: &Completion) -> Result<EntryOut, String> {
         let body = check(c, self.unique, Some(128))?;
         let entry = EntryOut::read_from_bytes(body).map_err(|_| "short entry".to_string())?;
         if entry.nodeid == 0 {
             return Err("negative entry for an existing name".into());
         }
-        Ok(Step {
-            ops: 1,
-            ..Step::default()
-        })
+        Ok(entry)
+    }
+}
+
+/// LOOKUP of a name, then GETATTR of the inode it names, cycling through the names (what
+/// `ls -l` of a large directory sends once the guest's cache expired); one operation is
+/// the pair.
+pub struct LookupGetattr {
+    lookup: Lookup,
+    /// The GETATTR of the inode just looked up, while it is in flight.
+    getattr: Option<Getattr>,
+}
+
+impl LookupGetattr {
+    /// LOOKUP + GETATTR in `parent` of `names`, starting at index `start`.
+    pub fn new(parent: u64, names: Arc<Vec<String>>, start: usize) -> Self {
+        Self {
+            lookup: Lookup::new(parent, names, start),
+            getattr: None,
+        }
+    }
+}
+
+impl Slot for LookupGetattr {
+    fn next(&mut self, unique: u64) -> Submission<'_> {
+        match &mut self.getattr {
+            Some(getattr) => getattr.next(unique),
+            None => self.lookup.next(unique),
+        }
+    }
+
+    fn complete(&mut self, c: &Completion) -> Result<Step, String> {
+        match &mut self.getattr.take() {
+            Some(getattr) => getattr.complete(c),
+            None => {
+                self.getattr = Some(Getattr::new(self.lookup.entry(c)?.nodeid));
+                Ok(Step::default())
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use clap::{ArgAction, Parser};
 
 use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
-use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// `--posix-acl` and `--security-label`: when the feature is negotiated.
@@ -307,6 +307,22 @@ pub struct Args {
     /// the kernel log) or none (no filter).
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompMode::Kill)]
     pub seccomp: SeccompMode,
+
+    /// How inodes are referenced: never (each keeps an O_PATH descriptor
+    /// open), prefer (file handles where the filesystem makes them and the
+    /// daemon may open them, CAP_DAC_READ_SEARCH; then descriptors beyond
+    /// half of RLIMIT_NOFILE are closed and reopened by handle), fallback
+    /// (deprecated name of prefer), mandatory (file handles, or no start).
+    /// The `=` is required.
+    #[arg(long, value_enum, value_name = "MODE", require_equals = true,
+          default_value_t = InodeFileHandles::Prefer)]
+    pub inode_file_handles: InodeFileHandles,
+
+    /// Set RLIMIT_NOFILE (soft and hard) to N descriptors, at least 512;
+    /// 0 leaves the limit alone. Default: raise the soft limit to
+    /// min(1000000, /proc/sys/fs/nr_open), or to the hard limit.
+    #[arg(long, value_name = "N")]
+    pub rlimit_nofile: Option<u64>,
 }
 
 /// The levels `--log-level` takes (as virtiofsd, any case).

@@ -15,7 +15,7 @@ use clap::{ArgMatches, FromArgMatches};
 
 use self::cli::Args;
 use crate::dax::DaxProtocol;
-use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy};
+use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// Why the command line does not make a configuration. The message names
@@ -41,6 +41,14 @@ pub enum ConfigError {
         flag: &'static str,
         /// What it does, for the message.
         purpose: &'static str,
+    },
+    /// `--rlimit-nofile` below what the daemon needs.
+    #[error("--rlimit-nofile {given} is below the {min} descriptors the daemon needs (0 leaves the limit alone)")]
+    RlimitTooLow {
+        /// The limit given.
+        given: u64,
+        /// The least accepted.
+        min: u64,
     },
     /// No way to reach the daemon was given.
     #[error("no socket: give --socket-path, --fd or --mount-point")]
@@ -148,6 +156,10 @@ pub struct Config {
     pub sandbox: Option<SandboxMode>,
     /// What a system call outside the seccomp allow-list does.
     pub seccomp: SeccompMode,
+    /// How inodes are referenced (`--inode-file-handles`).
+    pub inode_file_handles: InodeFileHandles,
+    /// `--rlimit-nofile` (`None`: the default raise, `Some(0)`: leave it).
+    pub rlimit_nofile: Option<u64>,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -202,6 +214,10 @@ impl Config {
             killpriv_v2: args.killpriv_v2,
             allow_mmap: args.allow_mmap,
         };
+        let min = crate::process::rlimit::MIN_NOFILE;
+        if let Some(given) = args.rlimit_nofile.filter(|&n| n != 0 && n < min) {
+            return Err(ConfigError::RlimitTooLow { given, min });
+        }
         Ok(Self {
             transport,
             shared_dir,
@@ -224,6 +240,8 @@ impl Config {
             persist: args.persist,
             sandbox: args.sandbox,
             seccomp: args.seccomp,
+            inode_file_handles: args.inode_file_handles,
+            rlimit_nofile: args.rlimit_nofile,
         })
     }
 
@@ -553,6 +571,43 @@ mod tests {
         assert!(json.contains("\"type\": \"fs\""), "{json}");
         assert!(json.contains("\"separate-options\""), "{json}");
         assert!(!json.contains("migrate"), "{json}");
+    }
+
+    #[test]
+    fn descriptor_flags_as_virtiofsd() {
+        assert_eq!(
+            config(&[]).unwrap().inode_file_handles,
+            InodeFileHandles::Prefer
+        );
+        assert_eq!(config(&[]).unwrap().rlimit_nofile, None);
+        for (value, mode) in [
+            ("never", InodeFileHandles::Never),
+            ("prefer", InodeFileHandles::Prefer),
+            ("fallback", InodeFileHandles::Fallback),
+            ("mandatory", InodeFileHandles::Mandatory),
+        ] {
+            let flag = format!("--inode-file-handles={value}");
+            assert_eq!(config(&[&flag]).unwrap().inode_file_handles, mode);
+        }
+        for bad in [
+            &["--inode-file-handles", "never"][..],
+            &["--inode-file-handles=sometimes"],
+        ] {
+            assert!(refusal(bad).contains("--inode-file-handles"), "{bad:?}");
+        }
+        assert_eq!(
+            config(&["--rlimit-nofile", "0"]).unwrap().rlimit_nofile,
+            Some(0)
+        );
+        assert_eq!(
+            config(&["--rlimit-nofile=4096"]).unwrap().rlimit_nofile,
+            Some(4096)
+        );
+        assert!(refusal(&["--rlimit-nofile", "lots"]).contains("--rlimit-nofile"));
+        assert_eq!(
+            refusal(&["--rlimit-nofile", "100"]),
+            "--rlimit-nofile 100 is below the 512 descriptors the daemon needs (0 leaves the limit alone)"
+        );
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
     /// Number of inodes (the root included) and open handles, for metrics.
     fn counts(&self) -> (usize, usize);
 
+    /// Inode descriptors open now and inodes reopened by file handle so far
+    /// (after the descriptor budget closed them), for metrics.
+    fn descriptor_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// LOOKUP `name` in `parent`: its entry (attributes, timeouts); +1
     /// lookup reference on the entry's nodeid on success. ENOENT if absent.
     fn lookup(&self, ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno>;
@@ -376,6 +382,19 @@ impl ExportMetrics for dyn FileSystem {
             "gauge",
             "Open file and directory handles.",
             handles as u64,
+        );
+        let (inode_fds, reopens) = self.descriptor_counts();
+        out.metric(
+            "inode_fds",
+            "gauge",
+            "O_PATH descriptors of inodes open now.",
+            inode_fds,
+        );
+        out.metric(
+            "inode_reopens_total",
+            "counter",
+            "Inodes opened again by file handle after the descriptor budget closed them.",
+            reopens,
         );
     }
 }

@@ -16,6 +16,8 @@ use daxfsd_protocol::abi::ROOT_ID;
 
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP.
 const KEPT_CAPS: u64 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 27 | 1 << 31;
+/// DAC_READ_SEARCH, kept for open_by_handle_at unless `--inode-file-handles=never`.
+const HANDLE_CAPS: u64 = 1 << 2;
 
 fn root_or_skip(test: &str) -> bool {
     if !is_root() {
@@ -48,8 +50,13 @@ fn dev_ino(path: &Path) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-/// Seccomp, no-new-privs and every capability set of the daemon.
+/// Seccomp, no-new-privs and every capability set of the daemon (file handles in use).
 fn assert_confined(s: &Session, mode: &str) {
+    assert_confined_to(s, mode, KEPT_CAPS | HANDLE_CAPS);
+}
+
+/// Seccomp, no-new-privs and every capability set of the daemon: `kept`.
+fn assert_confined_to(s: &Session, mode: &str, kept: u64) {
     let daemon = s.backend.daemon_pid();
     assert_eq!(
         status_field(daemon, "Seccomp"),
@@ -60,7 +67,7 @@ fn assert_confined(s: &Session, mode: &str) {
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert_eq!(
             cap_field(daemon, set),
-            KEPT_CAPS,
+            kept,
             "{mode}: {set} {:#x}",
             cap_field(daemon, set)
         );
@@ -224,6 +231,9 @@ fn without_a_sandbox_seccomp_and_capabilities_still_apply() {
     assert_eq!(s.backend.daemon_pid(), s.backend.pid());
     assert_confined(&s, "none");
     assert_serves(&s, "none");
+    let s = Session::start(&["--sandbox", "none", "--inode-file-handles=never"]);
+    assert_confined_to(&s, "none, never", KEPT_CAPS);
+    s.assert_serving();
 }
 
 #[test]

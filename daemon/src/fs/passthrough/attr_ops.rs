@@ -1,6 +1,7 @@
 //! GETATTR, SETATTR, STATFS, ACCESS, and clearing setuid/setgid.
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use daxfsd_protocol::abi::{
     AttrOut, SetattrIn, StatfsOut, FATTR_ATIME, FATTR_ATIME_NOW, FATTR_FH, FATTR_GID,
@@ -24,7 +25,7 @@ pub(super) fn getattr(
 ) -> Result<AttrOut, Errno> {
     let st = match fh {
         Some(fh) => statx_fd(&fs.handles.get(fh, nodeid)?.fd)?,
-        None => statx_fd(&fs.inodes.get(nodeid)?.path_fd)?,
+        None => statx_fd(&fs.path_fd(&fs.inodes.get(nodeid)?)?)?,
     };
     Ok(fs.attr_out(ctx, &st))
 }
@@ -52,12 +53,13 @@ pub(super) fn kill_suidgid_fd(fd: impl AsFd) -> Result<(), Errno> {
 
 impl PassthroughFs {
     /// chmod of a non-symlink inode through its `/proc/self/fd` link.
-    fn chmod_inode(&self, inode: &Inode, mode: u32) -> Result<(), Errno> {
+    fn chmod_inode(&self, inode: &Arc<Inode>, mode: u32) -> Result<(), Errno> {
         if inode.is_symlink() {
             // Linux has no symlink modes (fchmodat AT_SYMLINK_NOFOLLOW).
             return Err(Errno::EOPNOTSUPP);
         }
-        let name = FdName::of(&inode.path_fd);
+        let fd = self.path_fd(inode)?;
+        let name = FdName::of(&fd);
         Ok(rustix::fs::chmodat(
             &self.proc_self_fd,
             name.as_cstr(),
@@ -120,7 +122,7 @@ pub(super) fn setattr(
         let uid = (valid & FATTR_UID != 0 && arg.uid != u32::MAX).then(|| Uid::from_raw(arg.uid));
         let gid = (valid & FATTR_GID != 0 && arg.gid != u32::MAX).then(|| Gid::from_raw(arg.gid));
         rustix::fs::chownat(
-            &inode.path_fd,
+            &fs.path_fd(&inode)?,
             c"",
             uid,
             gid,
@@ -144,7 +146,7 @@ pub(super) fn setattr(
         && fs.negotiated().killpriv_v2
         && inode.file_type == FileType::RegularFile
     {
-        let st = statx_fd(&inode.path_fd)?;
+        let st = statx_fd(&fs.path_fd(&inode)?)?;
         if let Some(mode) = mode_without_suidgid(u32::from(st.stx_mode)) {
             fs.chmod_inode(&inode, mode)?;
         }
@@ -156,7 +158,7 @@ pub(super) fn setattr(
 
     let st = match &handle {
         Some(h) => statx_fd(&h.fd)?,
-        None => statx_fd(&inode.path_fd)?,
+        None => statx_fd(&fs.path_fd(&inode)?)?,
     };
     Ok(fs.attr_out(ctx, &st))
 }
@@ -165,7 +167,7 @@ pub(super) fn setattr(
 /// the open handle when there is one.
 fn set_times(
     fs: &PassthroughFs,
-    inode: &Inode,
+    inode: &Arc<Inode>,
     handle: Option<&Handle>,
     arg: &SetattrIn,
 ) -> Result<(), Errno> {
@@ -189,13 +191,14 @@ fn set_times(
     match handle {
         Some(h) => rustix::fs::futimens(&h.fd, &times)?,
         None if inode.is_symlink() => rustix::fs::utimensat(
-            &inode.path_fd,
+            &fs.path_fd(inode)?,
             c"",
             &times,
             AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
         )?,
         None => {
-            let name = FdName::of(&inode.path_fd);
+            let fd = fs.path_fd(inode)?;
+            let name = FdName::of(&fd);
             rustix::fs::utimensat(&fs.proc_self_fd, name.as_cstr(), &times, AtFlags::empty())?
         }
     }
@@ -205,7 +208,7 @@ fn set_times(
 /// STATFS.
 pub(super) fn statfs(fs: &PassthroughFs, nodeid: u64) -> Result<StatfsOut, Errno> {
     let inode = fs.inodes.get(nodeid)?;
-    let st = rustix::fs::fstatvfs(&inode.path_fd)?;
+    let st = rustix::fs::fstatvfs(&fs.path_fd(&inode)?)?;
     let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(StatfsOut {
         blocks: st.f_blocks,
@@ -239,7 +242,7 @@ pub(super) fn access(
     mask: u32,
 ) -> Result<(), Errno> {
     let inode = fs.inodes.get(nodeid)?;
-    let st = statx_fd(&inode.path_fd)?;
+    let st = statx_fd(&fs.path_fd(&inode)?)?;
     let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;
     if mask & libc::W_OK as u32 != 0 && fs.config.readonly {
         return Err(Errno::EROFS);

@@ -3,12 +3,14 @@
 
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use daxfsd_protocol::abi::EntryOut;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 
 use super::attr::statx_fd;
 use super::creds::CallerCreds;
+use super::fd_cache::PathFd;
 use super::inode::Inode;
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
@@ -19,10 +21,11 @@ use crate::errno::Errno;
 /// neither `..` nor a symlink can take a lookup out of the shared dir.
 pub(super) const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
-/// Opens `name` in `parent` as an O_PATH fd, never following a symlink.
-fn open_path(parent: &Inode, name: &CStr) -> Result<OwnedFd, Errno> {
+/// Opens `name` in `parent` (its fd) as an O_PATH fd, never following a
+/// symlink.
+fn open_path(parent: &PathFd, name: &CStr) -> Result<OwnedFd, Errno> {
     Ok(rustix::fs::openat2(
-        &parent.path_fd,
+        parent,
         name,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
@@ -35,7 +38,14 @@ impl PassthroughFs {
     /// for the caller `ctx`.
     pub(super) fn register(&self, ctx: Context, fd: OwnedFd) -> Result<EntryOut, Errno> {
         let st = statx_fd(&fd)?;
-        let inode = self.inodes.insert_or_ref(fd, &st);
+        if let Some(inode) = self.inodes.ref_pinned(&st) {
+            return Ok(self.entry_out(ctx, inode.nodeid, &st));
+        }
+        let handle = self.fds.handle_of(&fd, &self.proc_self_fd);
+        let (inode, new) = self.inodes.insert_or_ref(self.fds.wrap(fd), &st, handle);
+        if new {
+            self.fds.track(&inode);
+        }
         Ok(self.entry_out(ctx, inode.nodeid, &st))
     }
 
@@ -43,10 +53,12 @@ impl PassthroughFs {
     pub(super) fn lookup_in(
         &self,
         ctx: Context,
-        parent: &Inode,
+        parent: &Arc<Inode>,
         name: &CStr,
     ) -> Result<EntryOut, Errno> {
-        self.register(ctx, open_path(parent, name)?)
+        let parent_fd = self.path_fd(parent)?;
+        let fd = self.fds.with_room(|| open_path(&parent_fd, name))?;
+        self.register(ctx, fd)
     }
 
     /// EROFS when the filesystem is read-only.
@@ -81,7 +93,7 @@ pub(super) fn readlink(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno
     if !inode.is_symlink() {
         return Err(Errno::EINVAL);
     }
-    let target = rustix::fs::readlinkat(&inode.path_fd, c"", Vec::new())?;
+    let target = rustix::fs::readlinkat(&fs.path_fd(&inode)?, c"", Vec::new())?;
     Ok(target.into_bytes())
 }
 
@@ -92,13 +104,14 @@ fn create_entry(
     ctx: Context,
     parent: u64,
     name: &CStr,
-    make: impl FnOnce(&Inode) -> rustix::io::Result<()>,
+    make: impl FnOnce(&PathFd) -> rustix::io::Result<()>,
 ) -> Result<EntryOut, Errno> {
     fs.check_writable()?;
     let parent = fs.inodes.get(parent)?;
     {
+        let parent_fd = fs.path_fd(&parent)?;
         let _caller = fs.as_caller(ctx)?;
-        make(&parent)?;
+        make(&parent_fd)?;
     }
     fs.lookup_in(ctx, &parent, name)
 }
@@ -112,7 +125,7 @@ pub(super) fn symlink(
     target: &CStr,
 ) -> Result<EntryOut, Errno> {
     create_entry(fs, ctx, parent, name, |parent| {
-        rustix::fs::symlinkat(target, &parent.path_fd, name)
+        rustix::fs::symlinkat(target, parent, name)
     })
 }
 
@@ -138,7 +151,7 @@ pub(super) fn mknod(
     };
     let perms = Mode::from_raw_mode(mode & 0o7777);
     create_entry(fs, ctx, parent, name, |parent| {
-        rustix::fs::mknodat(&parent.path_fd, name, file_type, perms, u64::from(rdev))
+        rustix::fs::mknodat(parent, name, file_type, perms, u64::from(rdev))
     })
 }
 
@@ -152,7 +165,7 @@ pub(super) fn mkdir(
 ) -> Result<EntryOut, Errno> {
     let perms = Mode::from_raw_mode(mode & 0o7777);
     create_entry(fs, ctx, parent, name, |parent| {
-        rustix::fs::mkdirat(&parent.path_fd, name, perms)
+        rustix::fs::mkdirat(parent, name, perms)
     })
 }
 
@@ -165,7 +178,7 @@ pub(super) fn remove(fs: &PassthroughFs, parent: u64, name: &CStr, dir: bool) ->
     } else {
         AtFlags::empty()
     };
-    Ok(rustix::fs::unlinkat(&parent.path_fd, name, flags)?)
+    Ok(rustix::fs::unlinkat(&fs.path_fd(&parent)?, name, flags)?)
 }
 
 /// RENAME / RENAME2. Unknown flag bits are EINVAL; RENAME_WHITEOUT is
@@ -183,9 +196,9 @@ pub(super) fn rename(
     let old = fs.inodes.get(olddir)?;
     let new = fs.inodes.get(newdir)?;
     Ok(rustix::fs::renameat_with(
-        &old.path_fd,
+        &fs.path_fd(&old)?,
         oldname,
-        &new.path_fd,
+        &fs.path_fd(&new)?,
         newname,
         flags,
     )?)
@@ -207,21 +220,16 @@ pub(super) fn link(
     fs.check_writable()?;
     let inode = fs.inodes.get(nodeid)?;
     let parent = fs.inodes.get(newparent)?;
+    let (inode_fd, parent_fd) = (fs.path_fd(&inode)?, fs.path_fd(&parent)?);
     if inode.is_symlink() {
-        rustix::fs::linkat(
-            &inode.path_fd,
-            c"",
-            &parent.path_fd,
-            newname,
-            AtFlags::EMPTY_PATH,
-        )?;
+        rustix::fs::linkat(&inode_fd, c"", &parent_fd, newname, AtFlags::EMPTY_PATH)?;
     } else {
         let _caller = fs.as_caller(ctx)?;
-        let name = FdName::of(&inode.path_fd);
+        let name = FdName::of(&inode_fd);
         rustix::fs::linkat(
             &fs.proc_self_fd,
             name.as_cstr(),
-            &parent.path_fd,
+            &parent_fd,
             newname,
             AtFlags::SYMLINK_FOLLOW,
         )?;

@@ -139,13 +139,13 @@ pub(super) fn create(
     if arg.flags & libc::O_EXCL as u32 != 0 {
         create_flags |= OFlags::EXCL;
     }
-    let parent = fs.inodes.get(parent)?;
+    let parent_fd = fs.path_fd(&fs.inodes.get(parent)?)?;
     // O_NONBLOCK until the file is known to be regular: without O_EXCL an
     // existing FIFO would otherwise block this worker until a peer opens it.
     let fd = {
         let _caller = fs.as_caller(ctx)?;
         rustix::fs::openat2(
-            &parent.path_fd,
+            &parent_fd,
             name,
             create_flags | OFlags::NONBLOCK,
             Mode::from_raw_mode(arg.mode & 0o7777),
@@ -384,7 +384,7 @@ fn open_writable_for_reading(
     if inode.file_type == FileType::Directory {
         return Err(Errno(libc::EISDIR));
     }
-    let st = statx_fd(&inode.path_fd)?;
+    let st = statx_fd(&fs.path_fd(&inode)?)?;
     if !fs.may_open_for_writing(ctx, &st) {
         return Err(Errno::EACCES);
     }

@@ -1,18 +1,25 @@
-//! The inode table: nodeids the guest holds, each an O_PATH fd on the host.
+//! The inode table: nodeids the guest holds, each an O_PATH fd on the host
+//! or a file handle to open one by.
 //!
 //! One host inode has exactly one nodeid while the guest references it: the
 //! table is keyed by (st_dev, st_ino, mount id), the identity of an inode
-//! even across bind mounts of one filesystem. The O_PATH fd pins the host
-//! inode, so its number cannot be reused while the nodeid lives.
+//! even across bind mounts of one filesystem. An inode without a handle
+//! keeps its O_PATH fd, which pins the host inode, so its number cannot be
+//! reused while the nodeid lives. An inode with a handle may lose its fd to
+//! the descriptor budget (`fd_cache`); its number may then be reused after
+//! the file is deleted, which the handle tells apart (a reused number comes
+//! with a different generation, so a different handle): such a stale inode
+//! keeps its nodeid until forgotten, and the new file gets a new one.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use daxfsd_protocol::abi::ROOT_ID;
 use rustix::fs::{FileType, Statx, StatxFlags};
 
+use super::fd_cache::PathFd;
+use super::file_handle::FileHandle;
 use crate::errno::Errno;
 
 /// Identity of a host inode.
@@ -47,10 +54,18 @@ impl InodeKey {
 pub(super) struct Inode {
     /// Our nodeid for it.
     pub nodeid: u64,
-    /// `O_PATH | O_NOFOLLOW` fd: never readable or writable itself.
-    pub path_fd: OwnedFd,
     /// File type, fixed for the life of an inode.
     pub file_type: FileType,
+    /// The handle to open it again by; `None`: `fd` stays open for the
+    /// inode's life.
+    pub handle: Option<FileHandle>,
+    /// Its `O_PATH | O_NOFOLLOW` fd (never readable or writable itself)
+    /// while open. Reached through `PassthroughFs::path_fd`. Its own lock,
+    /// held only to clone, install or take the `Arc`, never across a
+    /// system call; the clock of `fd_cache` takes it inside its own.
+    fd: Mutex<Option<Arc<PathFd>>>,
+    /// Used since the clock last passed it (its second chance).
+    used: AtomicBool,
     /// Host identity.
     key: InodeKey,
     /// The guest's lookup count. Increments happen with the table's read
@@ -63,6 +78,51 @@ impl Inode {
     /// Whether this inode is a symbolic link.
     pub fn is_symlink(&self) -> bool {
         self.file_type == FileType::Symlink
+    }
+
+    /// Host identity.
+    pub fn key(&self) -> InodeKey {
+        self.key
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<PathFd>>> {
+        self.fd.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open fd, if any (and marks the inode used).
+    pub fn current_fd(&self) -> Option<Arc<PathFd>> {
+        let fd = self.slot().clone();
+        if fd.is_some() {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        fd
+    }
+
+    /// Installs `fd` unless another worker installed one first; returns the
+    /// fd in place and whether it is `fd`. Either way the inode was just
+    /// used.
+    pub fn install(&self, fd: Arc<PathFd>) -> (Arc<PathFd>, bool) {
+        self.used.store(true, Ordering::Relaxed);
+        let mut slot = self.slot();
+        match &*slot {
+            Some(current) => (Arc::clone(current), false),
+            None => {
+                *slot = Some(Arc::clone(&fd));
+                (fd, true)
+            }
+        }
+    }
+
+    /// Takes the fd out (the budget closes it); `None` for an inode without
+    /// a handle, which could not open it again.
+    pub fn take_fd(&self) -> Option<Arc<PathFd>> {
+        self.handle.as_ref()?;
+        self.slot().take()
+    }
+
+    /// Whether it was used since the last call (and clears the mark).
+    pub fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     /// Current lookup count (tests).
@@ -89,6 +149,8 @@ struct InodeMap {
 /// Callers get `Arc<Inode>` clones and drop the lock before any syscall, so
 /// an operation racing a FORGET keeps its fd alive until it finishes; FORGET
 /// itself closes the fd of a removed inode only after releasing the lock.
+/// [`InodeTable::ref_pinned`] takes an inode's fd slot lock inside the read
+/// lock; nothing takes the table's lock while holding a slot lock.
 #[derive(Debug)]
 pub(super) struct InodeTable {
     map: RwLock<InodeMap>,
@@ -96,12 +158,14 @@ pub(super) struct InodeTable {
 
 impl InodeTable {
     /// A table holding only the root (nodeid 1), which is never dropped.
-    pub fn new(root_fd: OwnedFd, root_stat: &Statx) -> Self {
+    pub fn new(root_fd: Arc<PathFd>, root_stat: &Statx) -> Self {
         let key = InodeKey::of(root_stat);
         let root = Arc::new(Inode {
             nodeid: ROOT_ID,
-            path_fd: root_fd,
             file_type: FileType::Directory,
+            handle: None,
+            fd: Mutex::new(Some(root_fd)),
+            used: AtomicBool::new(false),
             key,
             lookups: AtomicU64::new(1),
         });
@@ -130,36 +194,62 @@ impl InodeTable {
         self.read().by_id.get(&nodeid).cloned().ok_or(Errno::EBADF)
     }
 
-    /// Records one more lookup of the host inode `fd` refers to (identity
-    /// `st`): the existing nodeid if the guest already knows the inode (and
-    /// `fd` is closed), a new one otherwise.
-    pub fn insert_or_ref(&self, fd: OwnedFd, st: &Statx) -> Arc<Inode> {
+    /// Records one more lookup of the known inode `st` describes if it holds
+    /// its fd: that fd pins the host inode, so its number cannot have been
+    /// reused and no handle is needed to tell. `None` otherwise.
+    pub fn ref_pinned(&self, st: &Statx) -> Option<Arc<Inode>> {
         let key = InodeKey::of(st);
-        {
-            let map = self.read();
-            if let Some(inode) = map.by_key.get(&key).and_then(|id| map.by_id.get(id)) {
-                inode.lookups.fetch_add(1, Ordering::Relaxed);
-                return Arc::clone(inode);
+        let map = self.read();
+        let inode = map.by_key.get(&key).and_then(|id| map.by_id.get(id))?;
+        inode.current_fd()?;
+        inode.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(inode))
+    }
+
+    /// Records one more lookup of the host inode `fd` refers to (identity
+    /// `st`, file handle `handle`): the existing nodeid if the guest already
+    /// knows the inode (and `fd` is closed), a new one otherwise (then the
+    /// second value is true). An inode of the same key whose handle differs
+    /// is a deleted file whose number was reused: it is not the same inode.
+    pub fn insert_or_ref(
+        &self,
+        fd: Arc<PathFd>,
+        st: &Statx,
+        handle: Option<FileHandle>,
+    ) -> (Arc<Inode>, bool) {
+        let key = InodeKey::of(st);
+        let known = |map: &InodeMap| {
+            let inode = map.by_key.get(&key).and_then(|id| map.by_id.get(id))?;
+            if let (Some(old), Some(new)) = (&inode.handle, &handle) {
+                if old != new {
+                    return None;
+                }
             }
+            inode.lookups.fetch_add(1, Ordering::Relaxed);
+            Some(Arc::clone(inode))
+        };
+        if let Some(inode) = known(&self.read()) {
+            return (inode, false);
         }
         let mut map = self.write();
         // Another worker may have inserted it between the two locks.
-        if let Some(inode) = map.by_key.get(&key).and_then(|id| map.by_id.get(id)) {
-            inode.lookups.fetch_add(1, Ordering::Relaxed);
-            return Arc::clone(inode);
+        if let Some(inode) = known(&map) {
+            return (inode, false);
         }
         let nodeid = map.next_id;
         map.next_id += 1;
         let inode = Arc::new(Inode {
             nodeid,
-            path_fd: fd,
             file_type: FileType::from_raw_mode(u32::from(st.stx_mode)),
+            handle,
+            fd: Mutex::new(Some(fd)),
+            used: AtomicBool::new(false),
             key,
             lookups: AtomicU64::new(1),
         });
         map.by_id.insert(nodeid, Arc::clone(&inode));
         map.by_key.insert(key, nodeid);
-        inode
+        (inode, true)
     }
 
     /// Drops `nlookup` references to `nodeid`, removing it at zero. Unknown
@@ -180,8 +270,11 @@ impl InodeTable {
             if new != 0 {
                 return;
             }
+            // A stale inode's key may name a newer nodeid by now.
             let key = inode.key;
-            map.by_key.remove(&key);
+            if map.by_key.get(&key) == Some(&nodeid) {
+                map.by_key.remove(&key);
+            }
             map.by_id.remove(&nodeid)
         };
         // The fd closes after the lock is released: the last close of an

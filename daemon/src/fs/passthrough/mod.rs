@@ -8,6 +8,10 @@
 //!   keyed by (st_dev, st_ino, mount id) so one host inode has one nodeid,
 //!   refcounted by the guest's lookup count. The root is nodeid 1 and is
 //!   never dropped.
+//! - `fd_cache`, `file_handle`: with `--inode-file-handles` (prefer by
+//!   default) an inode also has a file handle, and its fd may be closed
+//!   when more than the budget (half of RLIMIT_NOFILE) are open, to be
+//!   opened again by the handle when next needed.
 //! - `handle`: OPEN / CREATE / OPENDIR results, real fds the guest names by
 //!   `fh`.
 //! - Names (`entry_ops`) are resolved one component at a time relative
@@ -45,6 +49,8 @@ mod attr_ops;
 mod creds;
 mod dir_ops;
 mod entry_ops;
+mod fd_cache;
+mod file_handle;
 mod file_ops;
 mod handle;
 mod inode;
@@ -54,8 +60,29 @@ mod xattr_ops;
 #[cfg(test)]
 mod tests;
 
+use fd_cache::{FdCache, PathFd};
 use handle::HandleTable;
-use inode::InodeTable;
+use inode::{Inode, InodeTable};
+
+/// How inodes are referenced (`--inode-file-handles`, as virtiofsd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InodeFileHandles {
+    /// O_PATH descriptors only, one open per inode the guest knows.
+    Never,
+    /// File handles where the filesystem makes them and the daemon may open
+    /// them (CAP_DAC_READ_SEARCH); O_PATH descriptors otherwise.
+    #[default]
+    Prefer,
+    /// Deprecated name of `prefer`.
+    Fallback,
+    /// File handles, or the daemon does not start.
+    Mandatory,
+}
+
+/// `--inode-file-handles=mandatory` where handles do not work.
+#[derive(Debug, thiserror::Error)]
+#[error("--inode-file-handles=mandatory, but file handles cannot be used here")]
+pub struct NoFileHandles(#[source] pub std::io::Error);
 
 /// How long the guest may cache names and attributes, and what OPEN tells
 /// the guest's page cache (`--cache`).
@@ -102,6 +129,8 @@ pub struct FsConfig {
     /// Which files the guest should access through the DAX window when it
     /// mounts with `dax=inode` (reported with ATTR_DAX).
     pub inode_dax: InodeDaxPolicy,
+    /// Whether inodes get file handles, so their fds can be closed.
+    pub inode_file_handles: InodeFileHandles,
 }
 
 /// Per-inode DAX policy (`--inode-dax`), applied to regular files when the
@@ -141,6 +170,9 @@ pub struct PassthroughFs {
     config: FsConfig,
     /// Inodes the guest holds references to (nodeid → O_PATH fd).
     inodes: InodeTable,
+    /// The inodes' fds: how many are open, which to close, the handles
+    /// to open them again by (its own locks, see there).
+    fds: FdCache,
     /// Open files and directories (fh → fd).
     handles: HandleTable,
     /// `/proc/self/fd`, the directory through which inodes are reopened.
@@ -166,6 +198,16 @@ impl PassthroughFs {
     /// Like [`Self::new`], serving `session` (whose owner, the dispatcher,
     /// writes it at INIT and at the session's end).
     pub fn with_session(config: FsConfig, session: Arc<Session>) -> std::io::Result<Self> {
+        Self::with_budget(config, session, fd_budget())
+    }
+
+    /// Like [`Self::with_session`], keeping at most `budget` inode fds
+    /// open (of inodes with file handles).
+    fn with_budget(
+        config: FsConfig,
+        session: Arc<Session>,
+        budget: usize,
+    ) -> std::io::Result<Self> {
         let root = rustix::fs::open(
             &config.shared_dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -183,10 +225,15 @@ impl PassthroughFs {
         // Opened by the sandbox before it hid the host's /proc.
         let proc_self_fd = crate::process::fds::proc_self_fd()?.try_clone_to_owned()?;
         let root_stat = attr::statx_fd(&root)?;
-        let inodes = InodeTable::new(root, &root_stat);
+        let use_handles = use_handles(config.inode_file_handles, &root, &proc_self_fd)?;
+        let fds = FdCache::new(budget, use_handles);
+        // The share's mount is known from the start.
+        fds.handle_of(&root, &proc_self_fd);
+        let inodes = InodeTable::new(fds.wrap(root), &root_stat);
         Ok(Self {
             config,
             inodes,
+            fds,
             handles: HandleTable::default(),
             proc_self_fd,
             switch_creds: rustix::process::geteuid().is_root(),
@@ -203,11 +250,66 @@ impl PassthroughFs {
     pub(crate) fn negotiated(&self) -> Negotiated {
         self.session.negotiated()
     }
+
+    /// `inode`'s O_PATH fd, opened again by its handle if the budget closed
+    /// it (ESTALE if the inode is gone from the host).
+    fn path_fd(&self, inode: &Arc<Inode>) -> Result<Arc<PathFd>, Errno> {
+        self.fds.fd(inode)
+    }
+
+    /// Whether inodes are referenced by file handles.
+    pub fn uses_file_handles(&self) -> bool {
+        self.fds.uses_handles()
+    }
+
+    /// Inode fds open now (the root's included).
+    pub fn open_inode_fds(&self) -> usize {
+        self.fds.open_count()
+    }
+}
+
+/// How many inode fds may stay open: half the soft RLIMIT_NOFILE, the
+/// other half left for open files, queues and the daemon's own.
+fn fd_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(usize::MAX / 2, |n| {
+        usize::try_from(n / 2).unwrap_or(usize::MAX / 2)
+    })
+}
+
+/// Whether `mode` and the host let inodes be referenced by file handles
+/// (one is taken of the share's `root` and opened again).
+fn use_handles(
+    mode: InodeFileHandles,
+    root: &OwnedFd,
+    proc_self_fd: &OwnedFd,
+) -> std::io::Result<bool> {
+    let probed = || {
+        file_handle::probe(root, proc_self_fd).map_err(|e| std::io::Error::from_raw_os_error(e.0))
+    };
+    match mode {
+        InodeFileHandles::Never => Ok(false),
+        InodeFileHandles::Prefer | InodeFileHandles::Fallback => match probed() {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::info!(%error, "file handles unavailable: every inode keeps an O_PATH descriptor");
+                Ok(false)
+            }
+        },
+        InodeFileHandles::Mandatory => match probed() {
+            Ok(()) => Ok(true),
+            Err(error) => Err(std::io::Error::other(NoFileHandles(error))),
+        },
+    }
 }
 
 impl FileSystem for PassthroughFs {
     fn counts(&self) -> (usize, usize) {
         (self.inodes.len(), self.handles.len())
+    }
+
+    fn descriptor_counts(&self) -> (u64, u64) {
+        (self.fds.open_count() as u64, self.fds.reopen_count())
     }
 
     fn destroy(&self) {

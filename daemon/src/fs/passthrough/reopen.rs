@@ -8,6 +8,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use rustix::fs::{FileType, Mode, OFlags};
 
@@ -72,20 +73,23 @@ impl PassthroughFs {
     /// block the worker, opening a device node would drive a host device;
     /// the guest kernel serves special files itself and never sends OPEN
     /// for them).
-    pub(super) fn reopen(&self, inode: &Inode, flags: OFlags) -> Result<OwnedFd, Errno> {
+    pub(super) fn reopen(&self, inode: &Arc<Inode>, flags: OFlags) -> Result<OwnedFd, Errno> {
         match inode.file_type {
             FileType::RegularFile | FileType::Directory => {}
             FileType::Symlink => return Err(Errno(libc::ELOOP)),
             _ => return Err(Errno(libc::ENXIO)),
         }
         let flags = (flags - REOPEN_FORBIDDEN) | OFlags::CLOEXEC;
-        let name = FdName::of(&inode.path_fd);
-        Ok(rustix::fs::openat(
-            &self.proc_self_fd,
-            name.as_cstr(),
-            flags,
-            Mode::empty(),
-        )?)
+        let fd = self.path_fd(inode)?;
+        let name = FdName::of(&fd);
+        self.fds.with_room(|| {
+            Ok(rustix::fs::openat(
+                &self.proc_self_fd,
+                name.as_cstr(),
+                flags,
+                Mode::empty(),
+            )?)
+        })
     }
 
     /// An O_PATH fd on the inode an open fd refers to (CREATE registers the

@@ -11,10 +11,12 @@
 //! EOPNOTSUPP for setting other namespaces.
 
 use std::ffi::CStr;
+use std::sync::Arc;
 
 use daxfsd_protocol::abi::{XATTR_LIST_MAX, XATTR_SIZE_MAX};
 use rustix::fs::XattrFlags;
 
+use super::fd_cache::PathFd;
 use super::inode::Inode;
 use super::reopen::FdName;
 use super::PassthroughFs;
@@ -70,9 +72,14 @@ fn read_sized(
     Err(Errno::ERANGE)
 }
 
-/// The `/proc/self/fd/N` path of a non-symlink inode.
-fn proc_path(inode: &Inode) -> std::ffi::CString {
-    FdName::of(&inode.path_fd).proc_path()
+/// The `/proc/self/fd/N` path of a non-symlink inode, with the fd it
+/// names (which must stay open while the path is used).
+fn proc_path(
+    fs: &PassthroughFs,
+    inode: &Arc<Inode>,
+) -> Result<(std::ffi::CString, Arc<PathFd>), Errno> {
+    let fd = fs.path_fd(inode)?;
+    Ok((FdName::of(&fd).proc_path(), fd))
 }
 
 /// SETXATTR.
@@ -90,7 +97,8 @@ pub(super) fn setxattr(
     if inode.is_symlink() {
         return Err(symlink_change_error(name));
     }
-    Ok(rustix::fs::setxattr(proc_path(&inode), name, value, flags)?)
+    let (path, _fd) = proc_path(fs, &inode)?;
+    Ok(rustix::fs::setxattr(path, name, value, flags)?)
 }
 
 /// GETXATTR: the whole value.
@@ -100,7 +108,7 @@ pub(super) fn getxattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<V
     if inode.is_symlink() {
         return Err(Errno::ENODATA);
     }
-    let path = proc_path(&inode);
+    let (path, _fd) = proc_path(fs, &inode)?;
     read_sized(
         XATTR_SIZE_MAX,
         || rustix::fs::getxattr_query(&path, name),
@@ -115,7 +123,7 @@ pub(super) fn listxattr(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errn
     if inode.is_symlink() {
         return Ok(Vec::new());
     }
-    let path = proc_path(&inode);
+    let (path, _fd) = proc_path(fs, &inode)?;
     read_sized(
         XATTR_LIST_MAX,
         || rustix::fs::listxattr_query(&path),
@@ -131,5 +139,6 @@ pub(super) fn removexattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Resul
     if inode.is_symlink() {
         return Err(symlink_change_error(name));
     }
-    Ok(rustix::fs::removexattr(proc_path(&inode), name)?)
+    let (path, _fd) = proc_path(fs, &inode)?;
+    Ok(rustix::fs::removexattr(path, name)?)
 }

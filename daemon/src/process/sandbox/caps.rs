@@ -12,12 +12,12 @@
 //! | `SETUID`, `SETGID` | `setfsuid`/`setfsgid` to create files as the caller |
 //! | `MKNOD` | MKNOD of device nodes by the guest's root |
 //! | `SETFCAP` | setting `security.capability` (file capabilities) with `--xattr` |
+//! | `DAC_READ_SEARCH` | `open_by_handle_at`, unless `--inode-file-handles=never` |
 //!
 //! Everything else goes, from the effective, permitted, inheritable and
 //! ambient sets and from the bounding set, so that nothing can regain it
 //! (no `CAP_SYS_ADMIN` to undo the mounts, no `CAP_SYS_PTRACE` or
-//! `CAP_SYS_CHROOT` to leave the sandbox, no `CAP_DAC_READ_SEARCH` for
-//! `open_by_handle_at`). Not root (then in a user namespace with
+//! `CAP_SYS_CHROOT` to leave the sandbox). Not root (then in a user namespace with
 //! `--sandbox namespace`), the daemon keeps nothing: it acts as its own user.
 //!
 //! Capabilities belong to threads: this runs before the daemon starts any.
@@ -35,6 +35,17 @@ pub const DAEMON_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::SETGID)
     .union(CapabilitySet::MKNOD)
     .union(CapabilitySet::SETFCAP);
+
+/// What the daemon keeps as root when inodes may be referenced by file
+/// handles (`--inode-file-handles` other than never): [`DAEMON_CAPS`] and
+/// `CAP_DAC_READ_SEARCH`, which `open_by_handle_at` needs.
+pub fn daemon_caps(file_handles: bool) -> CapabilitySet {
+    if file_handles {
+        DAEMON_CAPS | CapabilitySet::DAC_READ_SEARCH
+    } else {
+        DAEMON_CAPS
+    }
+}
 
 /// What the supervisor keeps as root: writing the metrics file and removing
 /// the socket file wherever the operator put them.

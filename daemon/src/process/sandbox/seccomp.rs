@@ -126,6 +126,11 @@ const ALLOWED_X86_64: &[libc::c_long] = &[
 #[cfg(not(target_arch = "x86_64"))]
 const ALLOWED_X86_64: &[libc::c_long] = &[];
 
+/// Added to the list unless `--inode-file-handles=never`: taking an inode's
+/// file handle, and opening an inode by it again.
+const FILE_HANDLE_CALLS: &[libc::c_long] =
+    &[libc::SYS_name_to_handle_at, libc::SYS_open_by_handle_at];
+
 /// `prctl` options allowed: std names its threads.
 const PRCTL_OPTIONS: &[u64] = &[libc::PR_SET_NAME as u64, libc::PR_GET_NAME as u64];
 
@@ -143,8 +148,10 @@ fn eq(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendError
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
 }
 
-/// Builds the filter for `mode` (`None` for [`SeccompMode::None`]).
-pub fn build(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
+/// Builds the filter for `mode` (`None` for [`SeccompMode::None`]), with
+/// the file-handle calls when `file_handles`.
+pub fn build(mode: SeccompMode, file_handles: bool) -> Result<Option<BpfProgram>, SeccompError> {
+    let handle_calls = if file_handles { FILE_HANDLE_CALLS } else { &[] };
     let mismatch = match mode {
         SeccompMode::None => return Ok(None),
         SeccompMode::Kill => SeccompAction::KillProcess,
@@ -155,6 +162,7 @@ pub fn build(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
             .iter()
             .chain(ALLOWED_X86_64)
+            .chain(handle_calls)
             .map(|&nr| (nr, Vec::new()))
             .collect();
         let one_of = |arg: u8, values: &[u64]| {
@@ -176,9 +184,10 @@ pub fn build(mode: SeccompMode) -> Result<Option<BpfProgram>, SeccompError> {
     build().map(Some).map_err(SeccompError::Build)
 }
 
-/// Installs the filter for `mode` on every thread of the process.
-pub fn install(mode: SeccompMode) -> Result<(), SeccompError> {
-    if let Some(program) = build(mode)? {
+/// Installs the filter for `mode` (with the file-handle calls when
+/// `file_handles`) on every thread of the process.
+pub fn install(mode: SeccompMode, file_handles: bool) -> Result<(), SeccompError> {
+    if let Some(program) = build(mode, file_handles)? {
         seccompiler::apply_filter_all_threads(&program).map_err(SeccompError::Install)?;
     }
     Ok(())
@@ -190,10 +199,12 @@ mod tests {
 
     #[test]
     fn every_mode_builds() {
-        assert!(build(SeccompMode::None).unwrap().is_none());
-        let kill = build(SeccompMode::Kill).unwrap().unwrap();
-        let log = build(SeccompMode::Log).unwrap().unwrap();
+        assert!(build(SeccompMode::None, true).unwrap().is_none());
+        let kill = build(SeccompMode::Kill, false).unwrap().unwrap();
+        let log = build(SeccompMode::Log, false).unwrap().unwrap();
         assert_eq!(kill.len(), log.len());
+        let handles = build(SeccompMode::Kill, true).unwrap().unwrap();
+        assert!(handles.len() > kill.len());
         assert!(kill.len() > ALLOWED.len(), "{} instructions", kill.len());
     }
 

@@ -4,7 +4,7 @@ use daxfsd_protocol::abi::{ATTR_DAX, ROOT_ID};
 
 use super::*;
 use crate::errno::Errno;
-use crate::fs::passthrough::{InodeDaxPolicy, MapAccess, Negotiated};
+use crate::fs::passthrough::{InodeDaxPolicy, InodeFileHandles, MapAccess, Negotiated};
 use crate::fs::FileSystem;
 
 #[test]
@@ -92,6 +92,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
+        inode_file_handles: InodeFileHandles::Prefer,
     })
     .unwrap();
     every.session().begin(Negotiated {

@@ -6,10 +6,11 @@ use std::path::Path;
 use daxfsd_protocol::abi::{CreateIn, EntryOut, SetattrIn};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 
-use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, PassthroughFs};
+use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, InodeFileHandles, PassthroughFs};
 use crate::fs::FileSystem;
 
 mod entries;
+mod fd_budget;
 mod files;
 mod inode_dax;
 mod setattr;
@@ -30,6 +31,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::MinSize(8192),
+        inode_file_handles: InodeFileHandles::Prefer,
     })
     .expect("open shared dir");
     Fixture { dir, fs }
