@@ -189,7 +189,9 @@ fn setattr_kill_suidgid_clears_the_bits_on_truncate() {
         daxfsd_harness::skip("an unprivileged daemon's truncate clears the bits by itself");
         return;
     }
-    let s = Session::start(&[]);
+    // FATTR_KILL_SUIDGID is honoured once HANDLE_KILLPRIV_V2 is negotiated,
+    // which daxfsd offers only with --killpriv-v2 (as virtiofsd).
+    let s = Session::start(&["--killpriv-v2"]);
     let e = s.host_file("f", b"0123456789");
     std::fs::set_permissions(s.path("f"), std::fs::Permissions::from_mode(0o6775)).unwrap();
     let a = s
