@@ -24,6 +24,12 @@ section "unit and harness tests"
 run_bounded "$limit" "building daxfsd" cargo build --locked -p daxfsd
 run_bounded "$limit" "cargo test --workspace" cargo test --workspace --locked
 
+section "flag compatibility with virtiofsd 1.14 (tests/compat/virtiofsd-flags.tsv, both daemons, about 80 s)"
+# The reference daemon is built once into the cache (cargo install, minutes).
+virtiofsd_bin=$("$repo/tests/tools/install-virtiofsd.sh")
+run_bounded 600 "the flag table" "$repo/tests/compat/run-flags.sh" \
+  --daxfsd "$repo/target/debug/daxfsd" --virtiofsd "$virtiofsd_bin"
+
 section "fuzz targets (compiled; the committed seeds replayed through the dispatcher)"
 # A workspace of its own (libFuzzer); plain cargo builds the targets and runs
 # the seed-replay test. fuzz/run.sh runs a target for real.
@@ -50,6 +56,12 @@ section "real guest: a read blocked on the host holds only its own pool thread (
 DAXFSD_GUEST_WORKLOADS=stopped_server \
   DAXFSD_GUEST_DAEMON_PASSES="--sandbox namespace --seccomp kill --num-request-queues 1 --thread-pool-size 4" \
   "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
+
+section "libvirt 9.0 starts daxfsd (--fd, -o, --thread-pool-size=0) for a TCG guest; virsh destroy leaves no process and no socket"
+# Installs libvirt's packages with apt-get if missing; runs its own libvirtd
+# in a private mount namespace (tests/libvirt/run-libvirt.sh).
+run_bounded 1200 "the libvirt test" "$repo/tests/libvirt/run-libvirt.sh" \
+  --binary "$repo/target/debug/daxfsd"
 
 section "real guest with DAX (patched QEMU, dax=always and dax=inode, 8 MiB window)"
 "$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
