@@ -56,6 +56,9 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     match server::run(&config) {
         Ok(code) => code,
         Err(e) => {

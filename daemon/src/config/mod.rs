@@ -160,6 +160,9 @@ pub struct Config {
     pub inode_file_handles: InodeFileHandles,
     /// `--rlimit-nofile` (`None`: the default raise, `Some(0)`: leave it).
     pub rlimit_nofile: Option<u64>,
+    /// Warnings about the command line (deprecated spellings), for the log
+    /// once it exists.
+    pub warnings: Vec<&'static str>,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -203,6 +206,16 @@ impl Config {
     fn from_args(mut args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
         compat::apply(&mut args)?;
         refused::check(&args)?;
+        let mut warnings = Vec::new();
+        if args.socket_path.is_none() && args.socket.is_some() {
+            warnings.push("--socket is deprecated: use --socket-path");
+        }
+        if args.debug {
+            warnings.push("-d is deprecated: use --log-level=debug");
+        }
+        if args.foreground {
+            warnings.push("-f is deprecated and has no effect: daxfsd never daemonizes");
+        }
         let transport = transport(&mut args)?;
         let dax = dax_config(&args, given)?;
         let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
@@ -242,6 +255,7 @@ impl Config {
             seccomp: args.seccomp,
             inode_file_handles: args.inode_file_handles,
             rlimit_nofile: args.rlimit_nofile,
+            warnings,
         })
     }
 
@@ -267,9 +281,6 @@ fn transport(args: &mut Args) -> Result<Transport, ConfigError> {
     }
     if let Some(fd) = args.fd {
         return Ok(Transport::VhostUser(Listen::Fd(fd)));
-    }
-    if args.socket_path.is_none() && args.socket.is_some() {
-        tracing::warn!("--socket is deprecated: use --socket-path");
     }
     let path = args
         .socket_path
@@ -561,6 +572,7 @@ mod tests {
         assert!(!config_of(&["--writeback", "-o", "no_writeback"]).writeback);
         let logged = config(&["-d", "--thread-pool-size=0", "-f", "--syslog"]).unwrap();
         assert_eq!(logged.log_level, "debug");
+        assert_eq!(logged.warnings.len(), 2, "{:?}", logged.warnings);
         assert_eq!(logged.thread_pool_size, 0);
         assert!(logged.syslog);
     }

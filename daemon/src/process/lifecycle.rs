@@ -266,3 +266,27 @@ impl SocketFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_socket_group_gets_the_socket_with_mode_0770() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own.sock");
+        let (_listener, file) = SocketFile::bind(&own, None).unwrap();
+        let meta = std::fs::metadata(&own).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let gid = rustix::process::getegid().as_raw();
+        let shared = dir.path().join("group.sock");
+        let (_listener, _) = SocketFile::bind(&shared, Some(gid)).unwrap();
+        let meta = std::fs::metadata(&shared).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o770);
+        assert_eq!(meta.gid(), gid);
+        file.remove();
+        assert!(!own.exists());
+    }
+}

@@ -206,6 +206,17 @@ mod tests {
         let handles = build(SeccompMode::Kill, true).unwrap().unwrap();
         assert!(handles.len() > kill.len());
         assert!(kill.len() > ALLOWED.len(), "{} instructions", kill.len());
+        // --seccomp trap: a call outside the list returns SECCOMP_RET_TRAP
+        // (SIGSYS to the thread) where kill returns SECCOMP_RET_KILL_PROCESS.
+        let trap = build(SeccompMode::Trap).unwrap().unwrap();
+        let returns = |program: &BpfProgram, action: u32| {
+            program
+                .iter()
+                .any(|insn| insn.code == (libc::BPF_RET | libc::BPF_K) as u16 && insn.k == action)
+        };
+        assert!(returns(&trap, libc::SECCOMP_RET_TRAP));
+        assert!(!returns(&kill, libc::SECCOMP_RET_TRAP));
+        assert!(returns(&kill, libc::SECCOMP_RET_KILL_PROCESS));
     }
 
     #[test]
