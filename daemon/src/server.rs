@@ -166,6 +166,7 @@ fn build_dispatcher_at(
         xattr: config.xattr,
         allow_direct_io: config.switches.allow_direct_io,
         preserve_noatime: config.switches.preserve_noatime,
+        announce_submounts: config.switches.announce_submounts,
         inode_dax: config.inode_dax(),
         inode_file_handles: config.inode_file_handles,
     })
@@ -194,6 +195,7 @@ fn build_dispatcher_at(
             readdirplus: config.switches.readdirplus,
             killpriv_v2: config.switches.killpriv_v2,
             allow_mmap: config.switches.allow_mmap,
+            submounts: config.switches.announce_submounts,
         },
     };
     Ok(Arc::new(Dispatcher::new(Arc::new(fs), policy, dax)))

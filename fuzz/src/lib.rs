@@ -204,6 +204,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         xattr: true,
         allow_direct_io: false,
         preserve_noatime: false,
+        announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
         inode_file_handles: InodeFileHandles::Prefer,
     })

@@ -145,6 +145,10 @@ cleanup() {
   for pid in $qemu_pid $daemon_pid; do
     kill "$pid" 2>/dev/null || true
   done
+  # A workload's host side may mount inside the share (submounts): never
+  # leave such a mount behind, even when the run fails.
+  awk -v s="$shared/" 'index($2, s) == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -139,13 +139,14 @@ pub struct Args {
     #[arg(long, overrides_with = "killpriv_v2")]
     pub no_killpriv_v2: bool,
 
-    /// Mark mount points inside the share as submounts. Not supported by
-    /// daxfsd yet: refused (see --no-announce-submounts).
+    /// Announce the mount points inside the share (FUSE_ATTR_SUBMOUNT), so
+    /// that the guest shows each filesystem mounted there as its own (the
+    /// default; the last of the two flags wins).
     #[arg(long, overrides_with = "no_announce_submounts")]
     pub announce_submounts: bool,
 
     /// Do not announce submounts: a filesystem mounted inside the share
-    /// shows as part of the share's filesystem (what daxfsd does).
+    /// shows in the guest as part of the share's filesystem.
     #[arg(long, overrides_with = "announce_submounts")]
     pub no_announce_submounts: bool,
 
@@ -185,9 +186,9 @@ pub struct Args {
     /// source=DIR, cache=auto|always|none|metadata,
     /// loglevel=debug|info|warn|err, sandbox=namespace|chroot, xattr,
     /// no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
-    /// allow_direct_io, no_allow_direct_io, killpriv_v2, no_killpriv_v2,
-    /// no_posix_acl, no_security_label, no_posix_lock, no_flock. They
-    /// override the flags.
+    /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2,
+    /// no_killpriv_v2, no_posix_acl, no_security_label, no_posix_lock,
+    /// no_flock. They override the flags.
     #[arg(short = 'o', value_name = "OPTIONS", action = ArgAction::Append)]
     pub compat_options: Vec<String>,
 

@@ -116,6 +116,9 @@ pub struct Switches {
     pub killpriv_v2: bool,
     /// Offer FUSE_DIRECT_IO_ALLOW_MMAP (`--allow-mmap`).
     pub allow_mmap: bool,
+    /// Offer FUSE_SUBMOUNTS and mark mount points inside the share with
+    /// FUSE_ATTR_SUBMOUNT (unless `--no-announce-submounts`).
+    pub announce_submounts: bool,
 }
 
 /// What the daemon was asked to do, checked as a whole.
@@ -226,6 +229,7 @@ impl Config {
             preserve_noatime: args.preserve_noatime,
             killpriv_v2: args.killpriv_v2,
             allow_mmap: args.allow_mmap,
+            announce_submounts: !args.no_announce_submounts,
         };
         let min = crate::process::rlimit::MIN_NOFILE;
         if let Some(given) = args.rlimit_nofile.filter(|&n| n != 0 && n < min) {
@@ -515,12 +519,6 @@ mod tests {
             (&["--gid-map=:0:1000:1:"], "--gid-map"),
             (&["--translate-uid=map:0:1000:1"], "--translate-uid"),
             (&["--translate-gid=map:0:1000:1"], "--translate-gid"),
-            (&["--announce-submounts"], "--announce-submounts"),
-            (
-                &["--no-announce-submounts", "--announce-submounts"],
-                "--announce-submounts",
-            ),
-            (&["-o", "announce_submounts"], "announce_submounts"),
             (&["-o", "flock"], "-o flock"),
         ] {
             let err = refusal(extra);
@@ -533,7 +531,8 @@ mod tests {
                 "-o",
                 "no_posix_acl,no_security_label",
             ],
-            &["--announce-submounts", "--no-announce-submounts"],
+            &["--no-announce-submounts", "--announce-submounts"],
+            &["-o", "announce_submounts"],
         ] {
             config(accepted).unwrap();
         }
@@ -547,8 +546,14 @@ mod tests {
             defaults,
             Switches {
                 readdirplus: true,
+                announce_submounts: true,
                 ..Switches::default()
             }
+        );
+        assert!(!config_of(&["--no-announce-submounts"]).announce_submounts);
+        assert!(config_of(&["--no-announce-submounts", "--announce-submounts"]).announce_submounts);
+        assert!(
+            config_of(&["--no-announce-submounts", "-o", "announce_submounts"]).announce_submounts
         );
         assert!(!config_of(&["--no-readdirplus"]).readdirplus);
         assert!(!config_of(&["--cache=never"]).readdirplus);

@@ -1,7 +1,7 @@
 //! What daxfsd cannot honour, refused at start naming the flag: virtiofsd's
 //! migration flags (daxfsd cannot migrate) and the values of flags whose
 //! behaviour daxfsd does not have yet. The values equal to what daxfsd
-//! does (`--posix-acl=never`, `--no-announce-submounts`, ...) are
+//! does (`--posix-acl=never`, `--security-label=never`) are
 //! accepted. Never accepted and ignored.
 
 use super::cli::{Args, NegotiationMode};
@@ -54,11 +54,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
         (!args.gid_map.is_empty(), "--gid-map", ""),
         (!args.translate_uid.is_empty(), "--translate-uid", ""),
         (!args.translate_gid.is_empty(), "--translate-gid", ""),
-        (
-            args.announce_submounts,
-            "--announce-submounts (or -o announce_submounts)",
-            ": submounts are not announced (--no-announce-submounts)",
-        ),
     ];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),

@@ -46,6 +46,8 @@ pub struct Offers {
     pub killpriv_v2: bool,
     /// FUSE_DIRECT_IO_ALLOW_MMAP.
     pub allow_mmap: bool,
+    /// FUSE_SUBMOUNTS (mount points in the share carry ATTR_SUBMOUNT).
+    pub submounts: bool,
 }
 
 impl Offers {
@@ -63,6 +65,9 @@ impl Offers {
         }
         if self.allow_mmap {
             flags |= abi::DIRECT_IO_ALLOW_MMAP;
+        }
+        if self.submounts {
+            flags |= abi::SUBMOUNTS;
         }
         flags
     }
@@ -191,7 +196,8 @@ mod tests {
             | abi::DO_READDIRPLUS
             | abi::READDIRPLUS_AUTO
             | abi::HANDLE_KILLPRIV_V2
-            | abi::DIRECT_IO_ALLOW_MMAP;
+            | abi::DIRECT_IO_ALLOW_MMAP
+            | abi::SUBMOUNTS;
         let kernel = switched | abi::INIT_EXT;
         assert_eq!(agreed(&policy(false), kernel) & switched, 0);
         let mut all = policy(false);
@@ -200,6 +206,7 @@ mod tests {
             readdirplus: true,
             killpriv_v2: true,
             allow_mmap: true,
+            submounts: true,
         };
         assert_eq!(agreed(&all, kernel) & switched, switched);
         all.offers.readdirplus = false;

@@ -1,6 +1,6 @@
 //! daxfsd over its socket: virtiofsd's behaviour switches (`--writeback`,
 //! `--no-readdirplus`, `--cache=never|metadata`, `--killpriv-v2`,
-//! `--allow-mmap`, `--allow-direct-io`, `--preserve-noatime`, and `-o`'s
+//! `--allow-mmap`, `--no-announce-submounts`, `--allow-direct-io`, `--preserve-noatime`, and `-o`'s
 //! spellings of them) change what INIT offers and how the guest's open flags
 //! reach the host.
 
@@ -49,6 +49,13 @@ fn init_offers_follow_the_switches() {
         assert_eq!(agreed(off) & readdirplus, 0, "{off:?} offered READDIRPLUS");
     }
     assert_eq!(agreed(&["--cache=metadata"]) & readdirplus, readdirplus);
+    // Submounts are announced by default, as virtiofsd does.
+    assert_eq!(default & SUBMOUNTS, SUBMOUNTS);
+    assert_eq!(agreed(&["--no-announce-submounts"]) & SUBMOUNTS, 0);
+    assert_eq!(
+        agreed(&["--no-announce-submounts", "--announce-submounts"]) & SUBMOUNTS,
+        SUBMOUNTS
+    );
 }
 
 /// The open(2) flags of the daemon's (non-O_PATH) descriptors of `path`.

@@ -5,13 +5,13 @@ use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use daxfsd_protocol::abi::EntryOut;
+use daxfsd_protocol::abi::{EntryOut, ATTR_SUBMOUNT};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 
 use super::attr::statx_fd;
 use super::creds::CallerCreds;
 use super::fd_cache::PathFd;
-use super::inode::Inode;
+use super::inode::{Inode, InodeKey};
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
@@ -37,16 +37,40 @@ impl PassthroughFs {
     /// Registers the inode `fd` refers to (+1 lookup) and builds its entry
     /// for the caller `ctx`.
     pub(super) fn register(&self, ctx: Context, fd: OwnedFd) -> Result<EntryOut, Errno> {
+        self.register_below(ctx, fd, None)
+    }
+
+    /// [`Self::register`] for an entry of the directory `parent`: with
+    /// `--announce-submounts`, a directory on another mount than `parent`
+    /// (another device or mount id) is marked ATTR_SUBMOUNT, so the guest
+    /// gives it a superblock of its own, as the host has.
+    fn register_below(
+        &self,
+        ctx: Context,
+        fd: OwnedFd,
+        parent: Option<&Inode>,
+    ) -> Result<EntryOut, Errno> {
         let st = statx_fd(&fd)?;
-        if let Some(inode) = self.inodes.ref_pinned(&st) {
-            return Ok(self.entry_out(ctx, inode.nodeid, &st));
+        let nodeid = match self.inodes.ref_pinned(&st) {
+            Some(inode) => inode.nodeid,
+            None => {
+                let handle = self.fds.handle_of(&fd, &self.proc_self_fd);
+                let (inode, new) = self.inodes.insert_or_ref(self.fds.wrap(fd), &st, handle);
+                if new {
+                    self.fds.track(&inode);
+                }
+                inode.nodeid
+            }
+        };
+        let mut entry = self.entry_out(ctx, nodeid, &st);
+        if let Some(parent) = parent.filter(|_| self.config.announce_submounts) {
+            let (above, here) = (parent.key(), InodeKey::of(&st));
+            let directory = u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
+            if directory && (above.dev != here.dev || above.mnt_id != here.mnt_id) {
+                entry.attr.flags |= ATTR_SUBMOUNT;
+            }
         }
-        let handle = self.fds.handle_of(&fd, &self.proc_self_fd);
-        let (inode, new) = self.inodes.insert_or_ref(self.fds.wrap(fd), &st, handle);
-        if new {
-            self.fds.track(&inode);
-        }
-        Ok(self.entry_out(ctx, inode.nodeid, &st))
+        Ok(entry)
     }
 
     /// Looks `name` up in the already-resolved `parent` (+1 lookup).
@@ -58,7 +82,7 @@ impl PassthroughFs {
     ) -> Result<EntryOut, Errno> {
         let parent_fd = self.path_fd(parent)?;
         let fd = self.fds.with_room(|| open_path(&parent_fd, name))?;
-        self.register(ctx, fd)
+        self.register_below(ctx, fd, Some(parent.as_ref()))
     }
 
     /// EROFS when the filesystem is read-only.

@@ -75,14 +75,14 @@ pub(super) struct Inode {
 }
 
 impl Inode {
+    /// Its host identity.
+    pub fn key(&self) -> InodeKey {
+        self.key
+    }
+
     /// Whether this inode is a symbolic link.
     pub fn is_symlink(&self) -> bool {
         self.file_type == FileType::Symlink
-    }
-
-    /// Host identity.
-    pub fn key(&self) -> InodeKey {
-        self.key
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<PathFd>>> {

@@ -126,6 +126,10 @@ pub struct FsConfig {
     pub allow_direct_io: bool,
     /// Keep the guest's O_NOATIME (`--preserve-noatime`); dropped otherwise.
     pub preserve_noatime: bool,
+    /// Mark directories on another mount than their parent with
+    /// ATTR_SUBMOUNT in LOOKUP and READDIRPLUS replies (`--announce-submounts`,
+    /// the default; a guest that did not negotiate SUBMOUNTS ignores it).
+    pub announce_submounts: bool,
     /// Which files the guest should access through the DAX window when it
     /// mounts with `dax=inode` (reported with ATTR_DAX).
     pub inode_dax: InodeDaxPolicy,

@@ -208,7 +208,7 @@ mod tests {
         assert!(kill.len() > ALLOWED.len(), "{} instructions", kill.len());
         // --seccomp trap: a call outside the list returns SECCOMP_RET_TRAP
         // (SIGSYS to the thread) where kill returns SECCOMP_RET_KILL_PROCESS.
-        let trap = build(SeccompMode::Trap).unwrap().unwrap();
+        let trap = build(SeccompMode::Trap, false).unwrap().unwrap();
         let returns = |program: &BpfProgram, action: u32| {
             program
                 .iter()

@@ -444,3 +444,39 @@ fn readdir_read_ahead_resumes_seeks_back_and_rewinds() {
     assert_eq!(unique.len(), total + 2, "every entry, with . and ..");
     f.fs.releasedir(ROOT, fh).unwrap();
 }
+
+/// `/dev/pts` is a mount of its own (devpts) inside `/dev` on Linux hosts
+/// and containers alike. With `/dev` shared (read-only), LOOKUP marks it
+/// ATTR_SUBMOUNT when submounts are announced, and nothing else: not a
+/// device file, not a directory on the parent's own filesystem, nothing at
+/// all with `--no-announce-submounts`.
+#[test]
+fn mount_points_inside_the_share_are_announced_as_submounts() {
+    use daxfsd_protocol::abi::ATTR_SUBMOUNT;
+    let dev_of = |path: &str| std::fs::metadata(path).unwrap().dev();
+    assert_ne!(dev_of("/dev"), dev_of("/dev/pts"), "/dev/pts is a mount");
+    let share_dev = |announce_submounts| {
+        PassthroughFs::new(FsConfig {
+            shared_dir: "/dev".into(),
+            cache: CachePolicy::Auto,
+            readonly: true,
+            xattr: false,
+            allow_direct_io: false,
+            preserve_noatime: false,
+            announce_submounts,
+            inode_dax: InodeDaxPolicy::Always,
+            inode_file_handles: InodeFileHandles::Never,
+        })
+        .unwrap()
+    };
+    let submount = |fs: &PassthroughFs, name: &str| {
+        fs.lookup(me(), ROOT, &cs(name)).unwrap().attr.flags & ATTR_SUBMOUNT != 0
+    };
+    let announcing = share_dev(true);
+    assert!(submount(&announcing, "pts"));
+    assert!(!submount(&announcing, "null"), "not a directory");
+    assert!(!submount(&share_dev(false), "pts"));
+    let f = fixture();
+    std::fs::create_dir(f.path("d")).unwrap();
+    assert!(!submount(&f.fs, "d"), "same filesystem as its parent");
+}

@@ -26,6 +26,7 @@ fn many_files(mode: InodeFileHandles) -> (tempfile::TempDir, PassthroughFs) {
         inode_file_handles: mode,
         allow_direct_io: false,
         preserve_noatime: false,
+        announce_submounts: false,
     };
     let fs = PassthroughFs::with_budget(config, Arc::new(Session::new()), BUDGET).expect("open");
     (dir, fs)

@@ -91,6 +91,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         xattr: false,
         allow_direct_io: false,
         preserve_noatime: false,
+        announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
         inode_file_handles: InodeFileHandles::Prefer,
     })

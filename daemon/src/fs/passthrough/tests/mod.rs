@@ -30,6 +30,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         xattr,
         allow_direct_io: false,
         preserve_noatime: false,
+        announce_submounts: true,
         inode_dax: InodeDaxPolicy::MinSize(8192),
         inode_file_handles: InodeFileHandles::Prefer,
     })
