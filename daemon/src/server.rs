@@ -164,6 +164,7 @@ fn build_dispatcher_at(
         allow_direct_io: config.switches.allow_direct_io,
         preserve_noatime: config.switches.preserve_noatime,
         inode_dax: config.inode_dax(),
+        ids: config.translate.clone(),
     })
     .map_err(|source| ServerError::SharedDir {
         path: config.shared_dir.clone(),

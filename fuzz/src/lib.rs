@@ -203,6 +203,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
+        ids: Default::default(),
     })
     .expect("open the scratch share")
 }

@@ -102,6 +102,8 @@ pub struct FsConfig {
     /// Which files the guest should access through the DAX window when it
     /// mounts with `dax=inode` (reported with ATTR_DAX).
     pub inode_dax: InodeDaxPolicy,
+    /// `--translate-uid`/`--translate-gid` (identity by default).
+    pub ids: crate::fs::idmap::IdMaps,
 }
 
 /// Per-inode DAX policy (`--inode-dax`), applied to regular files when the

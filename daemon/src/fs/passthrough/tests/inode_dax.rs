@@ -92,6 +92,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::Always,
+        ids: Default::default(),
     })
     .unwrap();
     every.session().begin(Negotiated {

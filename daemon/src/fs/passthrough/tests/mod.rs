@@ -30,6 +30,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         allow_direct_io: false,
         preserve_noatime: false,
         inode_dax: InodeDaxPolicy::MinSize(8192),
+        ids: Default::default(),
     })
     .expect("open shared dir");
     Fixture { dir, fs }
