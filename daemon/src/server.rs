@@ -169,6 +169,7 @@ fn build_dispatcher_at(
         announce_submounts: config.switches.announce_submounts,
         inode_dax: config.inode_dax(),
         inode_file_handles: config.inode_file_handles,
+        ids: config.translate.clone(),
     })
     .map_err(|source| ServerError::SharedDir {
         path: config.shared_dir.clone(),

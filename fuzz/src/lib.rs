@@ -207,6 +207,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
         inode_file_handles: InodeFileHandles::Prefer,
+        ids: Default::default(),
     })
     .expect("open the scratch share")
 }

@@ -228,11 +228,14 @@ pub struct Args {
     #[arg(long, value_name = "MAP")]
     pub gid_map: Vec<String>,
 
-    /// UID translation by the daemon: not supported by daxfsd yet (refused).
+    /// UID translation by the daemon, repeatable: guest:GUEST:HOST:COUNT,
+    /// host:HOST:GUEST:COUNT, squash-guest:GUEST:HOST:COUNT,
+    /// squash-host:HOST:GUEST:COUNT, forbid-guest:GUEST:COUNT or
+    /// map:GUEST:HOST:COUNT (both ways). Unmapped ids stay as they are.
     #[arg(long, value_name = "MAP")]
     pub translate_uid: Vec<String>,
 
-    /// GID translation by the daemon: not supported by daxfsd yet (refused).
+    /// GID translation by the daemon, repeatable; as --translate-uid.
     #[arg(long, value_name = "MAP")]
     pub translate_gid: Vec<String>,
 

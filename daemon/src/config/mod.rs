@@ -7,6 +7,7 @@ pub mod cli;
 pub mod compat;
 pub mod group;
 pub mod refused;
+pub mod translate;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use clap::{ArgMatches, FromArgMatches};
 
 use self::cli::Args;
 use crate::dax::DaxProtocol;
+use crate::fs::idmap::IdMaps;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
@@ -34,6 +36,9 @@ pub enum ConfigError {
     /// `--socket-group` names no group.
     #[error(transparent)]
     Group(#[from] group::GroupError),
+    /// A `--translate-uid`/`--translate-gid` value (the message names it).
+    #[error(transparent)]
+    Translate(#[from] translate::TranslateError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -166,6 +171,8 @@ pub struct Config {
     /// Warnings about the command line (deprecated spellings), for the log
     /// once it exists.
     pub warnings: Vec<&'static str>,
+    /// `--translate-uid`/`--translate-gid`: ids translated by the daemon.
+    pub translate: IdMaps,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -221,6 +228,7 @@ impl Config {
         }
         let transport = transport(&mut args)?;
         let dax = dax_config(&args, given)?;
+        let translate = translate::parse(&args.translate_uid, &args.translate_gid)?;
         let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
         let switches = Switches {
             writeback: args.writeback,
@@ -260,6 +268,7 @@ impl Config {
             inode_file_handles: args.inode_file_handles,
             rlimit_nofile: args.rlimit_nofile,
             warnings,
+            translate,
         })
     }
 
@@ -517,8 +526,6 @@ mod tests {
             (&["-o", "modcaps=+sys_admin"], "modcaps"),
             (&["--uid-map=:0:1000:1:"], "--uid-map"),
             (&["--gid-map=:0:1000:1:"], "--gid-map"),
-            (&["--translate-uid=map:0:1000:1"], "--translate-uid"),
-            (&["--translate-gid=map:0:1000:1"], "--translate-gid"),
             (&["-o", "flock"], "-o flock"),
         ] {
             let err = refusal(extra);
@@ -536,6 +543,26 @@ mod tests {
         ] {
             config(accepted).unwrap();
         }
+    }
+
+    #[test]
+    fn translation_is_parsed_and_refused_with_acls() {
+        let config = config(&[
+            "--translate-uid=map:0:1000:1",
+            "--translate-uid",
+            "forbid-guest:5:1",
+            "--translate-gid=squash-guest:0:100:10",
+        ])
+        .unwrap();
+        assert_eq!(config.translate.uid.to_host(0), Some(1000));
+        assert_eq!(config.translate.uid.to_host(5), None);
+        assert_eq!(config.translate.gid.to_host(9), Some(100));
+        assert_eq!(config.translate.gid.to_host(10), Some(10));
+        let err = refusal(&["--translate-gid=map:0:1000"]);
+        assert!(err.contains("--translate-gid \"map:0:1000\""), "{err}");
+        // virtiofsd refuses translation with ACLs; daxfsd refuses ACLs.
+        let err = refusal(&["--translate-uid=map:0:1000:1", "--posix-acl=auto"]);
+        assert!(err.contains("--posix-acl"), "{err}");
     }
 
     #[test]

@@ -52,8 +52,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
         ),
         (!args.uid_map.is_empty(), "--uid-map", ""),
         (!args.gid_map.is_empty(), "--gid-map", ""),
-        (!args.translate_uid.is_empty(), "--translate-uid", ""),
-        (!args.translate_gid.is_empty(), "--translate-gid", ""),
     ];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),

@@ -13,6 +13,7 @@
 //! ERANGE) is the dispatcher's; repairs of the DAX window after a size
 //! change are the dispatcher's too (`dispatch::size_effect`).
 
+pub mod idmap;
 pub mod passthrough;
 
 use std::ffi::CStr;

@@ -6,6 +6,7 @@ use daxfsd_protocol::abi::{Attr, AttrOut, EntryOut, ATTR_DAX};
 use rustix::fs::{AtFlags, Statx, StatxAttributes, StatxFlags};
 
 use super::{Context, PassthroughFs};
+use crate::errno::Errno;
 
 /// `statx` attribute bits of files that cannot be opened for writing as
 /// they are: immutable, and append-only (writable only with O_APPEND).
@@ -63,11 +64,26 @@ impl PassthroughFs {
         self.config.cache.timeout_secs()
     }
 
-    /// The attributes sent to `ctx`: `st`, plus ATTR_DAX on regular files
-    /// the per-inode DAX policy selects and the frontend can map (only once
-    /// the guest negotiated HAS_INODE_DAX).
+    /// `ctx` (the guest's ids) with its uid and gid translated to the
+    /// host's by `--translate-uid`/`--translate-gid`; EPERM for an id under
+    /// `forbid-guest`. Everything that acts as or checks the caller uses
+    /// this: the creation credentials, ACCESS, the open-for-writing check.
+    pub(super) fn host_ctx(&self, ctx: Context) -> Result<Context, Errno> {
+        let ids = &self.config.ids;
+        match (ids.uid.to_host(ctx.uid), ids.gid.to_host(ctx.gid)) {
+            (Some(uid), Some(gid)) => Ok(Context { uid, gid, ..ctx }),
+            _ => Err(Errno::EPERM),
+        }
+    }
+
+    /// The attributes sent to `ctx`: `st` with its owner translated to the
+    /// guest's ids, plus ATTR_DAX on regular files the per-inode DAX policy
+    /// selects and the frontend can map (only once the guest negotiated
+    /// HAS_INODE_DAX). Every attribute and entry reply comes through here.
     fn guest_attr(&self, ctx: Context, st: &Statx) -> Attr {
         let mut attr = attr_of(st);
+        attr.uid = self.config.ids.uid.to_guest(attr.uid);
+        attr.gid = self.config.ids.gid.to_guest(attr.gid);
         if self.negotiated().inode_dax && self.dax_eligible(ctx, st) {
             attr.flags |= ATTR_DAX;
         }
@@ -97,11 +113,14 @@ impl PassthroughFs {
     /// file of `st`: the share is writable, the file is neither immutable
     /// nor append-only, and its mode grants `ctx` write access (checked as
     /// ACCESS checks it: uid and primary gid, FUSE carries no supplementary
-    /// groups; root may write anything).
+    /// groups; root may write anything). `ctx` holds the guest's ids,
+    /// checked once translated to the host's; a forbidden caller may not.
     pub(super) fn may_open_for_writing(&self, ctx: Context, st: &Statx) -> bool {
         !self.config.readonly
             && !st.stx_attributes.intersects(NOT_WRITABLE_IN_PLACE)
-            && mode_grants(ctx, st, libc::W_OK as u32)
+            && self
+                .host_ctx(ctx)
+                .is_ok_and(|host| mode_grants(host, st, libc::W_OK as u32))
     }
 
     /// The LOOKUP-style reply for `nodeid` with attributes `st`, for `ctx`.
@@ -128,7 +147,7 @@ impl PassthroughFs {
     }
 }
 
-/// Whether the mode bits of `st` grant `ctx` every access of `mask` (R_OK,
+/// Whether the mode bits of `st` grant `ctx` (host ids) every access of `mask` (R_OK,
 /// W_OK, X_OK bits): the owner's, group's (primary gid) or others' bits.
 /// Root may read and write anything, and execute anything with an execute
 /// bit or any directory.

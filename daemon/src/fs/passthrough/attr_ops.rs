@@ -15,6 +15,7 @@ use super::inode::Inode;
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
+use crate::fs::idmap::IdMap;
 
 /// GETATTR: through the open file when the guest names one.
 pub(super) fn getattr(
@@ -91,6 +92,29 @@ fn time_arg(valid: u32, set: u32, now: u32, secs: u64, nsecs: u32) -> Timespec {
     }
 }
 
+/// The owner chown(2) sets: uid and gid, `None` for "leave unchanged".
+type Owner = (Option<Uid>, Option<Gid>);
+
+/// The owner a SETATTR sets, in host ids (`--translate-uid`/`-gid`):
+/// `None` if it sets none, EPERM if an id is under `forbid-guest`. An id
+/// that is not set, or is u32::MAX ("leave unchanged" to chown(2)), is
+/// `None` in the pair.
+fn host_owner(fs: &PassthroughFs, arg: &SetattrIn) -> Result<Option<Owner>, Errno> {
+    if arg.valid & (FATTR_UID | FATTR_GID) == 0 {
+        return Ok(None);
+    }
+    let ids = &fs.config.ids;
+    let host = |bit: u32, id: u32, map: &IdMap| {
+        if arg.valid & bit == 0 || id == u32::MAX {
+            return Ok(None);
+        }
+        map.to_host(id).map(Some).ok_or(Errno::EPERM)
+    };
+    let uid = host(FATTR_UID, arg.uid, &ids.uid)?.map(Uid::from_raw);
+    let gid = host(FATTR_GID, arg.gid, &ids.gid)?.map(Gid::from_raw);
+    Ok(Some((uid, gid)))
+}
+
 /// SETATTR, in the order mode, owner, size, kill-suid/sgid, times (the
 /// order Linux's own notify_change applies them in effect: times last, so
 /// a truncate does not overwrite the mtime just set). FATTR_CTIME is
@@ -103,6 +127,7 @@ pub(super) fn setattr(
 ) -> Result<AttrOut, Errno> {
     fs.check_writable()?;
     let valid = arg.valid;
+    let owner = host_owner(fs, arg)?;
     let inode = fs.inodes.get(nodeid)?;
     let handle = if valid & FATTR_FH != 0 {
         Some(fs.handles.get(arg.fh, nodeid)?)
@@ -117,10 +142,7 @@ pub(super) fn setattr(
         }
     }
 
-    if valid & (FATTR_UID | FATTR_GID) != 0 {
-        // u32::MAX means "leave unchanged" to chown(2), like an unset field.
-        let uid = (valid & FATTR_UID != 0 && arg.uid != u32::MAX).then(|| Uid::from_raw(arg.uid));
-        let gid = (valid & FATTR_GID != 0 && arg.gid != u32::MAX).then(|| Gid::from_raw(arg.gid));
+    if let Some((uid, gid)) = owner {
         rustix::fs::chownat(
             &fs.path_fd(&inode)?,
             c"",
@@ -247,7 +269,7 @@ pub(super) fn access(
     if mask & libc::W_OK as u32 != 0 && fs.config.readonly {
         return Err(Errno::EROFS);
     }
-    if mask == 0 || mode_grants(ctx, &st, mask) {
+    if mask == 0 || mode_grants(fs.host_ctx(ctx)?, &st, mask) {
         Ok(()) // F_OK: the inode exists.
     } else {
         Err(Errno(libc::EACCES))

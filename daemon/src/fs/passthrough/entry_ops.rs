@@ -94,9 +94,10 @@ impl PassthroughFs {
         }
     }
 
-    /// Switches to the caller's fsuid/fsgid for a creation operation.
+    /// Switches to the caller's fsuid/fsgid (translated to host ids) for a
+    /// creation operation.
     pub(super) fn as_caller(&self, ctx: Context) -> Result<CallerCreds, Errno> {
-        CallerCreds::switch(ctx, self.switch_creds)
+        CallerCreds::switch(self.host_ctx(ctx)?, self.switch_creds)
     }
 }
 

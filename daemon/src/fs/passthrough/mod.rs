@@ -135,6 +135,8 @@ pub struct FsConfig {
     pub inode_dax: InodeDaxPolicy,
     /// Whether inodes get file handles, so their fds can be closed.
     pub inode_file_handles: InodeFileHandles,
+    /// `--translate-uid`/`--translate-gid` (identity by default).
+    pub ids: crate::fs::idmap::IdMaps,
 }
 
 /// Per-inode DAX policy (`--inode-dax`), applied to regular files when the

@@ -466,6 +466,7 @@ fn mount_points_inside_the_share_are_announced_as_submounts() {
             announce_submounts,
             inode_dax: InodeDaxPolicy::Always,
             inode_file_handles: InodeFileHandles::Never,
+            ids: Default::default(),
         })
         .unwrap()
     };

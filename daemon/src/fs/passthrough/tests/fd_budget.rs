@@ -27,6 +27,7 @@ fn many_files(mode: InodeFileHandles) -> (tempfile::TempDir, PassthroughFs) {
         allow_direct_io: false,
         preserve_noatime: false,
         announce_submounts: false,
+        ids: Default::default(),
     };
     let fs = PassthroughFs::with_budget(config, Arc::new(Session::new()), BUDGET).expect("open");
     (dir, fs)

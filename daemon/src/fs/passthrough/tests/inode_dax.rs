@@ -94,6 +94,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
         inode_file_handles: InodeFileHandles::Prefer,
+        ids: Default::default(),
     })
     .unwrap();
     every.session().begin(Negotiated {

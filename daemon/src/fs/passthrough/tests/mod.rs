@@ -33,6 +33,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         announce_submounts: true,
         inode_dax: InodeDaxPolicy::MinSize(8192),
         inode_file_handles: InodeFileHandles::Prefer,
+        ids: Default::default(),
     })
     .expect("open shared dir");
     Fixture { dir, fs }
