@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if ! /usr/bin/python3 -c 'import fusepy' 2>/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-fusepy >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-fusepy >/dev/null
 fi
 export DAXFSD_VIRTIOFSD_BIN=${DAXFSD_VIRTIOFSD_BIN:-$("$repo/tests/tools/install-virtiofsd.sh")}
 (cd "$repo" && cargo build --release --locked -p daxfsd -p daxfsd-bench)

@@ -120,8 +120,8 @@ case $xattr in '' | on | off) ;; *) die "--xattr: on or off, not '$xattr'" ;; es
 if ! command -v virsh >/dev/null || ! command -v libvirtd >/dev/null ||
   [ ! -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ]; then
   echo "run-libvirt: installing libvirt (libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients)" >&2
-  install_step "apt-get update" apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive install_step "apt-get install libvirt" apt-get install -y -qq \
+  install_step "apt-get update" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  DEBIAN_FRONTEND=noninteractive install_step "apt-get install libvirt" apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
     --no-install-recommends libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients >&2
 fi
 # libvirt's QEMU driver resolves its built-in default user and group
