@@ -325,9 +325,10 @@ fn serve_in(
         })?;
     }
     let file_handles = config.inode_file_handles != InodeFileHandles::Never;
-    crate::process::sandbox::caps::restrict_to(crate::process::sandbox::caps::daemon_caps(
-        file_handles,
-    ))
+    crate::process::sandbox::caps::restrict_to(
+        crate::process::sandbox::caps::daemon_caps(file_handles, config.modcaps),
+        config.modcaps.add,
+    )
     .map_err(ServerError::Sandbox)?;
     let shutdown = Shutdown::new(unix_listener.as_fd()).map_err(ServerError::Signals)?;
     let mut listener = Listener::from(unix_listener);

@@ -215,8 +215,10 @@ pub struct Args {
     #[arg(long, value_name = "RULES")]
     pub xattrmap: Option<String>,
 
-    /// Capabilities to add or remove: not supported by daxfsd yet
-    /// (refused; the daemon keeps a fixed set, see docs/operating.md).
+    /// Capabilities the daemon keeps as root, changed: a colon-separated
+    /// list of +NAME (add) and -NAME (remove), NAME as libcap-ng spells it
+    /// (e.g. +sys_admin:-mknod). dac_read_search cannot be removed unless
+    /// --inode-file-handles=never. Not root, only removals are accepted.
     #[arg(long, value_name = "LIST")]
     pub modcaps: Option<String>,
 

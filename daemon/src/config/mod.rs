@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod compat;
 pub mod group;
+pub mod modcaps;
 pub mod refused;
 pub mod translate;
 
@@ -18,6 +19,7 @@ use self::cli::Args;
 use crate::dax::DaxProtocol;
 use crate::fs::idmap::IdMaps;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
+use crate::process::sandbox::caps::ModCaps;
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// Why the command line does not make a configuration. The message names
@@ -39,6 +41,9 @@ pub enum ConfigError {
     /// A `--translate-uid`/`--translate-gid` value (the message names it).
     #[error(transparent)]
     Translate(#[from] translate::TranslateError),
+    /// A `--modcaps` value (the message names the flag).
+    #[error(transparent)]
+    Modcaps(#[from] modcaps::ModcapsError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -173,6 +178,8 @@ pub struct Config {
     pub warnings: Vec<&'static str>,
     /// `--translate-uid`/`--translate-gid`: ids translated by the daemon.
     pub translate: IdMaps,
+    /// `--modcaps`: changes to the capabilities the daemon keeps as root.
+    pub modcaps: ModCaps,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -229,6 +236,8 @@ impl Config {
         let transport = transport(&mut args)?;
         let dax = dax_config(&args, given)?;
         let translate = translate::parse(&args.translate_uid, &args.translate_gid)?;
+        let root = rustix::process::geteuid().is_root();
+        let modcaps = modcaps::parse(args.modcaps.as_deref(), args.inode_file_handles, root)?;
         let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
         let switches = Switches {
             writeback: args.writeback,
@@ -269,6 +278,7 @@ impl Config {
             rlimit_nofile: args.rlimit_nofile,
             warnings,
             translate,
+            modcaps,
         })
     }
 
@@ -523,7 +533,6 @@ mod tests {
             (&["-o", "posix_acl"], "posix_acl"),
             (&["--security-label=always"], "--security-label"),
             (&["--xattrmap=:map::user.virtiofs.:"], "--xattrmap"),
-            (&["-o", "modcaps=+sys_admin"], "modcaps"),
             (&["--uid-map=:0:1000:1:"], "--uid-map"),
             (&["--gid-map=:0:1000:1:"], "--gid-map"),
             (&["-o", "flock"], "-o flock"),

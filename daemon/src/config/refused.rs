@@ -45,11 +45,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
             ": no security context is set at creation (--security-label=never)",
         ),
         (args.xattrmap.is_some(), "--xattrmap (or -o xattrmap)", ""),
-        (
-            args.modcaps.is_some(),
-            "--modcaps (or -o modcaps)",
-            ": the daemon keeps a fixed capability set",
-        ),
         (!args.uid_map.is_empty(), "--uid-map", ""),
         (!args.gid_map.is_empty(), "--gid-map", ""),
     ];

@@ -4,6 +4,8 @@
 //! capabilities remain, in every set including the bounding set; with `chroot` the same
 //! without the namespaces. Inside either, the daemon still serves (including xattrs, which
 //! go through its fd directory) and keeps no descriptor of a directory above the share.
+//! `--modcaps` changes the kept set in every set (a guest root's MKNOD of a device gets
+//! EPERM without `mknod`), and a bad list is refused at start naming the flag.
 //! These need root (namespaces, chroot); without it they return early and say so.
 
 mod common;
@@ -11,13 +13,16 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::{is_root, Session};
+use common::{encode_dev, is_root, Session};
 use daxfsd_protocol::abi::ROOT_ID;
 
 /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP.
 const KEPT_CAPS: u64 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 27 | 1 << 31;
 /// DAC_READ_SEARCH, kept for open_by_handle_at unless `--inode-file-handles=never`.
 const HANDLE_CAPS: u64 = 1 << 2;
+const SYS_ADMIN: u64 = 1 << 21;
+const MKNOD: u64 = 1 << 27;
+const SETFCAP: u64 = 1 << 31;
 
 fn root_or_skip(test: &str) -> bool {
     if !is_root() {
@@ -289,5 +294,68 @@ fn symlinks_to_the_host_root_are_never_followed() {
             "{mode}: looked up through a symlink"
         );
         s.assert_serving();
+    }
+}
+
+/// MKNOD of a character device (1:3) named `name` by guest root.
+fn mknod_device(s: &Session, name: &str) -> Result<(), i32> {
+    let mode = libc::S_IFCHR | 0o666;
+    s.mknod(ROOT_ID, name.as_bytes(), mode, encode_dev(1, 3))
+        .map(|_| ())
+}
+
+#[test]
+fn modcaps_adds_and_removes_capabilities_in_every_set() {
+    if !root_or_skip("modcaps_adds_and_removes_capabilities_in_every_set") {
+        return;
+    }
+    let s = Session::start(&["--sandbox", "namespace", "--modcaps=+sys_admin:-mknod"]);
+    assert_ne!(s.backend.daemon_pid(), s.backend.pid(), "sandboxed child");
+    let kept = (KEPT_CAPS | HANDLE_CAPS | SYS_ADMIN) & !MKNOD;
+    assert_confined_to(&s, "namespace, +sys_admin:-mknod", kept);
+    assert_eq!(mknod_device(&s, "null"), Err(libc::EPERM), "without mknod");
+    assert!(!s.path("null").exists());
+    s.mknod(ROOT_ID, b"fifo", libc::S_IFIFO | 0o644, 0)
+        .expect("a fifo needs no capability");
+    // The supervisor's set is not changed.
+    assert_eq!(cap_field(s.backend.pid(), "CapEff"), 1 << 1);
+
+    let s = Session::start(&["--sandbox", "namespace"]);
+    assert_confined(&s, "namespace, no --modcaps");
+    mknod_device(&s, "null").expect("MKNOD of a device with mknod");
+    assert!(s.path("null").exists());
+
+    let s = Session::start(&[
+        "--inode-file-handles=never",
+        "-o",
+        "modcaps=-dac_read_search:-SETFCAP:+dac_read_search:-dac_read_search",
+    ]);
+    assert_confined_to(&s, "none, -o modcaps=", KEPT_CAPS & !SETFCAP);
+    s.assert_serving();
+}
+
+#[test]
+fn a_bad_modcaps_list_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("sock");
+    for list in [
+        "--modcaps=sys_admin",
+        "--modcaps=+no_such_cap",
+        "--modcaps=+chown:",
+        "--modcaps=-dac_read_search",
+    ] {
+        let out = std::process::Command::new(common::daxfsd_bin())
+            .args(["--socket-path", socket.to_str().unwrap(), "--shared-dir"])
+            .arg(dir.path())
+            .args(["--sandbox", "none", list])
+            .output()
+            .expect("run daxfsd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{list}: {stderr}");
+        assert!(stderr.contains("--modcaps"), "{list}: {stderr}");
+        assert!(
+            !socket.exists(),
+            "{list}: no socket before the flags are checked"
+        );
     }
 }

@@ -74,6 +74,9 @@ pub enum SandboxError {
     /// chroot needs root.
     #[error("--sandbox chroot needs root (CAP_SYS_CHROOT); use --sandbox namespace or none")]
     ChrootNeedsRoot,
+    /// `--modcaps` adds capabilities this process was not given.
+    #[error("--modcaps adds {0}, which the daemon was not given (not in its permitted set)")]
+    NotPermitted(String),
     /// A thread already runs, so forking is not safe.
     #[error("the sandbox must be entered before any thread starts ({0} threads run)")]
     Threads(usize),

@@ -57,7 +57,10 @@ impl Supervisor {
                 socket.remove();
             }
         };
-        if let Err(error) = super::caps::restrict_to(super::caps::SUPERVISOR_CAPS) {
+        if let Err(error) = super::caps::restrict_to(
+            super::caps::SUPERVISOR_CAPS,
+            rustix::thread::CapabilitySet::empty(),
+        ) {
             tracing::warn!(error = %crate::error_chain(&error), "supervisor keeps its capabilities");
         }
         let signal_fd = match signal_fd(signals) {
