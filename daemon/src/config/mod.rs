@@ -8,6 +8,7 @@ pub mod compat;
 pub mod group;
 pub mod refused;
 pub mod translate;
+pub mod userns;
 
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ use self::cli::Args;
 use crate::dax::DaxProtocol;
 use crate::fs::idmap::IdMaps;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
-use crate::process::sandbox::{SandboxMode, SeccompMode};
+use crate::process::sandbox::{SandboxMode, SeccompMode, UserNsMaps};
 
 /// Why the command line does not make a configuration. The message names
 /// the flags involved.
@@ -39,6 +40,10 @@ pub enum ConfigError {
     /// A `--translate-uid`/`--translate-gid` value (the message names it).
     #[error(transparent)]
     Translate(#[from] translate::TranslateError),
+    /// A `--uid-map`/`--gid-map` value, or the flag where it cannot apply
+    /// (the message names it).
+    #[error(transparent)]
+    UserNs(#[from] userns::UserNsError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -173,6 +178,9 @@ pub struct Config {
     pub warnings: Vec<&'static str>,
     /// `--translate-uid`/`--translate-gid`: ids translated by the daemon.
     pub translate: IdMaps,
+    /// `--uid-map`/`--gid-map`: the ids of the daemon's user namespace
+    /// (empty: its own ids only).
+    pub user_ns: UserNsMaps,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -229,6 +237,12 @@ impl Config {
         let transport = transport(&mut args)?;
         let dax = dax_config(&args, given)?;
         let translate = translate::parse(&args.translate_uid, &args.translate_gid)?;
+        let user_ns = userns::parse(
+            &args.uid_map,
+            &args.gid_map,
+            args.sandbox,
+            rustix::process::geteuid().is_root(),
+        )?;
         let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
         let switches = Switches {
             writeback: args.writeback,
@@ -269,12 +283,19 @@ impl Config {
             rlimit_nofile: args.rlimit_nofile,
             warnings,
             translate,
+            user_ns,
         })
     }
 
-    /// The sandbox mode: `--sandbox`, or the default for this user.
+    /// The sandbox mode: `--sandbox`, or the default for this user; with
+    /// `--uid-map`/`--gid-map` (only accepted unprivileged) `namespace`,
+    /// which they need, although daxfsd's unprivileged default is `none`.
     pub fn sandbox_mode(&self) -> SandboxMode {
-        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
+        match self.sandbox {
+            Some(mode) => mode,
+            None if !self.user_ns.is_empty() => SandboxMode::Namespace,
+            None => SandboxMode::default_for_euid(),
+        }
     }
 
     /// The per-inode DAX policy the filesystem applies (the default when
@@ -524,8 +545,6 @@ mod tests {
             (&["--security-label=always"], "--security-label"),
             (&["--xattrmap=:map::user.virtiofs.:"], "--xattrmap"),
             (&["-o", "modcaps=+sys_admin"], "modcaps"),
-            (&["--uid-map=:0:1000:1:"], "--uid-map"),
-            (&["--gid-map=:0:1000:1:"], "--gid-map"),
             (&["-o", "flock"], "-o flock"),
         ] {
             let err = refusal(extra);
@@ -543,6 +562,27 @@ mod tests {
         ] {
             config(accepted).unwrap();
         }
+    }
+
+    #[test]
+    fn user_namespace_maps_choose_the_namespace_sandbox_unprivileged() {
+        let maps = ["--uid-map=:0:1000:1:", "--gid-map", ":0:1000:1:"];
+        if rustix::process::geteuid().is_root() {
+            let err = refusal(&maps);
+            assert!(err.starts_with("--uid-map maps ids"), "{err}");
+            assert!(refusal(&["--gid-map=:0:0:1:"]).starts_with("--gid-map"));
+        } else {
+            let config = config(&maps).unwrap();
+            assert_eq!(config.user_ns.uid.len(), 1);
+            assert_eq!(config.sandbox_mode(), SandboxMode::Namespace);
+            let err = refusal(&["--uid-map=:0:1000:1:", "-o", "sandbox=chroot"]);
+            assert!(err.contains("--sandbox chroot"), "{err}");
+        }
+        assert_eq!(
+            config(&[]).unwrap().sandbox_mode(),
+            SandboxMode::default_for_euid()
+        );
+        assert!(refusal(&["--uid-map=0:0:1"]).starts_with("--uid-map \"0:0:1\": "));
     }
 
     #[test]

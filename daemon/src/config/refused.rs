@@ -50,8 +50,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
             "--modcaps (or -o modcaps)",
             ": the daemon keeps a fixed capability set",
         ),
-        (!args.uid_map.is_empty(), "--uid-map", ""),
-        (!args.gid_map.is_empty(), "--gid-map", ""),
     ];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),

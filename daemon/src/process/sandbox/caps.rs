@@ -20,6 +20,13 @@
 //! `CAP_SYS_CHROOT` to leave the sandbox). Not root (then in a user namespace with
 //! `--sandbox namespace`), the daemon keeps nothing: it acts as its own user.
 //!
+//! "Root" is uid 0 of the daemon's own user namespace: started
+//! unprivileged with a `--uid-map` that maps namespace uid 0, the daemon is
+//! root there and keeps the same set, whose capabilities the kernel grants
+//! only over that namespace, that is over files whose owner and group are
+//! mapped into it (and `open_by_handle_at` needs `CAP_DAC_READ_SEARCH` of
+//! the host, so `--inode-file-handles=prefer` falls back to descriptors).
+//!
 //! Capabilities belong to threads: this runs before the daemon starts any.
 
 use rustix::thread::{CapabilitySet, CapabilitySets};
@@ -52,7 +59,8 @@ pub fn daemon_caps(file_handles: bool) -> CapabilitySet {
 pub const SUPERVISOR_CAPS: CapabilitySet = CapabilitySet::DAC_OVERRIDE;
 
 /// Reduces the calling thread's capabilities to `keep` (nothing when not
-/// root), clearing the bounding and ambient sets of everything else.
+/// root in the daemon's user namespace), clearing the bounding and ambient
+/// sets of everything else.
 pub fn restrict_to(keep: CapabilitySet) -> Result<(), SandboxError> {
     let current =
         rustix::thread::capabilities(None).map_err(step("reading the capability sets"))?;
