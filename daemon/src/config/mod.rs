@@ -565,27 +565,6 @@ mod tests {
     }
 
     #[test]
-    fn user_namespace_maps_choose_the_namespace_sandbox_unprivileged() {
-        let maps = ["--uid-map=:0:1000:1:", "--gid-map", ":0:1000:1:"];
-        if rustix::process::geteuid().is_root() {
-            let err = refusal(&maps);
-            assert!(err.starts_with("--uid-map maps ids"), "{err}");
-            assert!(refusal(&["--gid-map=:0:0:1:"]).starts_with("--gid-map"));
-        } else {
-            let config = config(&maps).unwrap();
-            assert_eq!(config.user_ns.uid.len(), 1);
-            assert_eq!(config.sandbox_mode(), SandboxMode::Namespace);
-            let err = refusal(&["--uid-map=:0:1000:1:", "-o", "sandbox=chroot"]);
-            assert!(err.contains("--sandbox chroot"), "{err}");
-        }
-        assert_eq!(
-            config(&[]).unwrap().sandbox_mode(),
-            SandboxMode::default_for_euid()
-        );
-        assert!(refusal(&["--uid-map=0:0:1"]).starts_with("--uid-map \"0:0:1\": "));
-    }
-
-    #[test]
     fn translation_is_parsed_and_refused_with_acls() {
         let config = config(&[
             "--translate-uid=map:0:1000:1",

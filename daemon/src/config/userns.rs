@@ -175,6 +175,34 @@ mod tests {
     }
 
     #[test]
+    fn maps_choose_the_namespace_sandbox_unprivileged() {
+        let config = |extra: &[&str]| {
+            super::super::Config::try_parse_from(
+                ["daxfsd", "--socket-path", "s", "--shared-dir", "d"]
+                    .iter()
+                    .chain(extra),
+            )
+        };
+        let refusal = |extra: &[&str]| crate::error_chain(&config(extra).unwrap_err());
+        let maps = ["--uid-map=:0:1000:1:", "--gid-map", ":0:1000:1:"];
+        if rustix::process::geteuid().is_root() {
+            assert!(refusal(&maps).starts_with("--uid-map maps ids"));
+            assert!(refusal(&["--gid-map=:0:0:1:"]).starts_with("--gid-map"));
+        } else {
+            let config = config(&maps).unwrap();
+            assert_eq!(config.user_ns.uid, [range(0, 1000, 1)]);
+            assert_eq!(config.sandbox_mode(), SandboxMode::Namespace);
+            let err = refusal(&["--uid-map=:0:1000:1:", "-o", "sandbox=chroot"]);
+            assert!(err.contains("--sandbox chroot"), "{err}");
+        }
+        assert_eq!(
+            config(&[]).unwrap().sandbox_mode(),
+            SandboxMode::default_for_euid()
+        );
+        assert!(refusal(&["--uid-map=0:0:1"]).starts_with("--uid-map \"0:0:1\": "));
+    }
+
+    #[test]
     fn maps_are_for_an_unprivileged_namespace_sandbox() {
         let uid = [":0:1000:1:".to_owned(), ":1:100000:65536:".to_owned()];
         let gid = [":0:1000:1:".to_owned()];
