@@ -249,6 +249,7 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
         &config.shared_dir,
         unix_listener.as_fd(),
         config.metrics_file.is_some(),
+        &config.user_ns,
     );
     let jail = match entered {
         Ok(Role::Supervisor(supervisor)) => {

@@ -222,11 +222,17 @@ pub struct Args {
     #[arg(long, value_name = "LIST")]
     pub modcaps: Option<String>,
 
-    /// User-namespace UID map: not supported by daxfsd yet (refused).
+    /// Map host UIDs into the daemon's user namespace, repeatable:
+    /// :namespace_uid:host_uid:count: (unprivileged, --sandbox namespace,
+    /// which a map chooses when --sandbox is not given). The kernel does the
+    /// mapping; newuidmap applies ranges beyond the daemon's own uid, as
+    /// /etc/subuid allows. E.g. :0:1000:1: and :1:100000:65536:.
     #[arg(long, value_name = "MAP")]
     pub uid_map: Vec<String>,
 
-    /// User-namespace GID map: not supported by daxfsd yet (refused).
+    /// Map host GIDs into the daemon's user namespace, repeatable:
+    /// :namespace_gid:host_gid:count:, as --uid-map (newgidmap,
+    /// /etc/subgid). Without it the daemon's own gid maps to itself.
     #[arg(long, value_name = "MAP")]
     pub gid_map: Vec<String>,
 
@@ -303,7 +309,8 @@ pub struct Args {
     /// How the daemon isolates itself: namespace (new mount, PID and network
     /// namespaces, the shared directory as `/`), chroot (root only; for
     /// containers that already set up namespaces) or none; any case.
-    /// Default: namespace as root, none otherwise. See docs/operating.md.
+    /// Default: namespace as root, none otherwise (namespace with --uid-map
+    /// or --gid-map). See docs/operating.md.
     #[arg(long, value_enum, ignore_case = true, value_name = "MODE")]
     pub sandbox: Option<SandboxMode>,
 

@@ -9,6 +9,7 @@ pub mod group;
 pub mod modcaps;
 pub mod refused;
 pub mod translate;
+pub mod userns;
 
 use std::path::PathBuf;
 
@@ -20,7 +21,7 @@ use crate::dax::DaxProtocol;
 use crate::fs::idmap::IdMaps;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
 use crate::process::sandbox::caps::ModCaps;
-use crate::process::sandbox::{SandboxMode, SeccompMode};
+use crate::process::sandbox::{SandboxMode, SeccompMode, UserNsMaps};
 
 /// Why the command line does not make a configuration. The message names
 /// the flags involved.
@@ -44,6 +45,10 @@ pub enum ConfigError {
     /// A `--modcaps` value (the message names the flag).
     #[error(transparent)]
     Modcaps(#[from] modcaps::ModcapsError),
+    /// A `--uid-map`/`--gid-map` value, or the flag where it cannot apply
+    /// (the message names it).
+    #[error(transparent)]
+    UserNs(#[from] userns::UserNsError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -180,6 +185,9 @@ pub struct Config {
     pub translate: IdMaps,
     /// `--modcaps`: changes to the capabilities the daemon keeps as root.
     pub modcaps: ModCaps,
+    /// `--uid-map`/`--gid-map`: the ids of the daemon's user namespace
+    /// (empty: its own ids only).
+    pub user_ns: UserNsMaps,
 }
 
 /// The features `--print-capabilities` lists: only what daxfsd has.
@@ -238,6 +246,7 @@ impl Config {
         let translate = translate::parse(&args.translate_uid, &args.translate_gid)?;
         let root = rustix::process::geteuid().is_root();
         let modcaps = modcaps::parse(args.modcaps.as_deref(), args.inode_file_handles, root)?;
+        let user_ns = userns::parse(&args.uid_map, &args.gid_map, args.sandbox, root)?;
         let shared_dir = args.shared_dir.ok_or(ConfigError::NoSharedDir)?;
         let switches = Switches {
             writeback: args.writeback,
@@ -279,12 +288,19 @@ impl Config {
             warnings,
             translate,
             modcaps,
+            user_ns,
         })
     }
 
-    /// The sandbox mode: `--sandbox`, or the default for this user.
+    /// The sandbox mode: `--sandbox`, or the default for this user; with
+    /// `--uid-map`/`--gid-map` (only accepted unprivileged) `namespace`,
+    /// which they need, although daxfsd's unprivileged default is `none`.
     pub fn sandbox_mode(&self) -> SandboxMode {
-        self.sandbox.unwrap_or_else(SandboxMode::default_for_euid)
+        match self.sandbox {
+            Some(mode) => mode,
+            None if !self.user_ns.is_empty() => SandboxMode::Namespace,
+            None => SandboxMode::default_for_euid(),
+        }
     }
 
     /// The per-inode DAX policy the filesystem applies (the default when
@@ -533,8 +549,6 @@ mod tests {
             (&["-o", "posix_acl"], "posix_acl"),
             (&["--security-label=always"], "--security-label"),
             (&["--xattrmap=:map::user.virtiofs.:"], "--xattrmap"),
-            (&["--uid-map=:0:1000:1:"], "--uid-map"),
-            (&["--gid-map=:0:1000:1:"], "--gid-map"),
             (&["-o", "flock"], "-o flock"),
         ] {
             let err = refusal(extra);

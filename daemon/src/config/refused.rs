@@ -45,8 +45,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
             ": no security context is set at creation (--security-label=never)",
         ),
         (args.xattrmap.is_some(), "--xattrmap (or -o xattrmap)", ""),
-        (!args.uid_map.is_empty(), "--uid-map", ""),
-        (!args.gid_map.is_empty(), "--gid-map", ""),
     ];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),

@@ -38,6 +38,8 @@ pub struct BackendCommand {
     envs: Vec<(OsString, OsString)>,
     shared_dir: Option<PathBuf>,
     startup_timeout: Duration,
+    /// Run as this (uid, gid), without supplementary groups.
+    user: Option<(u32, u32)>,
 }
 
 impl BackendCommand {
@@ -49,6 +51,7 @@ impl BackendCommand {
             envs: Vec::new(),
             shared_dir: None,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            user: None,
         }
     }
 
@@ -128,6 +131,14 @@ impl BackendCommand {
         self
     }
 
+    /// Runs the backend as `uid`:`gid` with no supplementary groups (the
+    /// harness must be root); the temporary directory (socket, logs) and the
+    /// fresh shared directory are given to that user.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
     /// Starts the backend and waits until its socket exists.
     pub fn spawn(self) -> Result<BackendProcess> {
         let workdir = tempfile::Builder::new()
@@ -152,6 +163,17 @@ impl BackendCommand {
         };
         let stdout = open_log(&stdout_path)?;
         let stderr = open_log(&stderr_path)?;
+        if let Some((uid, gid)) = self.user {
+            let mut owned = vec![workdir.path()];
+            if self.shared_dir.is_none() {
+                owned.push(&shared_dir);
+            }
+            for path in owned {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| {
+                    HarnessError::io(format!("giving {} to uid {uid}", path.display()), e)
+                })?;
+            }
+        }
 
         let socket_str = socket_path.to_string_lossy().into_owned();
         let shared_str = shared_dir.to_string_lossy().into_owned();
@@ -164,7 +186,13 @@ impl BackendCommand {
             })
             .collect();
 
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some((uid, gid)) = self.user {
+            // As root, std drops the supplementary groups too (setgroups(0)).
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
+        let child = command
             .args(&args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

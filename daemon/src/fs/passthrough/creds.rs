@@ -18,7 +18,10 @@
 //! CREATE_SUPP_GROUP), and the guest has already checked permissions itself.
 //!
 //! Only a root daemon can switch (and only it needs to: an unprivileged
-//! daemon creates everything as itself whatever it does).
+//! daemon creates everything as itself whatever it does). Root includes
+//! uid 0 of the daemon's own user namespace (`--uid-map`): the ids are
+//! then the namespace's, which the kernel maps to the host's, and a caller
+//! whose id is not mapped cannot be switched to (EPERM).
 
 use crate::errno::Errno;
 

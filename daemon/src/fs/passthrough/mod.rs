@@ -184,7 +184,8 @@ pub struct PassthroughFs {
     /// `/proc/self/fd`, the directory through which inodes are reopened.
     proc_self_fd: OwnedFd,
     /// Whether creation operations switch to the caller's fsuid/fsgid
-    /// (only possible, and only needed, when the daemon runs as root).
+    /// (only possible, and only needed, when the daemon runs as root, of
+    /// the host or of its own user namespace with `--uid-map`).
     switch_creds: bool,
     /// The FUSE session served: the features agreed in INIT (written by the
     /// dispatcher, read here).

@@ -31,6 +31,13 @@
 //! keeps nothing: it acts as its own user (and `--modcaps` may only
 //! remove).
 //!
+//! "Root" is uid 0 of the daemon's own user namespace: started
+//! unprivileged with a `--uid-map` that maps namespace uid 0, the daemon is
+//! root there and keeps the same set, whose capabilities the kernel grants
+//! only over that namespace, that is over files whose owner and group are
+//! mapped into it (and `open_by_handle_at` needs `CAP_DAC_READ_SEARCH` of
+//! the host, so `--inode-file-handles=prefer` falls back to descriptors).
+//!
 //! Capabilities belong to threads: this runs before the daemon starts any.
 
 use rustix::thread::{CapabilitySet, CapabilitySets};
@@ -110,9 +117,10 @@ pub fn names(caps: CapabilitySet) -> String {
 pub const SUPERVISOR_CAPS: CapabilitySet = CapabilitySet::DAC_OVERRIDE;
 
 /// Reduces the calling thread's capabilities to `keep` (nothing when not
-/// root), clearing the bounding and ambient sets of everything else. Those
-/// of `required` (the ones `--modcaps` adds) the thread must end up with:
-/// if it was not given one, nothing changes and the error names it.
+/// root in the daemon's user namespace), clearing the bounding and ambient
+/// sets of everything else. Those of `required` (the ones `--modcaps` adds)
+/// the thread must end up with: if it was not given one, nothing changes
+/// and the error names it.
 pub fn restrict_to(keep: CapabilitySet, required: CapabilitySet) -> Result<(), SandboxError> {
     let current =
         rustix::thread::capabilities(None).map_err(step("reading the capability sets"))?;

@@ -28,6 +28,7 @@ pub mod caps;
 pub mod namespace;
 pub mod seccomp;
 pub mod supervisor;
+pub mod userns;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -38,6 +39,7 @@ use rustix::process::{Pid, PidfdFlags};
 
 pub use self::seccomp::SeccompMode;
 pub use self::supervisor::Supervisor;
+pub use self::userns::UserNsMaps;
 use super::fds;
 
 /// How the daemon isolates itself from the host (`--sandbox`).
@@ -84,6 +86,13 @@ pub enum SandboxError {
     /// process or the wrong /proc).
     #[error("/proc/self/fd was opened before the sandbox")]
     ProcOpenedEarly,
+    /// `--uid-map`/`--gid-map` given to a root daemon or with another
+    /// sandbox (the configuration refuses them before).
+    #[error("--uid-map and --gid-map need --sandbox namespace and a daemon not started as root")]
+    MapsNeedUserNamespace,
+    /// The ids of the user namespace could not be mapped.
+    #[error("mapping the user namespace's ids")]
+    IdMap(#[source] userns::MapError),
     /// One step failed.
     #[error("sandbox: {step}")]
     Step {
@@ -140,13 +149,19 @@ fn thread_count() -> io::Result<usize> {
 /// Enters the sandbox `mode` around `shared_dir`. `listener` is the bound
 /// socket (the child listens on it again so that it, not the supervisor,
 /// is its owner); `relay_metrics` asks for a metrics relay to the
-/// supervisor. Must run before any thread starts.
+/// supervisor; `maps` are the ids of the user namespace (`namespace`, not
+/// root). Must run before any thread starts.
 pub fn enter(
     mode: SandboxMode,
     shared_dir: &Path,
     listener: BorrowedFd<'_>,
     relay_metrics: bool,
+    maps: &UserNsMaps,
 ) -> Result<Role, SandboxError> {
+    let root = rustix::process::geteuid().is_root();
+    if !maps.is_empty() && (root || mode != SandboxMode::Namespace) {
+        return Err(SandboxError::MapsNeedUserNamespace);
+    }
     if mode == SandboxMode::None {
         return Ok(Role::Daemon(Jail {
             mode,
@@ -154,7 +169,6 @@ pub fn enter(
             metrics_relay: None,
         }));
     }
-    let root = rustix::process::geteuid().is_root();
     if mode == SandboxMode::Chroot && !root {
         return Err(SandboxError::ChrootNeedsRoot);
     }
@@ -166,7 +180,7 @@ pub fn enter(
         return Err(SandboxError::Threads(threads));
     }
     if mode == SandboxMode::Namespace {
-        namespace::unshare_before_fork(root)?;
+        namespace::unshare_before_fork(root, maps)?;
     }
     let relay = if relay_metrics {
         let (parent, child) = rustix::net::socketpair(

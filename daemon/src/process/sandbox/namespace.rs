@@ -3,9 +3,24 @@
 //!
 //! Before the fork (in the parent): `unshare(CLONE_NEWPID)`, so that the
 //! child is PID 1 of a namespace that sees no other process. Not root: the
-//! same call creates a user namespace first, mapping only the daemon's own
-//! uid and gid (to themselves), which gives the child the capabilities it
-//! needs for the mounts inside it and nothing over any other owner's files.
+//! same call creates a user namespace first, whose ids are
+//! - without `--uid-map`/`--gid-map`: only the daemon's own uid and gid,
+//!   mapped to themselves (written by the process itself to
+//!   `/proc/self/{setgroups,uid_map,gid_map}`), which gives the child the
+//!   capabilities it needs for the mounts inside it and nothing over any
+//!   other owner's files: it creates every file as itself;
+//! - with them (virtiofsd's `:namespace_id:host_id:count:`, repeatable),
+//!   the ranges given, written by a helper left outside the namespace,
+//!   with `newuidmap`/`newgidmap` where the kernel does not let the
+//!   daemon write them itself ([`super::userns`]). The daemon then takes
+//!   uid and gid 0 of the namespace where mapped, and acts for the guest
+//!   as a root daemon does (keeps the capabilities of [`super::caps`],
+//!   creates as the caller with `setfsuid`): a guest id inside a range
+//!   creates files owned by the host id it maps to, a guest id outside
+//!   every range is refused (EPERM) at creation, and host owners outside
+//!   every range show as the overflow id (65534). This is libvirt's
+//!   session mode, e.g. `--uid-map=:0:1000:1: --uid-map=:1:100000:65536:`
+//!   for a user 1000 with `1000:100000:65536` in `/etc/subuid`.
 //!
 //! In the child:
 //! 1. `unshare(CLONE_NEWNS | CLONE_NEWNET)`: its own mount table (the
@@ -28,33 +43,43 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
 
+use super::userns::{self, UserNsMaps};
 use super::{step, step_io, SandboxError};
 
 /// In the parent, before the fork: the new PID namespace (and, not root,
-/// the user namespace) the child will start in.
-pub fn unshare_before_fork(root: bool) -> Result<(), SandboxError> {
-    let uid = rustix::process::geteuid();
-    let gid = rustix::process::getegid();
+/// the user namespace with `maps`) the child will start in.
+pub fn unshare_before_fork(root: bool, maps: &UserNsMaps) -> Result<(), SandboxError> {
     let flags = if root {
         UnshareFlags::NEWPID
     } else {
         UnshareFlags::NEWUSER | UnshareFlags::NEWPID
     };
-    // SAFETY: CLONE_FILES is not among the flags, so no thread is left
-    // with a descriptor table others do not share; and the process is
-    // single-threaded (checked by the caller) as NEWUSER requires.
-    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(step("unshare(CLONE_NEWPID)"))?;
-    if !root {
-        // Only the daemon's own ids, mapped to themselves: files keep their
-        // owners, and setgroups must be denied before an unprivileged
-        // process may write gid_map.
-        std::fs::write("/proc/self/setgroups", "deny")
-            .map_err(step_io("writing /proc/self/setgroups"))?;
-        std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))
-            .map_err(step_io("writing /proc/self/uid_map"))?;
-        std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))
-            .map_err(step_io("writing /proc/self/gid_map"))?;
+    let unshare = || {
+        // SAFETY: CLONE_FILES is not among the flags, so no thread is left
+        // with a descriptor table others do not share; and the process is
+        // single-threaded (checked by the caller) as NEWUSER requires.
+        unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(step("unshare(CLONE_NEWPID)"))
+    };
+    if root {
+        return unshare();
     }
+    if !maps.is_empty() {
+        // The process is single-threaded (checked by the caller), as the
+        // helper's fork needs.
+        return userns::unshare_mapped(maps, unshare);
+    }
+    let uid = rustix::process::geteuid();
+    let gid = rustix::process::getegid();
+    unshare()?;
+    // Only the daemon's own ids, mapped to themselves: files keep their
+    // owners, and setgroups must be denied before an unprivileged process
+    // may write gid_map.
+    std::fs::write("/proc/self/setgroups", "deny")
+        .map_err(step_io("writing /proc/self/setgroups"))?;
+    std::fs::write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))
+        .map_err(step_io("writing /proc/self/uid_map"))?;
+    std::fs::write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))
+        .map_err(step_io("writing /proc/self/gid_map"))?;
     Ok(())
 }
 

@@ -101,6 +101,12 @@ impl Session {
             .args(args.iter().copied())
             .spawn()
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        Session::connect(backend, request_queues)
+    }
+
+    /// A device with `request_queues` request queues connected to `backend`, which the
+    /// test started itself; not initialised.
+    pub fn connect(backend: BackendProcess, request_queues: usize) -> Session {
         let config = DeviceConfig {
             request_queues,
             ..DeviceConfig::default()
