@@ -201,16 +201,21 @@ pub fn fd_count(pid: u32) -> Result<usize> {
 
 /// Peak resident set size (`VmHWM`) of `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A KiB field of `/proc/<pid>/status` (`field` with its colon, e.g. `VmRSS:`).
+pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status =
         std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| {
             BenchError::io(
-                format!("no VmHWM in {path}"),
+                format!("no {field} in {path}"),
                 std::io::ErrorKind::InvalidData.into(),
             )
         })

@@ -13,6 +13,7 @@ mod dax_table;
 mod error;
 mod ops;
 mod report;
+mod scale;
 mod workload;
 
 use std::process::ExitCode;
@@ -35,6 +36,10 @@ enum Section {
     /// DAX cycles through frontends that do and do not update the vhost memory table
     /// per mapping (upstream QEMU 11.1 does), against the patched QEMU's.
     DaxTable,
+    /// LOOKUP+GETATTR of every file of a very large directory once (`--scale-files`),
+    /// never forgotten, under a descriptor limit: rate, RSS per 100,000 inodes and the
+    /// descriptors each daemon held; not in the default set.
+    Scale,
     /// Real TCG guests reading a 64 MiB file (tests/guest/bench-guest.sh: patched
     /// QEMU, DAX and page-cache configurations); root, slow, not in the default set.
     Guest,
@@ -78,6 +83,12 @@ struct Args {
     /// DAX window size in MiB (a multiple of 2).
     #[arg(long, default_value_t = 64)]
     window_mib: u64,
+    /// Files of the scale section's directory.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_files: usize,
+    /// `--rlimit-nofile` of both daemons in the scale section.
+    #[arg(long, default_value_t = 4096)]
+    scale_rlimit_nofile: u64,
     /// Extra argument for daxfsd (repeatable).
     #[arg(long = "daxfsd-arg", allow_hyphen_values = true)]
     daxfsd_args: Vec<String>,
@@ -111,7 +122,8 @@ fn run(args: &Args) -> Result<()> {
     if args.sections == [Section::Guest] {
         return run_guest(args);
     }
-    let need_virtiofsd = args.sections.contains(&Section::Ops);
+    let need_virtiofsd =
+        args.sections.contains(&Section::Ops) || args.sections.contains(&Section::Scale);
     let bins = Binaries::locate(need_virtiofsd)?;
     let mut builder = tempfile::Builder::new();
     builder.prefix("daxfsd-bench-");
@@ -173,6 +185,17 @@ fn run(args: &Args) -> Result<()> {
             daxfsd_args: args.daxfsd_args.clone(),
         };
         dax_table::run(&bins, &cfg, workdir.path())?;
+    }
+    if args.sections.contains(&Section::Scale) {
+        let cfg = scale::ScaleConfig {
+            files: args.scale_files,
+            rlimit_nofile: args.scale_rlimit_nofile,
+            depth: args.depth,
+            cache: args.cache.clone(),
+            daxfsd_args: args.daxfsd_args.clone(),
+            virtiofsd_args: args.virtiofsd_args.clone(),
+        };
+        scale::run(&bins, &cfg, workdir.path())?;
     }
     println!("\nload average at the end: {}", loadavg());
     if args.sections.contains(&Section::Guest) {

@@ -28,7 +28,7 @@ pub const MANY_FILES: usize = 20_000;
 /// What a Linux 6.12 guest offers in INIT, minus the bits that change request layouts
 /// (the streams here use the plain ones) and WRITEBACK_CACHE (virtiofsd refuses it
 /// without --writeback). Both daemons get the same.
-const INIT_FLAGS: u64 = ASYNC_READ
+pub(crate) const INIT_FLAGS: u64 = ASYNC_READ
     | ATOMIC_O_TRUNC
     | BIG_WRITES
     | AUTO_INVAL_DATA

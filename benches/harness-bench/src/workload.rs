@@ -58,6 +58,11 @@ pub trait Slot: Send {
     fn at_rest(&self) -> bool {
         true
     }
+    /// Whether the stream has nothing more to send (a fixed amount of work done); the
+    /// driver then stops it before the deadline.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// A request's readable segments as the Linux driver places them: header, arguments.
@@ -599,7 +604,7 @@ pub fn drive(
         }
         // After the deadline a slot only finishes its cycle (a created file is released
         // and removed), so every run leaves the shared directory as it found it.
-        if now < until || !slots[i].at_rest() {
+        if (now < until && !slots[i].finished()) || !slots[i].at_rest() {
             in_flight.push_back((submit(&mut slots[i])?, i));
         }
     }
