@@ -57,21 +57,37 @@ impl ReadSink for BufferSink<'_> {
     }
 
     fn read_from(&mut self, file: BorrowedFd<'_>, offset: u64) -> std::io::Result<usize> {
-        let mut done = 0;
-        while done < self.0.len() {
-            let pos = offset
-                .checked_add(done as u64)
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-            match rustix::io::pread(file, &mut self.0[done..], pos) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) if done == 0 => return Err(e.into()),
-                Err(_) => break,
-            }
-        }
-        Ok(done)
+        let buf = &mut *self.0;
+        Ok(transfer_all(buf.len(), offset, |done, pos| {
+            rustix::io::pread(file, &mut buf[done..], pos)
+        })?)
     }
+}
+
+/// Repeats a positioned transfer (`pread`, `pwrite`) of `len` bytes from
+/// `offset`, `step(done, position)` moving the next part, until all of it
+/// is done, the file ends (a step of 0), or a step fails after some
+/// progress (then the count so far: the caller reports a short transfer).
+/// EINTR is retried; an error before any progress is returned.
+pub(crate) fn transfer_all(
+    len: usize,
+    offset: u64,
+    mut step: impl FnMut(usize, u64) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<usize> {
+    let mut done = 0;
+    while done < len {
+        let pos = offset
+            .checked_add(done as u64)
+            .ok_or(rustix::io::Errno::INVAL)?;
+        match step(done, pos) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
 }
 
 /// Who sends a request, from its FUSE header.

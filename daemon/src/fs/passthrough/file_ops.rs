@@ -214,18 +214,9 @@ pub(super) fn write(
     if write_flags & WRITE_KILL_SUIDGID != 0 && fs.negotiated().killpriv_v2 {
         kill_suidgid_fd(&handle.fd)?;
     }
-    let mut done = 0;
-    while done < data.len() {
-        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
-        match rustix::io::pwrite(&handle.fd, &data[done..], pos) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) if done == 0 => return Err(e.into()),
-            Err(_) => break,
-        }
-    }
-    Ok(done)
+    Ok(crate::fs::transfer_all(data.len(), offset, |done, pos| {
+        rustix::io::pwrite(&handle.fd, &data[done..], pos)
+    })?)
 }
 
 /// FLUSH: close a duplicate of the fd. Closing any fd of a file drops the

@@ -52,6 +52,9 @@ use crate::transport::vhost_user::window_buffers::{
 };
 use crate::worker_guard::{run_guarded, WorkerFailure};
 
+/// A descriptor chain as popped from a request queue.
+type GuestChain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
 const MAX_REQUEST: usize = MAX_TRANSFER as usize + 4096;
@@ -224,13 +227,51 @@ impl FsDevice {
             .unwrap_or_else(|e| e.into_inner());
         let event_idx = self.event_idx.load(Ordering::Relaxed);
         let mut signalled = Instant::now();
+        let mut used_any = false;
+        self.drain(queue, vring, &mem, &mut |chain| {
+            let Some(chain) = chain else {
+                // The ring is empty: one notification for the batch.
+                if std::mem::take(&mut used_any) {
+                    self.signal_if_needed(queue, vring)?;
+                    signalled = Instant::now();
+                }
+                return Ok(());
+            };
+            let head = chain.head_index();
+            let written = self.serve_chain(&mem, chain, &mut buffers);
+            vring
+                .add_used(head, written)
+                .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            self.stats.chains.fetch_add(1, Ordering::Relaxed);
+            used_any = true;
+            // Within a batch, tell the driver about completions it waits
+            // for at most once per SIGNAL_COALESCE (see there).
+            if event_idx && signalled.elapsed() >= SIGNAL_COALESCE {
+                self.signal_if_needed(queue, vring)?;
+                signalled = Instant::now();
+            }
+            Ok(())
+        })
+    }
+
+    /// Pops every available chain of `vring` and passes it to `each`, then
+    /// `None` once the ring is empty. With EVENT_IDX, notifications stay off
+    /// while it pops, and it goes again if chains arrived before they were
+    /// back on.
+    fn drain(
+        &self,
+        queue: u16,
+        vring: &VringRwLock,
+        mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        each: &mut dyn FnMut(Option<GuestChain>) -> Result<(), DeviceError>,
+    ) -> Result<(), DeviceError> {
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
         loop {
             if event_idx {
                 vring
                     .disable_notification()
                     .map_err(|source| DeviceError::UsedRing { queue, source })?;
             }
-            let mut used_any = false;
             loop {
                 // Hold the vring lock only to pop, never across a request.
                 let chain = vring
@@ -238,24 +279,9 @@ impl FsDevice {
                     .get_queue_mut()
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let written = self.serve_chain(&mem, chain, &mut buffers);
-                vring
-                    .add_used(head, written)
-                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
-                self.stats.chains.fetch_add(1, Ordering::Relaxed);
-                used_any = true;
-                // Within a batch, tell the driver about completions it waits
-                // for at most once per SIGNAL_COALESCE (see there).
-                if event_idx && signalled.elapsed() >= SIGNAL_COALESCE {
-                    self.signal_if_needed(queue, vring)?;
-                    signalled = Instant::now();
-                }
+                each(Some(chain))?;
             }
-            if used_any {
-                self.signal_if_needed(queue, vring)?;
-                signalled = Instant::now();
-            }
+            each(None)?;
             if !event_idx {
                 return Ok(());
             }

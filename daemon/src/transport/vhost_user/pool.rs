@@ -23,10 +23,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryLoadGuard, GuestMemoryMmap};
 
-use super::{DeviceError, FsDevice, QueueBuffers};
+use super::{DeviceError, FsDevice, GuestChain, QueueBuffers};
 use crate::worker_guard::run_guarded;
 
 /// A chain handed to the pool, with what serving and completing it needs.
@@ -38,7 +38,7 @@ pub(super) struct Job {
     /// Guest memory as it was when the chain was popped.
     pub mem: GuestMemoryLoadGuard<GuestMemoryMmap>,
     /// The chain.
-    pub chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+    pub chain: GuestChain,
     /// The queue's vring, for the completion.
     pub vring: VringRwLock,
 }
@@ -180,42 +180,21 @@ impl FsDevice {
         mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
         pool: &QueuePool,
     ) -> Result<(), DeviceError> {
-        let event_idx = self.event_idx.load(Ordering::Relaxed);
-        loop {
-            if event_idx {
-                vring
-                    .disable_notification()
-                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+        self.drain(queue, vring, mem, &mut |chain| {
+            let Some(chain) = chain else { return Ok(()) };
+            let job = Job {
+                queue,
+                head: chain.head_index(),
+                mem: mem.clone(),
+                chain,
+                vring: vring.clone(),
+            };
+            if let Err(job) = pool.submit(&self.this, job) {
+                let mut buffers = QueueBuffers::default();
+                self.serve_pooled(*job, &mut buffers);
             }
-            loop {
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let job = Job {
-                    queue,
-                    head: chain.head_index(),
-                    mem: mem.clone(),
-                    chain,
-                    vring: vring.clone(),
-                };
-                if let Err(job) = pool.submit(&self.this, job) {
-                    let mut buffers = QueueBuffers::default();
-                    self.serve_pooled(*job, &mut buffers);
-                }
-            }
-            if !event_idx {
-                return Ok(());
-            }
-            // Re-enable notifications; if chains arrived meanwhile, go again.
-            let more = vring
-                .enable_notification()
-                .map_err(|source| DeviceError::UsedRing { queue, source })?;
-            if !more {
-                return Ok(());
-            }
-        }
+            Ok(())
+        })
     }
 
     /// Serves a chain on a pool thread and completes it. A panic stops the
