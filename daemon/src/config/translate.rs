@@ -44,7 +44,7 @@ pub enum RuleSyntax {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
     /// The value does not parse as a rule.
-    #[error("{flag} {value:?}: {source}")]
+    #[error("{flag} {value:?}")]
     Syntax {
         /// The flag.
         flag: &'static str,
@@ -55,7 +55,7 @@ pub enum TranslateError {
         source: RuleSyntax,
     },
     /// The rule does not fit with itself or the earlier ones.
-    #[error("{flag} {value:?}: {source}")]
+    #[error("{flag} {value:?}")]
     Map {
         /// The flag.
         flag: &'static str,
@@ -186,21 +186,23 @@ mod tests {
     fn errors_name_the_flag_and_the_value() {
         let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let err = parse(&[], &values(&["map:0:1000:1", "nope:1:2:3"])).unwrap_err();
-        let text = err.to_string();
+        assert_eq!(err.to_string(), "--translate-gid \"nope:1:2:3\"");
+        let text = crate::error_chain(&err);
         assert!(
             text.starts_with("--translate-gid \"nope:1:2:3\": unknown type"),
             "{text}"
         );
         assert!(std::error::Error::source(&err).is_some());
         let err = parse(&values(&["map:0:1000:10", "forbid-guest:5:1"]), &[]).unwrap_err();
-        let text = err.to_string();
+        let text = crate::error_chain(&err);
         assert!(
             text.starts_with("--translate-uid \"forbid-guest:5:1\": "),
             "{text}"
         );
         assert!(text.contains("overlaps that of map:0:1000:10"), "{text}");
         let err = parse(&values(&["forbid-guest:4294967295:1"]), &[]).unwrap_err();
-        assert!(err.to_string().contains("passes the largest id"), "{err}");
+        let text = crate::error_chain(&err);
+        assert!(text.contains("passes the largest id"), "{text}");
     }
 
     #[test]
