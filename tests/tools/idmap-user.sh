@@ -18,12 +18,15 @@ die() {
   exit 1
 }
 [ "$(id -u)" -eq 0 ] || die "needs root (apt-get, useradd, /etc/subuid)"
+# One at a time (test binaries may call this in parallel).
+exec 9>/run/daxfsd-idmap-user.lock
+flock -w 900 9 || die "another run held /run/daxfsd-idmap-user.lock too long"
 
 if ! command -v newuidmap >/dev/null || ! command -v newgidmap >/dev/null; then
   echo "idmap-user: installing uidmap (newuidmap, newgidmap)" >&2
-  install_step "apt-get update" apt-get update -qq >&2
+  install_step "apt-get update" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   DEBIAN_FRONTEND=noninteractive install_step "apt-get install uidmap" \
-    apt-get install -y -qq --no-install-recommends uidmap >&2
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends uidmap >&2
 fi
 command -v newuidmap >/dev/null && command -v newgidmap >/dev/null ||
   die "newuidmap/newgidmap still missing after installing uidmap"
