@@ -164,6 +164,7 @@ fn build_dispatcher_at(
         cache: config.cache,
         readonly: config.readonly,
         xattr: config.xattr,
+        xattrmap: config.xattrmap.clone(),
         allow_direct_io: config.switches.allow_direct_io,
         preserve_noatime: config.switches.preserve_noatime,
         announce_submounts: config.switches.announce_submounts,

@@ -188,7 +188,8 @@ pub struct Args {
     /// no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
     /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2,
     /// no_killpriv_v2, no_posix_acl, no_security_label, no_posix_lock,
-    /// no_flock. They override the flags.
+    /// no_flock, xattrmap=RULES (no comma in RULES). They override the
+    /// flags.
     #[arg(short = 'o', value_name = "OPTIONS", action = ArgAction::Append)]
     pub compat_options: Vec<String>,
 
@@ -210,8 +211,12 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pub security_label: Option<NegotiationMode>,
 
-    /// Extended-attribute name mapping: not supported by daxfsd yet
-    /// (refused).
+    /// Map extended-attribute names between guest and host, as virtiofsd:
+    /// rules :type:scope:key:prepend: (type prefix, ok, bad or unsupported;
+    /// scope client, server or all) or one final :map:key:prepend:, the
+    /// first character of each rule its separator; the first matching rule
+    /// applies. E.g. :map::user.virtiofs.: keeps every guest attribute under
+    /// user.virtiofs. on the host. Implies --xattr.
     #[arg(long, value_name = "RULES")]
     pub xattrmap: Option<String>,
 

@@ -26,10 +26,16 @@ pub enum CompatError {
         /// The values it takes.
         valid: &'static str,
     },
+    /// An `xattrmap=` (or `--xattrmap`) value that is not a rule list (the
+    /// message names which).
+    #[error(transparent)]
+    Xattrmap(#[from] super::xattrmap::XattrmapError),
 }
 
 /// Applies every `-o` list in `args.compat_options` to `args`.
 pub fn apply(args: &mut Args) -> Result<(), CompatError> {
+    // virtiofsd's clap refuses a bad flag even if `-o xattrmap=` replaces it.
+    super::xattrmap::parse("--xattrmap", args.xattrmap.as_deref())?;
     let lists = std::mem::take(&mut args.compat_options);
     for option in lists.iter().flat_map(|list| list.split(',')) {
         match option.split('=').collect::<Vec<_>>()[..] {
@@ -74,7 +80,10 @@ fn apply_value(args: &mut Args, name: &str, value: &str) -> Result<(), CompatErr
             })
         }
         "modcaps" => args.modcaps = Some(value.to_owned()),
-        "xattrmap" => args.xattrmap = Some(value.to_owned()),
+        "xattrmap" => {
+            super::xattrmap::parse("-o xattrmap", Some(value))?;
+            args.xattrmap = Some(value.to_owned());
+        }
         _ => return Err(CompatError::Unknown(format!("{name}={value}"))),
     }
     Ok(())

@@ -10,6 +10,7 @@ pub mod modcaps;
 pub mod refused;
 pub mod translate;
 pub mod userns;
+pub mod xattrmap;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,9 @@ pub enum ConfigError {
     /// (the message names it).
     #[error(transparent)]
     UserNs(#[from] userns::UserNsError),
+    /// An `--xattrmap` value (the message names the flag).
+    #[error(transparent)]
+    Xattrmap(#[from] xattrmap::XattrmapError),
     /// A flag that only matters for the DAX window, without a window.
     #[error("{flag} {purpose}: it needs --cache-size (other than 0)")]
     NeedsWindow {
@@ -162,8 +166,10 @@ pub struct Config {
     pub syslog: bool,
     /// Refuse every modifying operation with EROFS.
     pub readonly: bool,
-    /// Serve extended attributes.
+    /// Serve extended attributes (`--xattr`, or implied by `--xattrmap`).
     pub xattr: bool,
+    /// `--xattrmap`: how attribute names are mapped.
+    pub xattrmap: Option<crate::fs::xattrmap::XattrMap>,
     /// The DAX window, if any.
     pub dax: Option<DaxConfig>,
     /// The metrics file.
@@ -231,7 +237,8 @@ impl Config {
     fn from_args(mut args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
         compat::apply(&mut args)?;
         refused::check(&args)?;
-        let mut warnings = Vec::new();
+        let xattrmap = xattrmap::parse("--xattrmap", args.xattrmap.as_deref())?;
+        let mut warnings = xattrmap.as_ref().map_or_else(Vec::new, xattrmap::warnings);
         if args.socket_path.is_none() && args.socket.is_some() {
             warnings.push("--socket is deprecated: use --socket-path");
         }
@@ -277,7 +284,8 @@ impl Config {
             },
             syslog: args.syslog,
             readonly: args.readonly,
-            xattr: args.xattr,
+            xattr: args.xattr || xattrmap.is_some(),
+            xattrmap,
             dax,
             metrics_file: args.metrics_file,
             persist: args.persist,
@@ -548,7 +556,6 @@ mod tests {
             (&["--posix-acl=auto"], "--posix-acl"),
             (&["-o", "posix_acl"], "posix_acl"),
             (&["--security-label=always"], "--security-label"),
-            (&["--xattrmap=:map::user.virtiofs.:"], "--xattrmap"),
             (&["-o", "flock"], "-o flock"),
         ] {
             let err = refusal(extra);

@@ -44,7 +44,6 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
             "--security-label (other than never, or -o security_label)",
             ": no security context is set at creation (--security-label=never)",
         ),
-        (args.xattrmap.is_some(), "--xattrmap (or -o xattrmap)", ""),
     ];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),

@@ -15,6 +15,7 @@
 
 pub mod idmap;
 pub mod passthrough;
+pub mod xattrmap;
 
 use std::ffi::CStr;
 use std::os::fd::BorrowedFd;

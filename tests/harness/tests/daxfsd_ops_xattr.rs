@@ -7,11 +7,7 @@ use common::*;
 use daxfsd_protocol::abi::*;
 
 fn host_get(s: &Session, rel: &str, name: &str) -> Result<Vec<u8>, rustix::io::Errno> {
-    let path = s.path(rel);
-    let mut buf = vec![0u8; 65_536];
-    let n = rustix::fs::getxattr(&path, name, &mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    s.host_xattr(rel, name)
 }
 
 #[test]

@@ -143,6 +143,7 @@ pub(super) fn setattr(
     }
 
     if let Some((uid, gid)) = owner {
+        fs.kill_mapped_capability(nodeid)?;
         rustix::fs::chownat(
             &fs.path_fd(&inode)?,
             c"",
@@ -153,6 +154,7 @@ pub(super) fn setattr(
     }
 
     if valid & FATTR_SIZE != 0 {
+        fs.kill_mapped_capability(nodeid)?;
         match &handle {
             Some(h) => rustix::fs::ftruncate(&h.fd, arg.size)?,
             None => {

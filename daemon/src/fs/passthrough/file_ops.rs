@@ -103,6 +103,9 @@ pub(super) fn open(
     let host_flags = fs.for_writeback(fs.guest_open_flags(flags)?);
     let inode = fs.inodes.get(nodeid)?;
     let fd = fs.reopen(&inode, host_flags)?;
+    if host_flags.contains(OFlags::TRUNC) {
+        fs.kill_mapped_capability(nodeid)?;
+    }
     if host_flags.contains(OFlags::TRUNC)
         && open_flags & OPEN_KILL_SUIDGID != 0
         && fs.negotiated().killpriv_v2
@@ -214,6 +217,7 @@ pub(super) fn write(
     if write_flags & WRITE_KILL_SUIDGID != 0 && fs.negotiated().killpriv_v2 {
         kill_suidgid_fd(&handle.fd)?;
     }
+    fs.kill_mapped_capability(nodeid)?;
     Ok(crate::fs::transfer_all(data.len(), offset, |done, pos| {
         rustix::io::pwrite(&handle.fd, &data[done..], pos)
     })?)

@@ -122,6 +122,8 @@ pub struct FsConfig {
     pub readonly: bool,
     /// Serve extended attributes (otherwise the xattr operations return ENOSYS).
     pub xattr: bool,
+    /// `--xattrmap`: attribute names mapped between guest and host.
+    pub xattrmap: Option<crate::fs::xattrmap::XattrMap>,
     /// Keep the guest's O_DIRECT (`--allow-direct-io`); dropped otherwise.
     pub allow_direct_io: bool,
     /// Keep the guest's O_NOATIME (`--preserve-noatime`); dropped otherwise.
@@ -187,6 +189,9 @@ pub struct PassthroughFs {
     /// (only possible, and only needed, when the daemon runs as root, of
     /// the host or of its own user namespace with `--uid-map`).
     switch_creds: bool,
+    /// The host name `--xattrmap` gives `security.capability`, when it
+    /// renames it (see `kill_mapped_capability`).
+    mapped_capability: Option<std::ffi::CString>,
     /// The FUSE session served: the features agreed in INIT (written by the
     /// dispatcher, read here).
     session: Arc<Session>,
@@ -237,8 +242,13 @@ impl PassthroughFs {
         // The share's mount is known from the start.
         fds.handle_of(&root, &proc_self_fd);
         let inodes = InodeTable::new(fds.wrap(root), &root_stat);
+        let mapped_capability = config
+            .xattrmap
+            .as_ref()
+            .and_then(|map| map.remapped_capability());
         Ok(Self {
             config,
+            mapped_capability,
             inodes,
             fds,
             handles: HandleTable::default(),

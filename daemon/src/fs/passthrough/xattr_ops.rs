@@ -9,7 +9,16 @@
 //! through it to what it names), so symlinks get what Linux gives for
 //! user.* on a symlink: EPERM to set or remove, no attributes to read; and
 //! EOPNOTSUPP for setting other namespaces.
+//!
+//! With `--xattrmap` every guest name is mapped to its host name first (a
+//! refused name never reaches the host: EPERM, or ENODATA for GETXATTR as
+//! in virtiofsd, or EOPNOTSUPP), and the host's list is mapped back before
+//! the guest sees it (its size too: a size query answers the mapped
+//! list's). When the map renames `security.capability`, the host kernel no
+//! longer removes it on write, truncate or chown: the daemon does, as
+//! virtiofsd does ([`PassthroughFs::kill_mapped_capability`]).
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 use std::sync::Arc;
 
@@ -21,6 +30,7 @@ use super::inode::Inode;
 use super::reopen::FdName;
 use super::PassthroughFs;
 use crate::errno::Errno;
+use crate::fs::xattrmap::ClientName;
 
 /// Tries to read a value or list whose size can change between the size
 /// query and the read this many times before giving up with ERANGE.
@@ -33,6 +43,40 @@ impl PassthroughFs {
             Ok(())
         } else {
             Err(Errno::ENOSYS)
+        }
+    }
+
+    /// The host name of the guest's attribute `name` (`--xattrmap`), or
+    /// its refusal: EPERM (`bad`, or no rule matches), EOPNOTSUPP
+    /// (`unsupported`).
+    fn host_xattr_name<'a>(&self, name: &'a CStr) -> Result<Cow<'a, CStr>, Errno> {
+        let Some(map) = &self.config.xattrmap else {
+            return Ok(Cow::Borrowed(name));
+        };
+        match map.map_client(name) {
+            ClientName::Pass(host) => Ok(host),
+            ClientName::Deny => Err(Errno::EPERM),
+            ClientName::Unsupported => Err(Errno::EOPNOTSUPP),
+        }
+    }
+
+    /// Removes the attribute `--xattrmap` renames `security.capability` to
+    /// from a regular file, where the host kernel removes
+    /// `security.capability` itself (WRITE, truncation, chown): it does not
+    /// know the mapped name. Nothing without such a map; a file without the
+    /// attribute (or a filesystem without attributes) is fine.
+    pub(super) fn kill_mapped_capability(&self, nodeid: u64) -> Result<(), Errno> {
+        let Some(name) = &self.mapped_capability else {
+            return Ok(());
+        };
+        let inode = self.inodes.get(nodeid)?;
+        if inode.file_type != rustix::fs::FileType::RegularFile {
+            return Ok(());
+        }
+        let (path, _fd) = proc_path(self, &inode)?;
+        match rustix::fs::removexattr(path, name.as_c_str()) {
+            Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -93,17 +137,24 @@ pub(super) fn setxattr(
     fs.check_xattr()?;
     fs.check_writable()?;
     let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+    let name = fs.host_xattr_name(name)?;
     let inode = fs.inodes.get(nodeid)?;
     if inode.is_symlink() {
-        return Err(symlink_change_error(name));
+        return Err(symlink_change_error(&name));
     }
     let (path, _fd) = proc_path(fs, &inode)?;
-    Ok(rustix::fs::setxattr(path, name, value, flags)?)
+    Ok(rustix::fs::setxattr(path, name.as_ref(), value, flags)?)
 }
 
 /// GETXATTR: the whole value.
 pub(super) fn getxattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
     fs.check_xattr()?;
+    // A name the map refuses reads as absent, as in virtiofsd.
+    let name = fs.host_xattr_name(name).map_err(|e| match e {
+        Errno::EPERM => Errno::ENODATA,
+        e => e,
+    })?;
+    let name = name.as_ref();
     let inode = fs.inodes.get(nodeid)?;
     if inode.is_symlink() {
         return Err(Errno::ENODATA);
@@ -124,21 +175,26 @@ pub(super) fn listxattr(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errn
         return Ok(Vec::new());
     }
     let (path, _fd) = proc_path(fs, &inode)?;
-    read_sized(
+    let list = read_sized(
         XATTR_LIST_MAX,
         || rustix::fs::listxattr_query(&path),
         |buf| rustix::fs::listxattr(&path, buf),
-    )
+    )?;
+    Ok(match &fs.config.xattrmap {
+        Some(map) => map.map_server_list(&list),
+        None => list,
+    })
 }
 
 /// REMOVEXATTR.
 pub(super) fn removexattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<(), Errno> {
     fs.check_xattr()?;
     fs.check_writable()?;
+    let name = fs.host_xattr_name(name)?;
     let inode = fs.inodes.get(nodeid)?;
     if inode.is_symlink() {
-        return Err(symlink_change_error(name));
+        return Err(symlink_change_error(&name));
     }
     let (path, _fd) = proc_path(fs, &inode)?;
-    Ok(rustix::fs::removexattr(path, name)?)
+    Ok(rustix::fs::removexattr(path, name.as_ref())?)
 }

@@ -78,6 +78,14 @@ impl Session {
         (entry.nodeid, open.fh)
     }
 
+    /// The value of attribute `name` of `rel` in the shared directory, read on the host.
+    pub fn host_xattr(&self, rel: &str, name: &str) -> Result<Vec<u8>, rustix::io::Errno> {
+        let mut buf = vec![0u8; 65_536];
+        let n = rustix::fs::getxattr(self.path(rel), name, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// A file written on the host, then looked up: its entry.
     pub fn host_file(&self, name: &str, content: &[u8]) -> EntryOut {
         std::fs::write(self.path(name), content).expect("host write");

@@ -461,6 +461,7 @@ fn mount_points_inside_the_share_are_announced_as_submounts() {
             cache: CachePolicy::Auto,
             readonly: true,
             xattr: false,
+            xattrmap: None,
             allow_direct_io: false,
             preserve_noatime: false,
             announce_submounts,

@@ -22,6 +22,7 @@ fn many_files(mode: InodeFileHandles) -> (tempfile::TempDir, PassthroughFs) {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: false,
+        xattrmap: None,
         inode_dax: InodeDaxPolicy::Never,
         inode_file_handles: mode,
         allow_direct_io: false,

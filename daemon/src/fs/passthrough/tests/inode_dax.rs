@@ -89,6 +89,7 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: false,
+        xattrmap: None,
         allow_direct_io: false,
         preserve_noatime: false,
         announce_submounts: true,

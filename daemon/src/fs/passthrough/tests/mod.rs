@@ -28,6 +28,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         cache,
         readonly,
         xattr,
+        xattrmap: None,
         allow_direct_io: false,
         preserve_noatime: false,
         announce_submounts: true,
