@@ -1,10 +1,8 @@
 //! What daxfsd cannot honour, refused at start naming the flag: virtiofsd's
-//! migration flags (daxfsd cannot migrate) and the values of flags whose
-//! behaviour daxfsd does not have yet. The values equal to what daxfsd
-//! does (`--posix-acl=never`, `--security-label=never`) are
-//! accepted. Never accepted and ignored.
+//! migration flags (daxfsd cannot migrate) and the flags whose behaviour
+//! daxfsd does not have yet. Never accepted and ignored.
 
-use super::cli::{Args, NegotiationMode};
+use super::cli::Args;
 
 /// A flag (or value) daxfsd refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,25 +31,9 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
     if let Some(&(_, flag)) = migration.iter().find(|(given, _)| *given) {
         return Err(Refusal::Migration(flag));
     }
-    let not_yet = [
-        (
-            acl_wanted(args.posix_acl),
-            "--posix-acl (other than never, or -o posix_acl)",
-            ": POSIX ACLs are served as plain extended attributes (--posix-acl=never)",
-        ),
-        (
-            acl_wanted(args.security_label),
-            "--security-label (other than never, or -o security_label)",
-            ": no security context is set at creation (--security-label=never)",
-        ),
-        (args.xattrmap.is_some(), "--xattrmap (or -o xattrmap)", ""),
-    ];
+    let not_yet = [(args.xattrmap.is_some(), "--xattrmap (or -o xattrmap)", "")];
     match not_yet.iter().find(|(given, ..)| *given) {
         Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),
         None => Ok(()),
     }
-}
-
-fn acl_wanted(mode: Option<NegotiationMode>) -> bool {
-    mode.is_some_and(|mode| mode != NegotiationMode::Never)
 }
