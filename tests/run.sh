@@ -51,8 +51,9 @@ section "POSIX conformance (pjdfstest through the host /dev/fuse transport)"
 
 section "real guest (QEMU TCG, stock QEMU, no DAX)"
 # submounts: a tmpfs mounted inside the share is a filesystem of its own in
-# the guest (--announce-submounts, the default).
-DAXFSD_GUEST_WORKLOADS="basic submounts" "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
+# the guest (--announce-submounts, the default). acl: --posix-acl and
+# --security-label agreed with the guest (the umask under default ACLs).
+DAXFSD_GUEST_WORKLOADS="basic submounts acl" "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
 section "real guest: a read blocked on the host holds only its own pool thread (one request queue, --thread-pool-size 4)"
 DAXFSD_GUEST_WORKLOADS=stopped_server \

@@ -25,6 +25,7 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const EXDEV: Errno = Errno(libc::EXDEV);
     pub const EBUSY: Errno = Errno(libc::EBUSY);
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
 }
 
 impl fmt::Debug for Errno {

@@ -198,6 +198,8 @@ fn build_dispatcher_at(
             killpriv_v2: config.switches.killpriv_v2,
             allow_mmap: config.switches.allow_mmap,
             submounts: config.switches.announce_submounts,
+            posix_acl: config.switches.posix_acl,
+            security_label: config.switches.security_label,
         },
     };
     Ok(Arc::new(Dispatcher::new(Arc::new(fs), policy, dax)))

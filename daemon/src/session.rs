@@ -58,10 +58,30 @@ pub struct Negotiated {
     pub killpriv_v2: bool,
     /// Per-inode DAX (HAS_INODE_DAX) was negotiated.
     pub inode_dax: bool,
+    /// POSIX ACLs (POSIX_ACL, with DONT_MASK and SETXATTR_EXT): the guest
+    /// sends modes unmasked and the umask apart, which the daemon applies
+    /// unless the parent's default ACL replaces it; ACL_KILL_SGID is
+    /// honoured.
+    pub posix_acl: bool,
+    /// SETXATTR carries `setxattr_flags` (SETXATTR_EXT).
+    pub setxattr_ext: bool,
+    /// Creating requests carry the new inode's security context
+    /// (SECURITY_CTX).
+    pub security_ctx: bool,
     /// What the frontend of this session maps into the DAX window (probed
     /// at INIT; everything when there is no window): decides which files
     /// get ATTR_DAX under dax=inode.
     pub dax_caps: FrontendMapCaps,
+}
+
+impl Negotiated {
+    /// How requests are laid out in this session.
+    pub fn layout(&self) -> daxfsd_protocol::Layout {
+        daxfsd_protocol::Layout {
+            setxattr_ext: self.setxattr_ext,
+            security_ctx: self.security_ctx,
+        }
+    }
 }
 
 /// The state of the current FUSE session.

@@ -55,6 +55,17 @@ impl RequestEncoder {
         self
     }
 
+    /// Appends a request extension (a multiple of 8 bytes, as Linux pads
+    /// them), counted in the header's `total_extlen`. Extensions come
+    /// last, after every argument.
+    pub fn extension(mut self, ext: &[u8]) -> Self {
+        debug_assert_eq!(ext.len() % 8, 0, "extensions are padded to 8 bytes");
+        self.body.extend_from_slice(ext);
+        let units = u16::try_from(ext.len() / 8).unwrap_or(u16::MAX);
+        self.header.total_extlen = self.header.total_extlen.saturating_add(units);
+        self
+    }
+
     /// The finished request, with `len` set to its size.
     pub fn finish(mut self) -> Vec<u8> {
         let len = core::mem::size_of::<InHeader>() + self.body.len();

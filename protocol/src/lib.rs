@@ -9,8 +9,11 @@
 pub mod abi;
 pub mod encode;
 pub mod errno;
+pub mod extension;
+mod parse_error;
 pub mod reply;
 pub mod request;
 
 pub use abi::Opcode;
-pub use request::{parse, Limits, Operation, ParseError, Request};
+pub use extension::{Layout, SecurityContext};
+pub use request::{parse, parse_with, Limits, Operation, ParseError, Request};

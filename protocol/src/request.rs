@@ -14,7 +14,8 @@ use core::mem::size_of;
 use zerocopy::FromBytes;
 
 use crate::abi::*;
-use crate::errno;
+pub use crate::extension::{ExtensionError, Layout, SecurityContext};
+pub use crate::parse_error::ParseError;
 
 /// Bounds a server puts on request sizes; requests beyond them are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,126 +31,6 @@ impl Default for Limits {
         Self {
             max_write: 1 << 20,
             max_read: 1 << 20,
-        }
-    }
-}
-
-/// Why a request could not be parsed. [`ParseError::errno`] is the reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// Fewer bytes than a `fuse_in_header`.
-    #[error("request has {got} bytes, fewer than the 40-byte FUSE header")]
-    ShortHeader {
-        /// Bytes present.
-        got: usize,
-    },
-    /// The header's length disagrees with the bytes present.
-    #[error("header claims {claimed} bytes but the chain holds {available}")]
-    LengthMismatch {
-        /// `len` from the header.
-        claimed: u32,
-        /// Readable bytes in the chain.
-        available: usize,
-    },
-    /// The body is shorter than the operation's fixed part.
-    #[error("{opcode:?} body has {got} bytes, needs {need}")]
-    ShortBody {
-        /// The operation.
-        opcode: Opcode,
-        /// Bytes present.
-        got: usize,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// The extension length in the header exceeds the body.
-    #[error("request extensions of {extlen} bytes exceed the {body}-byte body")]
-    BadExtensionLength {
-        /// Extension bytes claimed.
-        extlen: usize,
-        /// Body bytes present.
-        body: usize,
-    },
-    /// No operation has this number.
-    #[error("unknown opcode {0}")]
-    UnknownOpcode(u32),
-    /// A name or path has no terminating NUL inside the body.
-    #[error("name is not NUL-terminated")]
-    UnterminatedName,
-    /// A name is empty.
-    #[error("name is empty")]
-    EmptyName,
-    /// A directory entry name contains `/`.
-    #[error("name contains '/'")]
-    NameWithSlash,
-    /// A directory entry name is `.` or `..`.
-    #[error("name is '.' or '..'")]
-    DotName,
-    /// A name or path exceeds its limit.
-    #[error("name of {len} bytes exceeds the limit of {max}")]
-    NameTooLong {
-        /// Length without the NUL.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Bytes left after the last field of a request that has no trailing data.
-    #[error("{opcode:?} carries {extra} unexpected trailing bytes")]
-    TrailingBytes {
-        /// The operation.
-        opcode: Opcode,
-        /// Bytes left over.
-        extra: usize,
-    },
-    /// A record count disagrees with the payload or exceeds its bound.
-    #[error("{opcode:?} count {count} does not fit: {available} bytes of records, at most {max} entries")]
-    BadCount {
-        /// The operation.
-        opcode: Opcode,
-        /// Count claimed.
-        count: u32,
-        /// Record bytes present.
-        available: usize,
-        /// The bound.
-        max: u32,
-    },
-    /// A data size disagrees with the payload.
-    #[error("{opcode:?} declares {declared} bytes of data but carries {actual}")]
-    DataSizeMismatch {
-        /// The operation.
-        opcode: Opcode,
-        /// Size in the fixed part.
-        declared: u32,
-        /// Bytes present.
-        actual: usize,
-    },
-    /// A size exceeds what the server accepts.
-    #[error("{opcode:?} size {size} exceeds the limit of {max}")]
-    TooLarge {
-        /// The operation.
-        opcode: Opcode,
-        /// Size requested.
-        size: u64,
-        /// The limit.
-        max: u64,
-    },
-    /// Undefined flag bits are set.
-    #[error("{opcode:?} has undefined flag bits {flags:#x}")]
-    UnknownFlags {
-        /// The operation.
-        opcode: Opcode,
-        /// The undefined bits.
-        flags: u64,
-    },
-}
-
-impl ParseError {
-    /// The positive errno to reply with.
-    pub fn errno(&self) -> i32 {
-        match self {
-            Self::UnknownOpcode(_) => errno::ENOSYS,
-            Self::NameTooLong { .. } => errno::ENAMETOOLONG,
-            Self::TooLarge { .. } => errno::E2BIG,
-            _ => errno::EINVAL,
         }
     }
 }
@@ -216,6 +97,9 @@ pub struct Request<'a> {
     pub header: InHeader,
     /// The operation and its arguments.
     pub op: Operation<'a>,
+    /// The security context a creating request carries (only once
+    /// SECURITY_CTX is agreed, and not when the guest has no label).
+    pub security_ctx: Option<SecurityContext<'a>>,
 }
 
 /// The operations a server handles, with validated arguments.
@@ -293,6 +177,8 @@ pub enum Operation<'a> {
     Access(AccessIn),
     Setxattr {
         arg: SetxattrIn,
+        /// `SETXATTR_*` flags (0 unless SETXATTR_EXT is agreed).
+        setxattr_flags: u32,
         name: &'a CStr,
         value: &'a [u8],
     },
@@ -422,11 +308,22 @@ fn check_size(opcode: Opcode, size: u32, max: u32) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// Parses the readable bytes of one descriptor chain.
+/// Parses the readable bytes of one descriptor chain, before INIT agreed
+/// anything that changes the layout (see [`parse_with`]).
+pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseError> {
+    parse_with(bytes, limits, &Layout::default())
+}
+
+/// Parses the readable bytes of one descriptor chain laid out as `layout`
+/// says.
 ///
 /// The header's `len` must not exceed `bytes` (a truncated chain) and must
 /// cover at least the header; bytes after `len` are ignored.
-pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseError> {
+pub fn parse_with<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+    layout: &Layout,
+) -> Result<Request<'a>, ParseError> {
     let (header, _) = InHeader::read_from_prefix(bytes)
         .map_err(|_| ParseError::ShortHeader { got: bytes.len() })?;
     let claimed = header.len as usize;
@@ -436,7 +333,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseE
             available: bytes.len(),
         });
     }
-    let mut body = &bytes[size_of::<InHeader>()..claimed];
+    let body = &bytes[size_of::<InHeader>()..claimed];
     let extlen = usize::from(header.total_extlen) * 8;
     if extlen > body.len() {
         return Err(ParseError::BadExtensionLength {
@@ -444,9 +341,8 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseE
             body: body.len(),
         });
     }
-    // Extensions (security context, supplementary groups) trail the body;
-    // they are only sent when negotiated, which this server never does.
-    body = &body[..body.len() - extlen];
+    // Extensions trail the arguments (see `extension`).
+    let (body, ext) = body.split_at(body.len() - extlen);
     let opcode = Opcode::from_u32(header.opcode).ok_or(ParseError::UnknownOpcode(header.opcode))?;
     let op = parse_operation(
         Body {
@@ -454,11 +350,42 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseE
             bytes: body,
         },
         limits,
+        layout,
     )?;
-    Ok(Request { header, op })
+    let security_ctx = crate::extension::parse(ext, opcode, layout)?;
+    Ok(Request {
+        header,
+        op,
+        security_ctx,
+    })
 }
 
-fn parse_operation<'a>(mut b: Body<'a>, limits: &Limits) -> Result<Operation<'a>, ParseError> {
+/// SETXATTR's fixed part: the compat layout, or SETXATTR_EXT's with its
+/// `setxattr_flags` (undefined bits refused).
+fn setxattr_in(b: &mut Body<'_>, layout: &Layout) -> Result<(SetxattrIn, u32), ParseError> {
+    if !layout.setxattr_ext {
+        return Ok((b.fixed()?, 0));
+    }
+    let ext: SetxattrInExt = b.fixed()?;
+    let unknown = ext.setxattr_flags & !SETXATTR_ACL_KILL_SGID;
+    if unknown != 0 {
+        return Err(ParseError::UnknownFlags {
+            opcode: b.opcode,
+            flags: u64::from(unknown),
+        });
+    }
+    let arg = SetxattrIn {
+        size: ext.size,
+        flags: ext.flags,
+    };
+    Ok((arg, ext.setxattr_flags))
+}
+
+fn parse_operation<'a>(
+    mut b: Body<'a>,
+    limits: &Limits,
+    layout: &Layout,
+) -> Result<Operation<'a>, ParseError> {
     use Operation as O;
     let opcode = b.opcode;
     let op = match opcode {
@@ -588,7 +515,7 @@ fn parse_operation<'a>(mut b: Body<'a>, limits: &Limits) -> Result<Operation<'a>
         Opcode::Fsyncdir => O::Fsyncdir(b.fixed()?),
         Opcode::Access => O::Access(b.fixed()?),
         Opcode::Setxattr => {
-            let arg: SetxattrIn = b.fixed()?;
+            let (arg, setxattr_flags) = setxattr_in(&mut b, layout)?;
             check_size(opcode, arg.size, XATTR_SIZE_MAX as u32)?;
             let name = b.cstr(NAME_MAX)?;
             let value = b.rest();
@@ -599,7 +526,12 @@ fn parse_operation<'a>(mut b: Body<'a>, limits: &Limits) -> Result<Operation<'a>
                     actual: value.len(),
                 });
             }
-            O::Setxattr { arg, name, value }
+            O::Setxattr {
+                arg,
+                setxattr_flags,
+                name,
+                value,
+            }
         }
         Opcode::Getxattr => {
             let arg: GetxattrIn = b.fixed()?;

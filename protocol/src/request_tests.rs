@@ -1,5 +1,6 @@
 use super::*;
 use crate::encode::RequestEncoder;
+use crate::errno;
 
 fn lim() -> Limits {
     Limits::default()

@@ -290,9 +290,12 @@ impl Model {
             (M::Flush(a), O::Flush(b)) => a == b,
             (M::Fsync(a), O::Fsync(b)) | (M::Fsyncdir(a), O::Fsyncdir(b)) => a == b,
             (M::Access(a), O::Access(b)) => a == b,
-            (M::Setxattr(a, n, v), O::Setxattr { arg, name, value }) => {
-                a == arg && name.to_bytes() == n && value == v
-            }
+            (
+                M::Setxattr(a, n, v),
+                O::Setxattr {
+                    arg, name, value, ..
+                },
+            ) => a == arg && name.to_bytes() == n && value == v,
             (M::Getxattr(a, n), O::Getxattr { size, name }) => {
                 a.size == *size && name.to_bytes() == n
             }

@@ -2,7 +2,8 @@
 # Installs what the real-guest test needs on a Debian bookworm host (as root):
 #   - qemu-system-x86 from bookworm-backports (QEMU 10.0.2: vhost-user-fs-pci,
 #     memory-backend-memfd),
-#   - busybox-static and cpio (the guest initramfs),
+#   - busybox-static and cpio (the guest initramfs), python3 (host side of
+#     the acl workload),
 #   - vmlinuz of the newest bookworm-backports linux-image-6.12.*-amd64-unsigned,
 #     extracted into the cache dir (virtiofs, FUSE and FUSE_DAX are built in).
 # Idempotent: when everything is already there it touches neither apt nor the
@@ -97,6 +98,8 @@ apt_update
 pkgs=()
 have_pkg busybox-static || pkgs+=(busybox-static)
 have_pkg cpio || pkgs+=(cpio)
+# The acl workload's host side writes default ACLs with python3.
+have_pkg python3 || pkgs+=(python3)
 if [ ${#pkgs[@]} -gt 0 ]; then
   log "installing ${pkgs[*]}"
   DEBIAN_FRONTEND=noninteractive install_step "apt-get install ${pkgs[*]}" \

@@ -26,6 +26,17 @@ pub enum NegotiationMode {
     Always,
 }
 
+impl NegotiationMode {
+    /// The value as spelled on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Auto => "auto",
+            Self::Always => "always",
+        }
+    }
+}
+
 /// daxfsd: a vhost-user-fs daemon that shares a host directory with a VM
 /// over virtio-fs and serves the DAX window.
 ///
@@ -187,9 +198,9 @@ pub struct Args {
     /// loglevel=debug|info|warn|err, sandbox=namespace|chroot, xattr,
     /// no_xattr, readdirplus, no_readdirplus, writeback, no_writeback,
     /// allow_direct_io, no_allow_direct_io, announce_submounts, killpriv_v2,
-    /// no_killpriv_v2, no_posix_acl, no_security_label, no_posix_lock,
-    /// no_flock, xattrmap=RULES (no comma in RULES). They override the
-    /// flags.
+    /// no_killpriv_v2, posix_acl, no_posix_acl, security_label,
+    /// no_security_label, no_posix_lock, no_flock, xattrmap=RULES (no comma
+    /// in RULES). They override the flags.
     #[arg(short = 'o', value_name = "OPTIONS", action = ArgAction::Append)]
     pub compat_options: Vec<String>,
 
@@ -201,13 +212,17 @@ pub struct Args {
     #[arg(long)]
     pub xattr: bool,
 
-    /// POSIX ACLs: only never (the default) is supported by daxfsd yet;
-    /// auto and always (the bare flag) are refused.
+    /// Enable support for POSIX ACLs (implies --xattr): never (the
+    /// default), auto (if the guest offers them), always (the bare flag:
+    /// the guest must offer them, or its INIT fails). Not with
+    /// --translate-uid/--translate-gid.
     #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pub posix_acl: Option<NegotiationMode>,
 
-    /// Security labels at creation: only never (the default) is supported
-    /// by daxfsd yet; auto and always (the bare flag) are refused.
+    /// Enable security label support (implies --xattr): the security
+    /// context the guest sends with each new file is stored on it. never
+    /// (the default), auto (if the guest offers it), always (the bare
+    /// flag: required).
     #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pub security_label: Option<NegotiationMode>,
 

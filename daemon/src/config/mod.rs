@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
 
-use self::cli::Args;
+use self::cli::{Args, NegotiationMode};
 use crate::dax::DaxProtocol;
 use crate::fs::idmap::IdMaps;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
@@ -43,6 +43,9 @@ pub enum ConfigError {
     /// A `--translate-uid`/`--translate-gid` value (the message names it).
     #[error(transparent)]
     Translate(#[from] translate::TranslateError),
+    /// Id translation with POSIX ACLs.
+    #[error(transparent)]
+    TranslateWithAcl(#[from] translate::WithPosixAcl),
     /// A `--modcaps` value (the message names the flag).
     #[error(transparent)]
     Modcaps(#[from] modcaps::ModcapsError),
@@ -138,6 +141,11 @@ pub struct Switches {
     /// Offer FUSE_SUBMOUNTS and mark mount points inside the share with
     /// FUSE_ATTR_SUBMOUNT (unless `--no-announce-submounts`).
     pub announce_submounts: bool,
+    /// When POSIX ACLs are negotiated (`--posix-acl`, `-o posix_acl`).
+    pub posix_acl: NegotiationMode,
+    /// When security labels are negotiated (`--security-label`, `-o
+    /// security_label`).
+    pub security_label: NegotiationMode,
 }
 
 /// What the daemon was asked to do, checked as a whole.
@@ -196,11 +204,16 @@ pub struct Config {
     pub user_ns: UserNsMaps,
 }
 
-/// The features `--print-capabilities` lists: only what daxfsd has.
-/// `separate-options`: it takes `--shared-dir`, `--cache`, ... as separate
-/// flags. Not `migrate-precopy` (no migration), not the ACL and label
-/// negotiation modes (refused but `never`).
-pub const CAPABILITIES: &[&str] = &["separate-options"];
+/// The features `--print-capabilities` lists: only what daxfsd has. The
+/// ACL and label negotiation modes (`--posix-acl=`, `--security-label=`
+/// take never, auto, always); `separate-options`: it takes
+/// `--shared-dir`, `--cache`, ... as separate flags. Not `migrate-precopy`
+/// (no migration).
+pub const CAPABILITIES: &[&str] = &[
+    "posix-acl-negotiation-mode",
+    "security-label-negotiation-mode",
+    "separate-options",
+];
 
 /// The `--print-capabilities` output (vhost-user.json's format).
 pub fn capabilities_json() -> String {
@@ -251,6 +264,13 @@ impl Config {
         let transport = transport(&mut args)?;
         let dax = dax_config(&args, given)?;
         let translate = translate::parse(&args.translate_uid, &args.translate_gid)?;
+        let posix_acl = args.posix_acl.unwrap_or_default();
+        let security_label = args.security_label.unwrap_or_default();
+        let translating = !(args.translate_uid.is_empty() && args.translate_gid.is_empty());
+        if posix_acl != NegotiationMode::Never && translating {
+            let mode = posix_acl.name();
+            return Err(translate::WithPosixAcl { mode }.into());
+        }
         let root = rustix::process::geteuid().is_root();
         let modcaps = modcaps::parse(args.modcaps.as_deref(), args.inode_file_handles, root)?;
         let user_ns = userns::parse(&args.uid_map, &args.gid_map, args.sandbox, root)?;
@@ -263,6 +283,8 @@ impl Config {
             killpriv_v2: args.killpriv_v2,
             allow_mmap: args.allow_mmap,
             announce_submounts: !args.no_announce_submounts,
+            posix_acl,
+            security_label,
         };
         let min = crate::process::rlimit::MIN_NOFILE;
         if let Some(given) = args.rlimit_nofile.filter(|&n| n != 0 && n < min) {
@@ -284,7 +306,12 @@ impl Config {
             },
             syslog: args.syslog,
             readonly: args.readonly,
-            xattr: args.xattr || xattrmap.is_some(),
+            // ACLs and labels are extended attributes (as virtiofsd), and
+            // so are the names --xattrmap maps.
+            xattr: args.xattr
+                || xattrmap.is_some()
+                || posix_acl != NegotiationMode::Never
+                || security_label != NegotiationMode::Never,
             xattrmap,
             dax,
             metrics_file: args.metrics_file,
@@ -406,305 +433,4 @@ pub fn parse_inode_dax(s: &str) -> Result<InodeDaxPolicy, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: [&str; 5] = ["daxfsd", "--socket-path", "s", "--shared-dir", "d"];
-
-    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
-        Config::try_parse_from(BASE.iter().chain(extra))
-    }
-
-    fn refusal(extra: &[&str]) -> String {
-        crate::error_chain(&config(extra).unwrap_err())
-    }
-
-    #[test]
-    fn window_flags_need_a_window() {
-        for (flag, value) in [
-            ("--inode-dax", "never"),
-            ("--inode-dax", "always"),
-            ("--dax-protocol", "legacy"),
-            ("--dax-protocol", "shmem"),
-        ] {
-            let err = refusal(&[flag, value]);
-            assert!(
-                err.contains(flag) && err.contains("--cache-size"),
-                "{flag}: {err}"
-            );
-            let err = refusal(&[flag, value, "--cache-size", "0"]);
-            assert!(
-                err.contains(flag) && err.contains("--cache-size"),
-                "{flag}: {err}"
-            );
-            let config = config(&[flag, value, "--cache-size", "2M"]).unwrap();
-            assert_eq!(config.dax.map(|dax| dax.window_size), Some(2 << 20));
-        }
-        let err = refusal(&["--mount-point", "m", "--socket-path", "s2"]);
-        assert!(err.contains("cannot be used with"), "{err}");
-        let err = Config::try_parse_from([
-            "daxfsd",
-            "--shared-dir",
-            "d",
-            "--mount-point",
-            "m",
-            "--inode-dax",
-            "never",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--inode-dax"), "{err}");
-    }
-
-    #[test]
-    fn defaults_of_window_flags_are_not_refused() {
-        let config = config(&[]).unwrap();
-        assert_eq!(config.dax, None);
-        assert_eq!(config.inode_dax(), InodeDaxPolicy::Always);
-        assert_eq!(
-            config.transport,
-            Transport::VhostUser(Listen::Path {
-                path: "s".into(),
-                group: None
-            })
-        );
-        let config = config_with_window();
-        let dax = config.dax.unwrap();
-        assert_eq!(dax.protocol, DaxProtocol::Shmem);
-        assert_eq!(dax.inode_dax, InodeDaxPolicy::MinSize(1 << 20));
-        assert_eq!(dax.trace, Some(PathBuf::from("t")));
-    }
-
-    fn config_with_window() -> Config {
-        config(&[
-            "--cache-size",
-            "4M",
-            "--inode-dax",
-            "min-size=1M",
-            "--dax-trace",
-            "t",
-        ])
-        .unwrap()
-    }
-
-    #[test]
-    fn dax_trace_needs_a_window() {
-        // clap refuses it when --cache-size is absent, Config when it is 0.
-        for extra in [
-            &["--dax-trace", "t"][..],
-            &["--dax-trace", "t", "--cache-size", "0"],
-        ] {
-            let err = refusal(extra);
-            assert!(
-                err.contains("--cache-size") && err.contains("--dax-trace"),
-                "{err}"
-            );
-        }
-        assert_eq!(
-            refusal(&["--dax-trace", "t", "--cache-size", "0"]),
-            "--dax-trace traces the DAX window: it needs --cache-size (other than 0)"
-        );
-    }
-
-    #[test]
-    fn one_way_to_listen_and_a_shared_dir_are_needed() {
-        let err = Config::try_parse_from(["daxfsd", "--shared-dir", "d"]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "no socket: give --socket-path, --fd or --mount-point"
-        );
-        let err = Config::try_parse_from(["daxfsd", "--socket-path", "s"]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "no shared directory: give --shared-dir or -o source=DIR"
-        );
-        let inherited = Config::try_parse_from(["daxfsd", "--fd=3", "-o", "source=/srv"]).unwrap();
-        assert_eq!(inherited.transport, Transport::VhostUser(Listen::Fd(3)));
-        assert_eq!(inherited.shared_dir, PathBuf::from("/srv"));
-        let both =
-            Config::try_parse_from(["daxfsd", "--socket=a", "--socket-path=b", "--shared-dir=d"])
-                .unwrap();
-        assert_eq!(
-            both.transport,
-            Transport::VhostUser(Listen::Path {
-                path: "b".into(),
-                group: None
-            })
-        );
-        let grouped = config(&["--socket-group=root"]).unwrap();
-        assert_eq!(
-            grouped.transport,
-            Transport::VhostUser(Listen::Path {
-                path: "s".into(),
-                group: Some(("root".into(), 0))
-            })
-        );
-        assert!(refusal(&["--socket-group=no-such-group-daxfsd"]).contains("--socket-group"));
-    }
-
-    #[test]
-    fn what_daxfsd_cannot_honour_is_refused_naming_the_flag() {
-        for (extra, named) in [
-            (&["--migration-mode=find-paths"][..], "--migration-mode"),
-            (&["--migration-on-error=abort"], "--migration-on-error"),
-            (
-                &["--migration-verify-handles"],
-                "--migration-verify-handles",
-            ),
-            (&["--migration-confirm-paths"], "--migration-confirm-paths"),
-            (&["--posix-acl"], "--posix-acl"),
-            (&["--posix-acl=auto"], "--posix-acl"),
-            (&["-o", "posix_acl"], "posix_acl"),
-            (&["--security-label=always"], "--security-label"),
-            (&["-o", "flock"], "-o flock"),
-        ] {
-            let err = refusal(extra);
-            assert!(err.contains(named), "{extra:?}: {err}");
-        }
-        for accepted in [
-            &["--posix-acl=never"][..],
-            &[
-                "--security-label=never",
-                "-o",
-                "no_posix_acl,no_security_label",
-            ],
-            &["--no-announce-submounts", "--announce-submounts"],
-            &["-o", "announce_submounts"],
-        ] {
-            config(accepted).unwrap();
-        }
-    }
-
-    #[test]
-    fn translation_is_parsed_and_refused_with_acls() {
-        let config = config(&[
-            "--translate-uid=map:0:1000:1",
-            "--translate-uid",
-            "forbid-guest:5:1",
-            "--translate-gid=squash-guest:0:100:10",
-        ])
-        .unwrap();
-        assert_eq!(config.translate.uid.to_host(0), Some(1000));
-        assert_eq!(config.translate.uid.to_host(5), None);
-        assert_eq!(config.translate.gid.to_host(9), Some(100));
-        assert_eq!(config.translate.gid.to_host(10), Some(10));
-        let err = refusal(&["--translate-gid=map:0:1000"]);
-        assert!(err.contains("--translate-gid \"map:0:1000\""), "{err}");
-        // virtiofsd refuses translation with ACLs; daxfsd refuses ACLs.
-        let err = refusal(&["--translate-uid=map:0:1000:1", "--posix-acl=auto"]);
-        assert!(err.contains("--posix-acl"), "{err}");
-    }
-
-    #[test]
-    fn switches_follow_the_flags_and_the_cache_policy() {
-        let config_of = |extra: &[&str]| config(extra).unwrap().switches;
-        let defaults = config_of(&[]);
-        assert_eq!(
-            defaults,
-            Switches {
-                readdirplus: true,
-                announce_submounts: true,
-                ..Switches::default()
-            }
-        );
-        assert!(!config_of(&["--no-announce-submounts"]).announce_submounts);
-        assert!(config_of(&["--no-announce-submounts", "--announce-submounts"]).announce_submounts);
-        assert!(
-            config_of(&["--no-announce-submounts", "-o", "announce_submounts"]).announce_submounts
-        );
-        assert!(!config_of(&["--no-readdirplus"]).readdirplus);
-        assert!(!config_of(&["--cache=never"]).readdirplus);
-        assert!(!config_of(&["-o", "cache=none"]).readdirplus);
-        assert!(config_of(&["--no-readdirplus", "-o", "readdirplus"]).readdirplus);
-        let all = config_of(&[
-            "--writeback",
-            "--allow-direct-io",
-            "--preserve-noatime",
-            "--killpriv-v2",
-            "--allow-mmap",
-        ]);
-        assert!(
-            all.writeback
-                && all.allow_direct_io
-                && all.preserve_noatime
-                && all.killpriv_v2
-                && all.allow_mmap
-        );
-        assert!(!config_of(&["--killpriv-v2", "--no-killpriv-v2"]).killpriv_v2);
-        assert!(!config_of(&["--writeback", "-o", "no_writeback"]).writeback);
-        let logged = config(&["-d", "--thread-pool-size=0", "-f", "--syslog"]).unwrap();
-        assert_eq!(logged.log_level, "debug");
-        assert_eq!(logged.warnings.len(), 2, "{:?}", logged.warnings);
-        assert_eq!(logged.thread_pool_size, 0);
-        assert!(logged.syslog);
-    }
-
-    #[test]
-    fn capabilities_are_json_without_migration() {
-        let json = capabilities_json();
-        assert!(json.contains("\"type\": \"fs\""), "{json}");
-        assert!(json.contains("\"separate-options\""), "{json}");
-        assert!(!json.contains("migrate"), "{json}");
-    }
-
-    #[test]
-    fn descriptor_flags_as_virtiofsd() {
-        assert_eq!(
-            config(&[]).unwrap().inode_file_handles,
-            InodeFileHandles::Prefer
-        );
-        assert_eq!(config(&[]).unwrap().rlimit_nofile, None);
-        for (value, mode) in [
-            ("never", InodeFileHandles::Never),
-            ("prefer", InodeFileHandles::Prefer),
-            ("fallback", InodeFileHandles::Fallback),
-            ("mandatory", InodeFileHandles::Mandatory),
-        ] {
-            let flag = format!("--inode-file-handles={value}");
-            assert_eq!(config(&[&flag]).unwrap().inode_file_handles, mode);
-        }
-        for bad in [
-            &["--inode-file-handles", "never"][..],
-            &["--inode-file-handles=sometimes"],
-        ] {
-            assert!(refusal(bad).contains("--inode-file-handles"), "{bad:?}");
-        }
-        assert_eq!(
-            config(&["--rlimit-nofile", "0"]).unwrap().rlimit_nofile,
-            Some(0)
-        );
-        assert_eq!(
-            config(&["--rlimit-nofile=4096"]).unwrap().rlimit_nofile,
-            Some(4096)
-        );
-        assert!(refusal(&["--rlimit-nofile", "lots"]).contains("--rlimit-nofile"));
-        assert_eq!(
-            refusal(&["--rlimit-nofile", "100"]),
-            "--rlimit-nofile 100 is below the 512 descriptors the daemon needs (0 leaves the limit alone)"
-        );
-    }
-
-    #[test]
-    fn sizes_take_suffixes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("2T").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
-
-    #[test]
-    fn inode_dax_policies_parse() {
-        assert_eq!(parse_inode_dax("never"), Ok(InodeDaxPolicy::Never));
-        assert_eq!(parse_inode_dax("always"), Ok(InodeDaxPolicy::Always));
-        assert_eq!(
-            parse_inode_dax("min-size=1M"),
-            Ok(InodeDaxPolicy::MinSize(1 << 20))
-        );
-        assert!(parse_inode_dax("sometimes").is_err());
-        assert!(parse_inode_dax("min-size=lots").is_err());
-    }
-}
+mod tests;

@@ -1,25 +1,15 @@
-//! What daxfsd cannot honour, refused at start naming the flag: virtiofsd's
-//! migration flags (daxfsd cannot migrate) and the values of flags whose
-//! behaviour daxfsd does not have yet. The values equal to what daxfsd
-//! does (`--posix-acl=never`, `--security-label=never`) are
-//! accepted. Never accepted and ignored.
+//! What daxfsd refuses on purpose, naming the flag: virtiofsd's migration
+//! flags (daxfsd cannot migrate, so accepting them would be accepting and
+//! ignoring them). Every other virtiofsd 1.14 flag has its behaviour.
 
-use super::cli::{Args, NegotiationMode};
+use super::cli::Args;
 
-/// A flag (or value) daxfsd refuses.
+/// A flag daxfsd refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// A migration flag.
     #[error("{0}: daxfsd cannot migrate (it has no vhost-user device-state transfer)")]
     Migration(&'static str),
-    /// A behaviour daxfsd does not have.
-    #[error("{flag} is not supported by daxfsd yet{what_is}")]
-    NotYet {
-        /// The flag (and value) given.
-        flag: &'static str,
-        /// What daxfsd does instead, for the message (may be empty).
-        what_is: &'static str,
-    },
 }
 
 /// The first flag of `args` daxfsd refuses, if any.
@@ -30,27 +20,8 @@ pub fn check(args: &Args) -> Result<(), Refusal> {
         (args.migration_verify_handles, "--migration-verify-handles"),
         (args.migration_confirm_paths, "--migration-confirm-paths"),
     ];
-    if let Some(&(_, flag)) = migration.iter().find(|(given, _)| *given) {
-        return Err(Refusal::Migration(flag));
-    }
-    let not_yet = [
-        (
-            acl_wanted(args.posix_acl),
-            "--posix-acl (other than never, or -o posix_acl)",
-            ": POSIX ACLs are served as plain extended attributes (--posix-acl=never)",
-        ),
-        (
-            acl_wanted(args.security_label),
-            "--security-label (other than never, or -o security_label)",
-            ": no security context is set at creation (--security-label=never)",
-        ),
-    ];
-    match not_yet.iter().find(|(given, ..)| *given) {
-        Some(&(_, flag, what_is)) => Err(Refusal::NotYet { flag, what_is }),
+    match migration.iter().find(|(given, _)| *given) {
+        Some(&(_, flag)) => Err(Refusal::Migration(flag)),
         None => Ok(()),
     }
-}
-
-fn acl_wanted(mode: Option<NegotiationMode>) -> bool {
-    mode.is_some_and(|mode| mode != NegotiationMode::Never)
 }

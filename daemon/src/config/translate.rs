@@ -67,6 +67,16 @@ pub enum TranslateError {
     },
 }
 
+/// `--translate-uid`/`--translate-gid` with `--posix-acl` other than never:
+/// ids in ACLs are not translated, so translating the others would break
+/// them (virtiofsd refuses the pair too).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--translate-uid/--translate-gid cannot be used with --posix-acl={mode}: translating ids would break POSIX ACLs")]
+pub struct WithPosixAcl {
+    /// The `--posix-acl` mode given.
+    pub mode: &'static str,
+}
+
 /// The rule `text` stands for.
 pub fn parse_rule(text: &str) -> Result<Rule, RuleSyntax> {
     let split = text

@@ -2,6 +2,7 @@
 
 use daxfsd_protocol::abi::{self, InitOut};
 
+use crate::config::cli::NegotiationMode;
 use crate::fs::passthrough::{CachePolicy, Negotiated};
 use crate::session::FrontendMapCaps;
 
@@ -35,7 +36,9 @@ pub struct InitPolicy {
 
 /// The INIT flags a command-line switch turns on; by default none (as
 /// virtiofsd: READDIRPLUS is on unless `--no-readdirplus` or
-/// `--cache=never`, which the configuration settles).
+/// `--cache=never`, which the configuration settles). `posix_acl` and
+/// `security_label` are negotiated as virtiofsd does (see
+/// [`negotiate`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Offers {
     /// FUSE_WRITEBACK_CACHE.
@@ -48,6 +51,46 @@ pub struct Offers {
     pub allow_mmap: bool,
     /// FUSE_SUBMOUNTS (mount points in the share carry ATTR_SUBMOUNT).
     pub submounts: bool,
+    /// FUSE_POSIX_ACL with DONT_MASK and SETXATTR_EXT (`--posix-acl`).
+    pub posix_acl: NegotiationMode,
+    /// FUSE_SECURITY_CTX (`--security-label`).
+    pub security_label: NegotiationMode,
+}
+
+/// What POSIX ACLs need the guest to offer: all three, or none is taken.
+const ACL_FLAGS: u64 = abi::POSIX_ACL | abi::DONT_MASK | abi::SETXATTR_EXT;
+
+/// A feature `always` requires that the guest does not offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MissingFeature {
+    /// `--posix-acl=always` without POSIX_ACL, DONT_MASK and SETXATTR_EXT.
+    #[error("--posix-acl=always, but the guest does not offer POSIX ACLs (FUSE_POSIX_ACL, FUSE_DONT_MASK, FUSE_SETXATTR_EXT)")]
+    PosixAcl,
+    /// `--security-label=always` without SECURITY_CTX.
+    #[error(
+        "--security-label=always, but the guest does not offer security labels (FUSE_SECURITY_CTX)"
+    )]
+    SecurityLabel,
+}
+
+/// The flags `mode` adds to the reply when the guest offers all of
+/// `flags`: all of them (never, auto: none when not offered, with a
+/// warning; always: `missing` when not offered).
+fn mode_flags(
+    mode: NegotiationMode,
+    kernel_flags: u64,
+    flags: u64,
+    missing: MissingFeature,
+) -> Result<u64, MissingFeature> {
+    match mode {
+        NegotiationMode::Never => Ok(0),
+        _ if kernel_flags & flags == flags => Ok(flags),
+        NegotiationMode::Always => Err(missing),
+        NegotiationMode::Auto => {
+            tracing::warn!("{missing}; continuing without (auto)");
+            Ok(0)
+        }
+    }
 }
 
 impl Offers {
@@ -73,6 +116,23 @@ impl Offers {
     }
 }
 
+/// The flags `--posix-acl` and `--security-label` add to what is wanted.
+fn mode_offers(offers: Offers, kernel_flags: u64) -> Result<u64, MissingFeature> {
+    let acl = mode_flags(
+        offers.posix_acl,
+        kernel_flags,
+        ACL_FLAGS,
+        MissingFeature::PosixAcl,
+    )?;
+    let label = mode_flags(
+        offers.security_label,
+        kernel_flags,
+        abi::SECURITY_CTX,
+        MissingFeature::SecurityLabel,
+    )?;
+    Ok(acl | label)
+}
+
 /// Result of negotiating INIT with a guest.
 #[derive(Debug, Clone, Copy)]
 pub enum InitOutcome {
@@ -83,6 +143,9 @@ pub enum InitOutcome {
     RetryWithMajor(InitOut),
     /// The guest's protocol is too old to serve.
     Unsupported,
+    /// The guest does not offer a feature `always` requires (EPROTO, as
+    /// virtiofsd).
+    Missing(MissingFeature),
 }
 
 /// Negotiates INIT: the reply carries the intersection of what the guest
@@ -123,11 +186,18 @@ pub fn negotiate(
     if policy.inode_dax {
         wanted |= abi::HAS_INODE_DAX;
     }
+    match mode_offers(policy.offers, kernel_flags) {
+        Ok(flags) => wanted |= flags,
+        Err(missing) => return InitOutcome::Missing(missing),
+    }
     let agreed = kernel_flags & wanted;
     let negotiated = Negotiated {
         writeback: agreed & abi::WRITEBACK_CACHE != 0,
         killpriv_v2: agreed & abi::HANDLE_KILLPRIV_V2 != 0,
         inode_dax: agreed & abi::HAS_INODE_DAX != 0,
+        posix_acl: agreed & abi::POSIX_ACL != 0,
+        setxattr_ext: agreed & abi::SETXATTR_EXT != 0,
+        security_ctx: agreed & abi::SECURITY_CTX != 0,
         dax_caps: FrontendMapCaps::ASSUMED,
     };
     let reply = InitOut {
@@ -207,6 +277,7 @@ mod tests {
             killpriv_v2: true,
             allow_mmap: true,
             submounts: true,
+            ..Offers::default()
         };
         assert_eq!(agreed(&all, kernel) & switched, switched);
         all.offers.readdirplus = false;
@@ -265,6 +336,40 @@ mod tests {
         assert_ne!(u64::from(out.flags) & abi::MAP_ALIGNMENT, 0);
         // Linux's fuse_dax_check_alignment fails anything above FUSE_DAX_SHIFT (21).
         assert!(out.map_alignment > 21);
+    }
+
+    #[test]
+    fn acl_and_label_modes_negotiate_as_virtiofsd() {
+        use NegotiationMode::{Always, Auto, Never};
+        let with = |posix_acl, security_label| InitPolicy {
+            offers: Offers {
+                posix_acl,
+                security_label,
+                ..Offers::default()
+            },
+            ..policy(false)
+        };
+        let both = ACL_FLAGS | abi::SECURITY_CTX | abi::INIT_EXT;
+        let modes = ACL_FLAGS | abi::SECURITY_CTX;
+        assert_eq!(agreed(&with(Never, Never), both) & modes, 0);
+        assert_eq!(agreed(&with(Auto, Auto), both) & modes, modes);
+        assert_eq!(agreed(&with(Always, Always), both) & modes, modes);
+        // ACLs need all three flags; without one, none is taken.
+        let partial = abi::POSIX_ACL | abi::DONT_MASK | abi::INIT_EXT;
+        assert_eq!(agreed(&with(Auto, Never), partial) & modes, 0);
+        assert!(matches!(
+            negotiate(&with(Always, Never), 7, 41, 0, partial),
+            InitOutcome::Missing(MissingFeature::PosixAcl)
+        ));
+        assert!(matches!(
+            negotiate(&with(Never, Always), 7, 41, 0, ACL_FLAGS | abi::INIT_EXT),
+            InitOutcome::Missing(MissingFeature::SecurityLabel)
+        ));
+        let InitOutcome::Accepted(_, neg) = negotiate(&with(Auto, Auto), 7, 41, 0, both) else {
+            panic!("accepted");
+        };
+        assert!(neg.posix_acl && neg.setxattr_ext && neg.security_ctx);
+        assert!(neg.layout().setxattr_ext && neg.layout().security_ctx);
     }
 
     #[test]

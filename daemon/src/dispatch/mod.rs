@@ -19,7 +19,7 @@ use daxfsd_protocol::abi::{
     AttrOut, EntryOut, GetxattrOut, InitOut, LseekOut, OpenOut, OutHeader, StatfsOut, WriteOut,
 };
 use daxfsd_protocol::reply::{error_reply, ReplyBuf, OUT_HEADER_LEN};
-use daxfsd_protocol::{parse, Limits, Operation, ParseError, Request};
+use daxfsd_protocol::{parse_with, Limits, Operation, ParseError, Request};
 use zerocopy::{FromBytes, IntoBytes};
 
 use self::init::{dax_always_unservable, negotiate, refuse_dax, InitOutcome};
@@ -149,10 +149,12 @@ impl Dispatcher {
     /// after the out header, never through `reply`.
     pub fn dispatch(&self, request: &[u8], reply: &mut Vec<u8>, space: &dyn ReplySpace) -> Reply {
         let capacity = space.capacity();
+        let layout = self.session.negotiated().layout();
+        let parse = |request| parse_with(request, &self.limits, &layout);
         if capacity < OUT_HEADER_LEN {
             // Not even an error fits. Still run no-reply operations (FORGET
             // must not leak references just because the chain is short).
-            if let Ok(req) = parse(request, &self.limits) {
+            if let Ok(req) = parse(request) {
                 if is_no_reply(&req.op) {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let _ = self
@@ -162,7 +164,7 @@ impl Dispatcher {
             }
             return Reply::Nothing;
         }
-        let req = match parse(request, &self.limits) {
+        let req = match parse(request) {
             Ok(req) => req,
             Err(e) => return self.refuse_malformed(request, &e, reply),
         };
@@ -327,6 +329,7 @@ impl Dispatcher {
                     ctx,
                     nodeid,
                     op,
+                    security_ctx: req.security_ctx,
                     space,
                 };
                 if let Some(data) = route::serve(&fs_request, &mut r, created)? {
@@ -388,6 +391,10 @@ impl Dispatcher {
             }
             InitOutcome::Unsupported => {
                 tracing::warn!(major, minor, "guest FUSE protocol too old");
+                return Err(Errno(libc::EPROTO));
+            }
+            InitOutcome::Missing(missing) => {
+                tracing::error!("{missing}: refusing the guest's INIT");
                 return Err(Errno(libc::EPROTO));
             }
         }

@@ -3,11 +3,11 @@
 
 use daxfsd_protocol::abi::{LseekOut, WriteOut, FSYNC_FDATASYNC, GETATTR_FH};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
-use daxfsd_protocol::Operation;
+use daxfsd_protocol::{Operation, SecurityContext};
 
 use super::{push_sized, ReplySpace};
 use crate::errno::Errno;
-use crate::fs::{Context, FileSystem, ReadSink};
+use crate::fs::{Context, FileSystem, NewInode, ReadSink};
 
 /// A request of the filesystem's, and where its reply goes.
 pub(super) struct FsRequest<'a, 'r> {
@@ -15,6 +15,8 @@ pub(super) struct FsRequest<'a, 'r> {
     pub(super) ctx: Context,
     pub(super) nodeid: u64,
     pub(super) op: &'a Operation<'r>,
+    /// The security context a creating request carries.
+    pub(super) security_ctx: Option<SecurityContext<'r>>,
     /// The transport's reply space; READ data goes there in place.
     pub(super) space: &'a dyn ReplySpace,
 }
@@ -40,6 +42,10 @@ fn names_and_attributes(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result
     let FsRequest {
         fs, ctx, nodeid, ..
     } = *req;
+    let new = |umask| NewInode {
+        umask,
+        security_ctx: req.security_ctx,
+    };
     match req.op {
         Operation::Lookup { name } => {
             r.push(&fs.lookup(ctx, nodeid, name.as_cstr())?);
@@ -55,13 +61,14 @@ fn names_and_attributes(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result
             r.push_bytes(&fs.readlink(ctx, nodeid)?);
         }
         Operation::Symlink { name, target } => {
-            r.push(&fs.symlink(ctx, nodeid, name.as_cstr(), target)?);
+            r.push(&fs.symlink(ctx, nodeid, name.as_cstr(), target, &new(0))?);
         }
         Operation::Mknod { arg, name } => {
-            r.push(&fs.mknod(ctx, nodeid, name.as_cstr(), arg.mode, arg.rdev, arg.umask)?);
+            let new = new(arg.umask);
+            r.push(&fs.mknod(ctx, nodeid, name.as_cstr(), arg.mode, arg.rdev, &new)?);
         }
         Operation::Mkdir { arg, name } => {
-            r.push(&fs.mkdir(ctx, nodeid, name.as_cstr(), arg.mode, arg.umask)?);
+            r.push(&fs.mkdir(ctx, nodeid, name.as_cstr(), arg.mode, &new(arg.umask))?);
         }
         Operation::Unlink { name } => fs.unlink(ctx, nodeid, name.as_cstr())?,
         Operation::Rmdir { name } => fs.rmdir(ctx, nodeid, name.as_cstr())?,
@@ -78,9 +85,12 @@ fn names_and_attributes(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result
             r.push(&fs.statfs(ctx, nodeid)?);
         }
         Operation::Access(arg) => fs.access(ctx, nodeid, arg.mask)?,
-        Operation::Setxattr { arg, name, value } => {
-            fs.setxattr(ctx, nodeid, name, value, arg.flags)?
-        }
+        Operation::Setxattr {
+            arg,
+            setxattr_flags,
+            name,
+            value,
+        } => fs.setxattr(ctx, nodeid, name, value, arg.flags, *setxattr_flags)?,
         Operation::Getxattr { size, name } => {
             let value = fs.getxattr(ctx, nodeid, name)?;
             push_sized(r, &value, *size)?;
@@ -130,6 +140,7 @@ fn files(
         nodeid,
         op,
         space,
+        security_ctx,
     } = *req;
     let capacity = space.capacity();
     match op {
@@ -137,7 +148,11 @@ fn files(
             r.push(&fs.open(ctx, nodeid, arg.flags, arg.open_flags)?);
         }
         Operation::Create { arg, name } => {
-            let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg)?;
+            let new = NewInode {
+                umask: arg.umask,
+                security_ctx,
+            };
+            let (entry, open) = fs.create(ctx, nodeid, name.as_cstr(), arg, &new)?;
             *created = Some(entry.nodeid);
             r.push(&entry).push(&open);
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use daxfsd_protocol::abi::{AttrOut, CreateIn, EntryOut, OpenOut, SetattrIn, StatfsOut};
 use daxfsd_protocol::reply::DirentWriter;
+use daxfsd_protocol::SecurityContext;
 
 use crate::errno::Errno;
 use crate::prometheus::{ExportMetrics, PrometheusText};
@@ -102,6 +103,21 @@ pub struct Context {
     pub pid: u32,
 }
 
+/// What a creating request (SYMLINK, MKNOD, MKDIR, CREATE) carries
+/// besides its name and mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewInode<'a> {
+    /// The caller's umask. Once POSIX ACLs are agreed the guest sends
+    /// modes unmasked (DONT_MASK) and the daemon creates under this umask,
+    /// which the host ignores where the parent has a default ACL; before,
+    /// the guest applied it and it is ignored.
+    pub umask: u32,
+    /// The security context to set on the new inode (once SECURITY_CTX is
+    /// agreed); if it cannot be set, the inode is removed again and the
+    /// request fails.
+    pub security_ctx: Option<SecurityContext<'a>>,
+}
+
 /// How SETUPMAPPING needs the file opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapAccess {
@@ -160,18 +176,20 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
     fn readlink(&self, ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno>;
 
     /// SYMLINK `name` → `target` in `parent`, owned by the caller; +1
-    /// reference on the new entry.
+    /// reference on the new entry; `new` as for [`Self::mknod`] (a
+    /// symlink's mode is fixed, so its umask does not matter).
     fn symlink(
         &self,
         ctx: Context,
         parent: u64,
         name: &CStr,
         target: &CStr,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
     /// MKNOD (regular file, FIFO, socket, or a device node if privileged),
-    /// owned by the caller; +1 reference. `umask` is ignored: the guest
-    /// already applied it (DONT_MASK is not negotiated).
+    /// owned by the caller; +1 reference. `new`: the umask and security
+    /// context (see [`NewInode`]).
     fn mknod(
         &self,
         ctx: Context,
@@ -179,10 +197,10 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
         name: &CStr,
         mode: u32,
         rdev: u32,
-        umask: u32,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
-    /// MKDIR, owned by the caller; +1 reference; `umask` as for
+    /// MKDIR, owned by the caller; +1 reference; `new` as for
     /// [`Self::mknod`].
     fn mkdir(
         &self,
@@ -190,7 +208,7 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
         parent: u64,
         name: &CStr,
         mode: u32,
-        umask: u32,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
     /// UNLINK a non-directory (EISDIR for a directory).
@@ -232,13 +250,15 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
 
     /// CREATE and open a regular file in `parent`, owned by the caller (or
     /// open an existing one without O_EXCL; O_TRUNC truncates it); +1
-    /// reference on the entry.
+    /// reference on the entry; `new` as for [`Self::mknod`] (its security
+    /// context is set only on a file this request created).
     fn create(
         &self,
         ctx: Context,
         parent: u64,
         name: &CStr,
         arg: &CreateIn,
+        new: &NewInode<'_>,
     ) -> Result<(EntryOut, OpenOut), Errno>;
 
     /// READ from the open file `fh` at `offset` straight into `dst` (its
@@ -306,8 +326,9 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
     /// ACCESS: checks `mask` (R_OK/W_OK/X_OK bits) for the caller.
     fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno>;
 
-    /// SETXATTR (`flags`: XATTR_CREATE / XATTR_REPLACE). ENOSYS when
-    /// extended attributes are not served.
+    /// SETXATTR (`flags`: XATTR_CREATE / XATTR_REPLACE; `setxattr_flags`:
+    /// SETXATTR_* bits, with SETXATTR_EXT). ENOSYS when extended
+    /// attributes are not served.
     fn setxattr(
         &self,
         ctx: Context,
@@ -315,6 +336,7 @@ pub trait FileSystem: std::fmt::Debug + Send + Sync {
         name: &CStr,
         value: &[u8],
         flags: u32,
+        setxattr_flags: u32,
     ) -> Result<(), Errno>;
 
     /// GETXATTR: the whole value (the dispatcher answers size queries and

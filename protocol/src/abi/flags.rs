@@ -61,6 +61,17 @@ pub const HAS_EXPIRE_ONLY: u64 = 1 << 35;
 /// Shared mmap of files opened with direct I/O.
 pub const DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
 
+// fuse_setxattr_in.setxattr_flags (with SETXATTR_EXT)
+/// Clear the setgid bit when setting `system.posix_acl_access`.
+pub const SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+
+// Request extensions (`fuse_ext_header.type`)
+/// Types 0 to this are a security context extension naming that many
+/// contexts (`FUSE_MAX_NR_SECCTX`).
+pub const MAX_NR_SECCTX: u32 = 31;
+/// The supplementary group extension (`FUSE_EXT_GROUPS`).
+pub const EXT_GROUPS: u32 = 32;
+
 // fuse_attr.flags
 /// The inode is the root of a submount.
 pub const ATTR_SUBMOUNT: u32 = 1 << 0;

@@ -365,6 +365,39 @@ abi_structs! {
         pub flags: u32,
     }
 
+    /// SETXATTR once SETXATTR_EXT is agreed (`fuse_setxattr_in`), followed
+    /// by the name and `size` bytes of value.
+    pub struct SetxattrInExt {
+        /// Value length.
+        pub size: u32,
+        /// setxattr(2) flags.
+        pub flags: u32,
+        /// `SETXATTR_*` flags.
+        pub setxattr_flags: u32,
+        /// Padding.
+        pub padding: u32,
+    }
+
+    /// Header of each request extension (`fuse_ext_header`); a security
+    /// context extension's (`fuse_secctx_header`) has the same layout, its
+    /// `ext_type` being the number of contexts.
+    pub struct ExtHeader {
+        /// Bytes of the extension, this header included (a multiple of 8).
+        pub size: u32,
+        /// [`EXT_GROUPS`](super::EXT_GROUPS), or at most
+        /// [`MAX_NR_SECCTX`](super::MAX_NR_SECCTX) security contexts.
+        pub ext_type: u32,
+    }
+
+    /// One security context (`fuse_secctx`), followed by its xattr name
+    /// (NUL-terminated) and `size` bytes of value, padded to 8 bytes.
+    pub struct Secctx {
+        /// Bytes of the value.
+        pub size: u32,
+        /// Padding.
+        pub padding: u32,
+    }
+
     /// GETXATTR and LISTXATTR (`fuse_getxattr_in`).
     pub struct GetxattrIn {
         /// Buffer size; 0 asks for the needed size.

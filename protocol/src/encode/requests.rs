@@ -320,6 +320,54 @@ pub fn setxattr(unique: u64, nodeid: u64, name: &[u8], value: &[u8], flags: u32)
         .bytes(value)
 }
 
+/// SETXATTR in the SETXATTR_EXT layout: as [`setxattr`], with
+/// `SETXATTR_*` flags.
+pub fn setxattr_ext(
+    unique: u64,
+    nodeid: u64,
+    name: &[u8],
+    value: &[u8],
+    flags: u32,
+    setxattr_flags: u32,
+) -> RequestEncoder {
+    RequestEncoder::new(Opcode::Setxattr, unique, nodeid)
+        .push(&SetxattrInExt {
+            size: value.len() as u32,
+            flags,
+            setxattr_flags,
+            padding: 0,
+        })
+        .name(name)
+        .bytes(value)
+}
+
+/// The security context extension Linux appends to a creating request once
+/// SECURITY_CTX is agreed (for [`RequestEncoder::extension`]): a header
+/// naming one context, `(name, value)`, or none; the `fuse_secctx`; the
+/// name with its NUL; the value; zeros up to a multiple of 8 bytes.
+pub fn security_context(context: Option<(&[u8], &[u8])>) -> Vec<u8> {
+    use zerocopy::IntoBytes;
+    let mut record = Vec::new();
+    if let Some((name, value)) = context {
+        let secctx = Secctx {
+            size: value.len() as u32,
+            padding: 0,
+        };
+        record.extend_from_slice(secctx.as_bytes());
+        record.extend_from_slice(name);
+        record.push(0);
+        record.extend_from_slice(value);
+        record.resize(record.len().next_multiple_of(8), 0);
+    }
+    let header = ExtHeader {
+        size: (core::mem::size_of::<ExtHeader>() + record.len()) as u32,
+        ext_type: u32::from(context.is_some()),
+    };
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(&record);
+    out
+}
+
 /// GETXATTR of `name` with room for `size` bytes (0: the size is asked for).
 pub fn getxattr(unique: u64, nodeid: u64, name: &[u8], size: u32) -> RequestEncoder {
     RequestEncoder::new(Opcode::Getxattr, unique, nodeid)

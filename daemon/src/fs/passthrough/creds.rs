@@ -22,6 +22,19 @@
 //! uid 0 of the daemon's own user namespace (`--uid-map`): the ids are
 //! then the namespace's, which the kernel maps to the host's, and a caller
 //! whose id is not mapped cannot be switched to (EPERM).
+//!
+//! Once POSIX ACLs are agreed the guest leaves its umask to the daemon
+//! (DONT_MASK), and creation runs under the caller's umask too
+//! ([`ThreadUmask`]), as virtiofsd does: the host kernel then applies it
+//! exactly where Linux would, only when the parent has no default ACL. The
+//! umask belongs to the process's filesystem context, shared by every
+//! thread, so a worker first takes a context of its own
+//! (`unshare(CLONE_FS)`, once per thread) and sets the umask only there.
+
+use std::cell::Cell;
+
+use rustix::fs::Mode;
+use rustix::thread::UnshareFlags;
 
 use crate::errno::Errno;
 
@@ -109,6 +122,53 @@ impl Drop for CallerCreds {
     }
 }
 
+thread_local! {
+    /// Whether this thread has its own filesystem context (umask, cwd,
+    /// root), unshared from the other threads'.
+    static OWN_FS_CONTEXT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Gives the calling thread a filesystem context of its own (once), so
+/// that a umask set on it does not reach the other workers.
+fn own_fs_context() -> Result<(), Errno> {
+    if OWN_FS_CONTEXT.get() {
+        return Ok(());
+    }
+    // SAFETY: CLONE_FS copies this thread's cwd, root and umask into a
+    // context of its own; no descriptor, memory or credential changes, so
+    // nothing the process holds is invalidated. The copy is taken after
+    // the sandbox set the root and cwd, so it is the same view of the
+    // filesystem. (unshare_unsafe is unsafe for CLONE_FILES and friends,
+    // which are not asked for.)
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) }?;
+    OWN_FS_CONTEXT.set(true);
+    Ok(())
+}
+
+/// The caller's umask on this thread while the guard lives.
+#[derive(Debug)]
+#[must_use = "the umask applies only while the guard lives"]
+pub(super) struct ThreadUmask {
+    /// The umask to restore.
+    previous: Mode,
+}
+
+impl ThreadUmask {
+    /// Sets `umask` (its permission bits) on this thread's own filesystem
+    /// context.
+    pub fn set(umask: u32) -> Result<Self, Errno> {
+        own_fs_context()?;
+        let previous = rustix::process::umask(Mode::from_raw_mode(umask & 0o777));
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for ThreadUmask {
+    fn drop(&mut self) {
+        rustix::process::umask(self.previous);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +196,30 @@ mod tests {
         let before = (current_fsuid(), current_fsgid());
         let _guard = CallerCreds::switch(ctx(1234, 5678), false).expect("no-op");
         assert_eq!((current_fsuid(), current_fsgid()), before);
+    }
+
+    #[test]
+    fn a_thread_umask_stays_on_its_thread() {
+        let read_umask = || {
+            let seen = rustix::process::umask(Mode::empty());
+            rustix::process::umask(seen);
+            seen
+        };
+        let process = read_umask();
+        let (set_tx, set_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let guard = ThreadUmask::set(0o7077).expect("umask");
+            set_tx.send(read_umask()).unwrap();
+            done_rx.recv().unwrap();
+            drop(guard);
+            read_umask()
+        });
+        // Only the permission bits, and only on the worker's thread.
+        assert_eq!(set_rx.recv().unwrap(), Mode::from_raw_mode(0o077));
+        assert_eq!(read_umask(), process);
+        done_tx.send(()).unwrap();
+        assert_eq!(worker.join().unwrap(), process);
     }
 
     #[test]

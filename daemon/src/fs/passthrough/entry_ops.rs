@@ -2,19 +2,21 @@
 //! RMDIR, RENAME, LINK.
 
 use std::ffi::CStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use daxfsd_protocol::abi::{EntryOut, ATTR_SUBMOUNT};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use daxfsd_protocol::SecurityContext;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, XattrFlags};
 
 use super::attr::statx_fd;
-use super::creds::CallerCreds;
+use super::creds::{CallerCreds, ThreadUmask};
 use super::fd_cache::PathFd;
 use super::inode::{Inode, InodeKey};
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
+use crate::fs::NewInode;
 
 /// How every name is resolved: below the parent, no magic links. With the
 /// single-component names the protocol crate guarantees and O_NOFOLLOW,
@@ -99,6 +101,52 @@ impl PassthroughFs {
     pub(super) fn as_caller(&self, ctx: Context) -> Result<CallerCreds, Errno> {
         CallerCreds::switch(self.host_ctx(ctx)?, self.switch_creds)
     }
+
+    /// [`Self::as_caller`], and under the caller's `umask` once POSIX ACLs
+    /// are agreed (the guest then leaves it to the daemon).
+    pub(super) fn as_creator(
+        &self,
+        ctx: Context,
+        umask: u32,
+    ) -> Result<(CallerCreds, Option<ThreadUmask>), Errno> {
+        let creds = self.as_caller(ctx)?;
+        let umask = match self.negotiated().posix_acl {
+            true => Some(ThreadUmask::set(umask)?),
+            false => None,
+        };
+        Ok((creds, umask))
+    }
+}
+
+/// Sets the security context `label` on the inode `fd` refers to (any fd,
+/// O_PATH included: through its `/proc/self/fd` path, which reaches a
+/// symlink itself), as the daemon.
+pub(super) fn set_label(fd: impl AsFd, label: &SecurityContext<'_>) -> Result<(), Errno> {
+    let path = FdName::of(&fd).proc_path();
+    Ok(rustix::fs::setxattr(
+        path,
+        label.name,
+        label.value,
+        XattrFlags::empty(),
+    )?)
+}
+
+/// Labels `name`, just created in `parent`, with `label`; if that fails,
+/// removes it again (as virtiofsd) and fails.
+fn label_new(parent: &PathFd, name: &CStr, label: &SecurityContext<'_>) -> Result<(), Errno> {
+    let fd = open_path(parent, name)?;
+    let labelled = set_label(&fd, label);
+    if labelled.is_err() {
+        let dir =
+            statx_fd(&fd).is_ok_and(|st| u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR);
+        let flags = if dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        let _ = rustix::fs::unlinkat(parent, name, flags);
+    }
+    labelled
 }
 
 /// LOOKUP.
@@ -122,21 +170,27 @@ pub(super) fn readlink(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno
     Ok(target.into_bytes())
 }
 
-/// Runs the creation `make` in `parent` as the caller, then looks the new
-/// name up (+1 lookup).
+/// Runs the creation `make` in `parent` as the caller (under the umask of
+/// `new` once POSIX ACLs are agreed), labels the new name with the
+/// security context of `new`, then looks it up (+1 lookup).
 fn create_entry(
     fs: &PassthroughFs,
     ctx: Context,
-    parent: u64,
-    name: &CStr,
+    (parent, name): (u64, &CStr),
+    new: &NewInode<'_>,
     make: impl FnOnce(&PathFd) -> rustix::io::Result<()>,
 ) -> Result<EntryOut, Errno> {
     fs.check_writable()?;
     let parent = fs.inodes.get(parent)?;
     {
         let parent_fd = fs.path_fd(&parent)?;
-        let _caller = fs.as_caller(ctx)?;
-        make(&parent_fd)?;
+        {
+            let _creator = fs.as_creator(ctx, new.umask)?;
+            make(&parent_fd)?;
+        }
+        if let Some(label) = &new.security_ctx {
+            label_new(&parent_fd, name, label)?;
+        }
     }
     fs.lookup_in(ctx, &parent, name)
 }
@@ -148,8 +202,9 @@ pub(super) fn symlink(
     parent: u64,
     name: &CStr,
     target: &CStr,
+    new: &NewInode<'_>,
 ) -> Result<EntryOut, Errno> {
-    create_entry(fs, ctx, parent, name, |parent| {
+    create_entry(fs, ctx, (parent, name), new, |parent| {
         rustix::fs::symlinkat(target, parent, name)
     })
 }
@@ -164,6 +219,7 @@ pub(super) fn mknod(
     name: &CStr,
     mode: u32,
     rdev: u32,
+    new: &NewInode<'_>,
 ) -> Result<EntryOut, Errno> {
     let file_type = match mode & libc::S_IFMT {
         0 => FileType::RegularFile,
@@ -175,7 +231,7 @@ pub(super) fn mknod(
         },
     };
     let perms = Mode::from_raw_mode(mode & 0o7777);
-    create_entry(fs, ctx, parent, name, |parent| {
+    create_entry(fs, ctx, (parent, name), new, |parent| {
         rustix::fs::mknodat(parent, name, file_type, perms, u64::from(rdev))
     })
 }
@@ -187,9 +243,10 @@ pub(super) fn mkdir(
     parent: u64,
     name: &CStr,
     mode: u32,
+    new: &NewInode<'_>,
 ) -> Result<EntryOut, Errno> {
     let perms = Mode::from_raw_mode(mode & 0o7777);
-    create_entry(fs, ctx, parent, name, |parent| {
+    create_entry(fs, ctx, (parent, name), new, |parent| {
         rustix::fs::mkdirat(parent, name, perms)
     })
 }

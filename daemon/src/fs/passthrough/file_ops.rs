@@ -12,10 +12,11 @@ use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 
 use super::attr::statx_fd;
 use super::attr_ops::kill_suidgid_fd;
-use super::entry_ops::RESOLVE;
+use super::entry_ops::{set_label, RESOLVE};
+use super::fd_cache::PathFd;
 use super::{CachePolicy, Context, MapAccess, PassthroughFs};
 use crate::errno::Errno;
-use crate::fs::ReadSink;
+use crate::fs::{NewInode, ReadSink};
 
 /// open(2) flags a guest may pass through to the host. Everything else is
 /// dropped: O_CREAT/O_EXCL (CREATE handles creation), O_NOCTTY, O_NOFOLLOW
@@ -124,12 +125,15 @@ pub(super) fn open(
 /// write-only into read-write, the read-write fd is reopened by the daemon
 /// afterwards (as OPEN does), so a caller allowed only to write an existing
 /// file is not refused for a read it never asked for.
+///
+/// With a security context (see [`create_labelled`]) only a file this
+/// request made is labelled.
 pub(super) fn create(
     fs: &PassthroughFs,
     ctx: Context,
-    parent: u64,
-    name: &CStr,
+    (parent, name): (u64, &CStr),
     arg: &CreateIn,
+    new: &NewInode<'_>,
 ) -> Result<(EntryOut, OpenOut), Errno> {
     fs.check_writable()?;
     let guest_flags = fs.guest_open_flags(arg.flags)?;
@@ -145,15 +149,19 @@ pub(super) fn create(
     let parent_fd = fs.path_fd(&fs.inodes.get(parent)?)?;
     // O_NONBLOCK until the file is known to be regular: without O_EXCL an
     // existing FIFO would otherwise block this worker until a peer opens it.
-    let fd = {
-        let _caller = fs.as_caller(ctx)?;
-        rustix::fs::openat2(
+    let open = |flags: OFlags| -> Result<OwnedFd, Errno> {
+        let _creator = fs.as_creator(ctx, new.umask)?;
+        Ok(rustix::fs::openat2(
             &parent_fd,
             name,
-            create_flags | OFlags::NONBLOCK,
+            flags | OFlags::NONBLOCK,
             Mode::from_raw_mode(arg.mode & 0o7777),
             RESOLVE,
-        )?
+        )?)
+    };
+    let fd = match &new.security_ctx {
+        Some(label) => create_labelled(&parent_fd, name, create_flags, open, label)?,
+        None => open(create_flags)?,
     };
     let file_type = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
     if file_type != FileType::RegularFile {
@@ -182,6 +190,29 @@ pub(super) fn create(
             fs.inodes.forget(entry.nodeid, 1);
             Err(e)
         }
+    }
+}
+
+/// CREATE with a security context, as virtiofsd: the file is made with
+/// O_EXCL and labelled (removed again if that fails); if it exists and the
+/// guest did not ask for O_EXCL, it is opened unlabelled.
+fn create_labelled(
+    parent: &PathFd,
+    name: &CStr,
+    flags: OFlags,
+    open: impl Fn(OFlags) -> Result<OwnedFd, Errno>,
+    label: &daxfsd_protocol::SecurityContext<'_>,
+) -> Result<OwnedFd, Errno> {
+    match open(flags | OFlags::EXCL) {
+        Ok(fd) => match set_label(&fd, label) {
+            Ok(()) => Ok(fd),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(parent, name, rustix::fs::AtFlags::empty());
+                Err(e)
+            }
+        },
+        Err(Errno::EEXIST) if !flags.contains(OFlags::EXCL) => open(flags),
+        Err(e) => Err(e),
     }
 }
 

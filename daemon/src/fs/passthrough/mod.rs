@@ -40,7 +40,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::errno::Errno;
 pub use crate::fs::{Context, MapAccess};
-use crate::fs::{FileSystem, ReadSink};
+use crate::fs::{FileSystem, NewInode, ReadSink};
 pub use crate::session::Negotiated;
 use crate::session::Session;
 
@@ -364,8 +364,9 @@ impl FileSystem for PassthroughFs {
         parent: u64,
         name: &CStr,
         target: &CStr,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
-        entry_ops::symlink(self, ctx, parent, name, target)
+        entry_ops::symlink(self, ctx, parent, name, target, new)
     }
 
     fn mknod(
@@ -375,9 +376,9 @@ impl FileSystem for PassthroughFs {
         name: &CStr,
         mode: u32,
         rdev: u32,
-        _umask: u32,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
-        entry_ops::mknod(self, ctx, parent, name, mode, rdev)
+        entry_ops::mknod(self, ctx, parent, name, mode, rdev, new)
     }
 
     fn mkdir(
@@ -386,9 +387,9 @@ impl FileSystem for PassthroughFs {
         parent: u64,
         name: &CStr,
         mode: u32,
-        _umask: u32,
+        new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
-        entry_ops::mkdir(self, ctx, parent, name, mode)
+        entry_ops::mkdir(self, ctx, parent, name, mode, new)
     }
 
     fn unlink(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
@@ -437,8 +438,9 @@ impl FileSystem for PassthroughFs {
         parent: u64,
         name: &CStr,
         arg: &CreateIn,
+        new: &NewInode<'_>,
     ) -> Result<(EntryOut, OpenOut), Errno> {
-        file_ops::create(self, ctx, parent, name, arg)
+        file_ops::create(self, ctx, (parent, name), arg, new)
     }
 
     fn read(
@@ -515,8 +517,9 @@ impl FileSystem for PassthroughFs {
         name: &CStr,
         value: &[u8],
         flags: u32,
+        setxattr_flags: u32,
     ) -> Result<(), Errno> {
-        xattr_ops::setxattr(self, nodeid, name, value, flags)
+        xattr_ops::setxattr(self, nodeid, name, value, flags, setxattr_flags)
     }
 
     fn getxattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {

@@ -17,13 +17,19 @@
 //! list's). When the map renames `security.capability`, the host kernel no
 //! longer removes it on write, truncate or chown: the daemon does, as
 //! virtiofsd does ([`PassthroughFs::kill_mapped_capability`]).
+//!
+//! Once POSIX ACLs are agreed, a guest whose caller is neither in the
+//! file's group nor privileged asks (SETXATTR_ACL_KILL_SGID) that setting
+//! `system.posix_acl_access` clear the setgid bit, as Linux does for a
+//! local chmod; the daemon's own CAP_FSETID would keep it, so it is
+//! cleared first, as virtiofsd does.
 
 use std::borrow::Cow;
 use std::ffi::CStr;
 use std::sync::Arc;
 
-use daxfsd_protocol::abi::{XATTR_LIST_MAX, XATTR_SIZE_MAX};
-use rustix::fs::XattrFlags;
+use daxfsd_protocol::abi::{SETXATTR_ACL_KILL_SGID, XATTR_LIST_MAX, XATTR_SIZE_MAX};
+use rustix::fs::{Mode, XattrFlags};
 
 use super::fd_cache::PathFd;
 use super::inode::Inode;
@@ -126,13 +132,35 @@ fn proc_path(
     Ok((FdName::of(&fd).proc_path(), fd))
 }
 
-/// SETXATTR.
+/// The access ACL's attribute.
+const POSIX_ACL_ACCESS: &CStr = c"system.posix_acl_access";
+
+/// Whether SETXATTR of `name` with `setxattr_flags` must clear the setgid
+/// bit first.
+fn kills_sgid(fs: &PassthroughFs, name: &CStr, setxattr_flags: u32) -> bool {
+    setxattr_flags & SETXATTR_ACL_KILL_SGID != 0
+        && name == POSIX_ACL_ACCESS
+        && fs.negotiated().posix_acl
+}
+
+/// Clears the setgid bit of the inode `fd` refers to (`path` its
+/// `/proc/self/fd` path), if set.
+fn clear_sgid(fd: &PathFd, path: &CStr) -> Result<(), Errno> {
+    let mode = u32::from(super::attr::statx_fd(fd)?.stx_mode);
+    if mode & libc::S_ISGID != 0 {
+        rustix::fs::chmod(path, Mode::from_raw_mode(mode & 0o7777 & !libc::S_ISGID))?;
+    }
+    Ok(())
+}
+
+/// SETXATTR (`setxattr_flags`: SETXATTR_* bits).
 pub(super) fn setxattr(
     fs: &PassthroughFs,
     nodeid: u64,
     name: &CStr,
     value: &[u8],
     flags: u32,
+    setxattr_flags: u32,
 ) -> Result<(), Errno> {
     fs.check_xattr()?;
     fs.check_writable()?;
@@ -142,7 +170,10 @@ pub(super) fn setxattr(
     if inode.is_symlink() {
         return Err(symlink_change_error(&name));
     }
-    let (path, _fd) = proc_path(fs, &inode)?;
+    let (path, fd) = proc_path(fs, &inode)?;
+    if kills_sgid(fs, &name, setxattr_flags) {
+        clear_sgid(&fd, &path)?;
+    }
     Ok(rustix::fs::setxattr(path, name.as_ref(), value, flags)?)
 }
 

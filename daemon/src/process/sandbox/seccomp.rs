@@ -75,8 +75,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_gettimeofday,
     // Randomness for std's HashMap keys (once per thread).
     libc::SYS_getrandom,
-    // Credentials: creation runs with the caller's fsuid/fsgid.
+    // Credentials: creation runs with the caller's fsuid/fsgid, and with
+    // --posix-acl under the caller's umask (on the worker's own filesystem
+    // context: unshare(CLONE_FS), allowed below with that argument only).
     libc::SYS_setfsuid, libc::SYS_setfsgid, libc::SYS_geteuid, libc::SYS_getegid,
+    libc::SYS_umask,
     // Event loops: vhost-user-backend's epoll per worker (epoll_pwait where
     // there is no epoll_wait), vring kick/call eventfds and exit events.
     libc::SYS_epoll_create1, libc::SYS_epoll_ctl, libc::SYS_epoll_pwait,
@@ -141,7 +144,7 @@ const IOCTL_REQUESTS: &[u64] = &[libc::FIONBIO as u64, libc::FIOCLEX as u64];
 
 /// Number of entries in the allow-list (for the start-up log and docs).
 pub fn allowed_count() -> usize {
-    ALLOWED.len() + ALLOWED_X86_64.len() + 3
+    ALLOWED.len() + ALLOWED_X86_64.len() + 4
 }
 
 fn eq(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendError> {
@@ -173,6 +176,7 @@ pub fn build(mode: SeccompMode, file_handles: bool) -> Result<Option<BpfProgram>
         };
         rules.insert(libc::SYS_prctl, one_of(0, PRCTL_OPTIONS)?);
         rules.insert(libc::SYS_ioctl, one_of(1, IOCTL_REQUESTS)?);
+        rules.insert(libc::SYS_unshare, one_of(0, &[libc::CLONE_FS as u64])?);
         // abort() and panics signal only this process.
         let pid = u64::try_from(rustix::process::getpid().as_raw_nonzero().get()).unwrap_or(0);
         rules.insert(libc::SYS_tgkill, vec![SeccompRule::new(vec![eq(0, pid)?])?]);

@@ -95,7 +95,7 @@ fn symlinks_do_not_let_lookups_escape() {
 
     // A symlink the guest makes is just as inert.
     let made =
-        f.fs.symlink(me(), ROOT, &cs("made"), &cs("/etc"))
+        f.fs.symlink(me(), ROOT, &cs("made"), &cs("/etc"), &PLAIN)
             .expect("symlink");
     assert!(f.fs.lookup(me(), made.nodeid, &cs("passwd")).is_err());
     assert_eq!(f.fs.readlink(me(), made.nodeid).unwrap(), b"/etc");
@@ -109,8 +109,13 @@ fn symlinks_do_not_let_lookups_escape() {
         Some(Errno::ENOTDIR)
     );
     // CREATE over an existing symlink refuses instead of following it.
-    let over =
-        f.fs.create(me(), ROOT, &cs("etc"), &create_in(libc::O_RDWR, 0o644));
+    let over = f.fs.create(
+        me(),
+        ROOT,
+        &cs("etc"),
+        &create_in(libc::O_RDWR, 0o644),
+        &PLAIN,
+    );
     assert_eq!(over.err(), Some(Errno(libc::ELOOP)));
     assert_eq!(f.fs.readlink(me(), ROOT).err(), Some(Errno::EINVAL));
 }
@@ -118,13 +123,22 @@ fn symlinks_do_not_let_lookups_escape() {
 #[test]
 fn mkdir_mknod_unlink_rmdir() {
     let f = fixture();
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).expect("mkdir");
+    let d =
+        f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN)
+            .expect("mkdir");
     assert!(f.path("d").is_dir());
     assert_eq!(d.attr.mode & libc::S_IFMT, libc::S_IFDIR);
 
     let fifo =
-        f.fs.mknod(me(), d.nodeid, &cs("fifo"), libc::S_IFIFO | 0o600, 0, 0)
-            .expect("fifo");
+        f.fs.mknod(
+            me(),
+            d.nodeid,
+            &cs("fifo"),
+            libc::S_IFIFO | 0o600,
+            0,
+            &PLAIN,
+        )
+        .expect("fifo");
     assert_eq!(fifo.attr.mode & libc::S_IFMT, libc::S_IFIFO);
     assert_eq!(
         f.fs.open(me(), fifo.nodeid, libc::O_RDONLY as u32, 0).err(),
@@ -132,22 +146,36 @@ fn mkdir_mknod_unlink_rmdir() {
         "a FIFO is never opened (it would block the worker)"
     );
     let sock =
-        f.fs.mknod(me(), d.nodeid, &cs("sock"), libc::S_IFSOCK | 0o600, 0, 0)
-            .expect("socket");
+        f.fs.mknod(
+            me(),
+            d.nodeid,
+            &cs("sock"),
+            libc::S_IFSOCK | 0o600,
+            0,
+            &PLAIN,
+        )
+        .expect("socket");
     assert_eq!(sock.attr.mode & libc::S_IFMT, libc::S_IFSOCK);
     let reg =
-        f.fs.mknod(me(), d.nodeid, &cs("reg"), 0o600, 0, 0)
+        f.fs.mknod(me(), d.nodeid, &cs("reg"), 0o600, 0, &PLAIN)
             .expect("type 0 is a regular file");
     assert_eq!(reg.attr.mode & libc::S_IFMT, libc::S_IFREG);
     assert_eq!(
-        f.fs.mknod(me(), d.nodeid, &cs("dir"), libc::S_IFDIR | 0o700, 0, 0)
+        f.fs.mknod(me(), d.nodeid, &cs("dir"), libc::S_IFDIR | 0o700, 0, &PLAIN)
             .err(),
         Some(Errno::EINVAL)
     );
     if is_root() {
         let null =
-            f.fs.mknod(me(), d.nodeid, &cs("null"), libc::S_IFCHR | 0o600, 0x103, 0)
-                .expect("device node as root");
+            f.fs.mknod(
+                me(),
+                d.nodeid,
+                &cs("null"),
+                libc::S_IFCHR | 0o600,
+                0x103,
+                &PLAIN,
+            )
+            .expect("device node as root");
         assert_eq!(null.attr.rdev, 0x103, "rdev round-trips as 1:3");
         let meta = std::fs::symlink_metadata(f.path("d/null")).unwrap();
         assert_eq!(meta.rdev(), libc::makedev(1, 3));
@@ -184,7 +212,7 @@ fn creation_runs_as_the_caller() {
     };
     // The caller needs write permission on the parent, as on Linux.
     assert_eq!(
-        f.fs.mkdir(guest, ROOT, &cs("denied"), 0o755, 0).err(),
+        f.fs.mkdir(guest, ROOT, &cs("denied"), 0o755, &PLAIN).err(),
         Some(Errno(libc::EACCES))
     );
     std::fs::set_permissions(
@@ -192,26 +220,41 @@ fn creation_runs_as_the_caller() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let d = f.fs.mkdir(guest, ROOT, &cs("d"), 0o755, 0).expect("mkdir");
+    let d =
+        f.fs.mkdir(guest, ROOT, &cs("d"), 0o755, &PLAIN)
+            .expect("mkdir");
     assert_eq!((d.attr.uid, d.attr.gid), (1234, 5678));
     let (e, o) =
-        f.fs.create(guest, ROOT, &cs("f"), &create_in(libc::O_RDWR, 0o644))
-            .expect("create");
+        f.fs.create(
+            guest,
+            ROOT,
+            &cs("f"),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN,
+        )
+        .expect("create");
     f.fs.release(e.nodeid, o.fh).unwrap();
     let meta = std::fs::metadata(f.path("f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
     let s =
-        f.fs.symlink(guest, ROOT, &cs("s"), &cs("f"))
+        f.fs.symlink(guest, ROOT, &cs("s"), &cs("f"), &PLAIN)
             .expect("symlink");
     assert_eq!((s.attr.uid, s.attr.gid), (1234, 5678));
     // Filesystem capabilities are masked while the caller is non-root.
     assert_eq!(
-        f.fs.mknod(guest, ROOT, &cs("null"), libc::S_IFCHR | 0o600, 0x103, 0)
-            .err(),
+        f.fs.mknod(
+            guest,
+            ROOT,
+            &cs("null"),
+            libc::S_IFCHR | 0o600,
+            0x103,
+            &PLAIN
+        )
+        .err(),
         Some(Errno::EPERM)
     );
     // And the worker thread is root again afterwards.
-    let root_dir = f.fs.mkdir(me(), d.nodeid, &cs("sub"), 0o755, 0);
+    let root_dir = f.fs.mkdir(me(), d.nodeid, &cs("sub"), 0o755, &PLAIN);
     assert!(root_dir.is_ok(), "root may create in the caller's 0755 dir");
 }
 
@@ -234,7 +277,7 @@ fn rename_honours_flags() {
         "unknown rename flags"
     );
 
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     f.fs.rename(
         me(),
         ROOT,
@@ -256,7 +299,7 @@ fn link_shares_the_inode_and_counts_a_reference() {
     let f = fixture();
     let (node, fh) = create_file(&f.fs, "orig");
     f.fs.release(node, fh).unwrap();
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     let linked = f.fs.link(me(), node, d.nodeid, &cs("alias")).expect("link");
     assert_eq!(linked.nodeid, node, "a hard link is the same nodeid");
     assert_eq!(linked.attr.nlink, 2);
@@ -274,7 +317,9 @@ fn link_shares_the_inode_and_counts_a_reference() {
         return;
     }
     // Symlinks are linked as themselves, not as their targets.
-    let s = f.fs.symlink(me(), ROOT, &cs("s"), &cs("orig")).unwrap();
+    let s =
+        f.fs.symlink(me(), ROOT, &cs("s"), &cs("orig"), &PLAIN)
+            .unwrap();
     let s2 =
         f.fs.link(me(), s.nodeid, ROOT, &cs("s2"))
             .expect("link a symlink");
@@ -387,7 +432,7 @@ fn readdir_needs_a_directory_handle() {
 fn destroy_keeps_only_the_root() {
     let f = fixture();
     let (_node, _fh) = create_file(&f.fs, "a");
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     f.fs.opendir(me(), d.nodeid, 0).unwrap();
     assert_eq!(f.fs.counts(), (3, 2));
     f.fs.destroy();

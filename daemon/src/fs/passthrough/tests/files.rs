@@ -88,11 +88,18 @@ fn create_excl_and_open_flags() {
         ROOT,
         &cs("a"),
         &create_in(libc::O_RDWR | libc::O_EXCL, 0o644),
+        &PLAIN,
     );
     assert_eq!(excl.err(), Some(Errno(libc::EEXIST)));
     let (again, o) =
-        f.fs.create(me(), ROOT, &cs("a"), &create_in(libc::O_RDWR, 0o644))
-            .expect("create without O_EXCL opens the existing file");
+        f.fs.create(
+            me(),
+            ROOT,
+            &cs("a"),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN,
+        )
+        .expect("create without O_EXCL opens the existing file");
     assert_eq!(again.nodeid, node);
     f.fs.release(node, o.fh).unwrap();
 
@@ -128,10 +135,16 @@ fn create_excl_and_open_flags() {
         f.fs.open(me(), node, libc::O_ACCMODE as u32, 0).err(),
         Some(Errno::EINVAL)
     );
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     assert_eq!(
-        f.fs.create(me(), ROOT, &cs("d"), &create_in(libc::O_RDONLY, 0o644))
-            .err(),
+        f.fs.create(
+            me(),
+            ROOT,
+            &cs("d"),
+            &create_in(libc::O_RDONLY, 0o644),
+            &PLAIN
+        )
+        .err(),
         Some(Errno(libc::EISDIR))
     );
     assert_eq!(
@@ -176,8 +189,14 @@ fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
         ..Negotiated::default()
     });
     let (e, o) =
-        f.fs.create(me(), ROOT, &cs("new"), &create_in(libc::O_WRONLY, 0o644))
-            .unwrap();
+        f.fs.create(
+            me(),
+            ROOT,
+            &cs("new"),
+            &create_in(libc::O_WRONLY, 0o644),
+            &PLAIN,
+        )
+        .unwrap();
     f.fs.write(me(), e.nodeid, o.fh, 0, b"page", 0).unwrap();
     let mut buf = [0u8; 4];
     assert_eq!(
@@ -210,16 +229,28 @@ fn writeback_create_write_only_reads_back_even_for_a_write_only_caller() {
     )
     .unwrap();
     let (e, o) =
-        f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_WRONLY, 0o644))
-            .expect("write-only caller");
+        f.fs.create(
+            caller,
+            ROOT,
+            &cs("wo"),
+            &create_in(libc::O_WRONLY, 0o644),
+            &PLAIN,
+        )
+        .expect("write-only caller");
     assert_eq!(
         f.fs.read(me(), e.nodeid, o.fh, 0, &mut BufferSink(&mut buf))
             .unwrap(),
         4
     );
     assert_eq!(
-        f.fs.create(caller, ROOT, &cs("wo"), &create_in(libc::O_RDWR, 0o644))
-            .err(),
+        f.fs.create(
+            caller,
+            ROOT,
+            &cs("wo"),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN
+        )
+        .err(),
         Some(Errno(libc::EACCES)),
         "asking to read is still checked as the caller"
     );
@@ -239,7 +270,13 @@ fn cache_policy_sets_open_flags() {
     let always = fixture_with(false, false, CachePolicy::Always);
     let (e, o) = always
         .fs
-        .create(me(), ROOT, &cs("a"), &create_in(libc::O_RDWR, 0o644))
+        .create(
+            me(),
+            ROOT,
+            &cs("a"),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN,
+        )
         .unwrap();
     assert_eq!(o.open_flags, FOPEN_KEEP_CACHE);
     let node = e.nodeid;
@@ -393,17 +430,26 @@ fn readonly_refuses_every_change() {
         ro
     );
     assert_eq!(
-        f.fs.create(me(), ROOT, &cs("n"), &create_in(libc::O_RDWR, 0o644))
-            .err(),
+        f.fs.create(
+            me(),
+            ROOT,
+            &cs("n"),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN
+        )
+        .err(),
         ro
     );
-    assert_eq!(f.fs.mkdir(me(), ROOT, &cs("n"), 0o755, 0).err(), ro);
+    assert_eq!(f.fs.mkdir(me(), ROOT, &cs("n"), 0o755, &PLAIN).err(), ro);
     assert_eq!(
-        f.fs.mknod(me(), ROOT, &cs("n"), libc::S_IFIFO | 0o644, 0, 0)
+        f.fs.mknod(me(), ROOT, &cs("n"), libc::S_IFIFO | 0o644, 0, &PLAIN)
             .err(),
         ro
     );
-    assert_eq!(f.fs.symlink(me(), ROOT, &cs("n"), &cs("a")).err(), ro);
+    assert_eq!(
+        f.fs.symlink(me(), ROOT, &cs("n"), &cs("a"), &PLAIN).err(),
+        ro
+    );
     assert_eq!(f.fs.link(me(), a, ROOT, &cs("n")).err(), ro);
     assert_eq!(f.fs.unlink(me(), ROOT, &cs("a")).err(), ro);
     assert_eq!(f.fs.rmdir(me(), ROOT, &cs("d")).err(), ro);
@@ -421,7 +467,7 @@ fn readonly_refuses_every_change() {
             .err(),
         ro
     );
-    assert_eq!(f.fs.setxattr(me(), a, &cs("user.k"), b"v", 0).err(), ro);
+    assert_eq!(f.fs.setxattr(me(), a, &cs("user.k"), b"v", 0, 0).err(), ro);
     assert_eq!(f.fs.removexattr(me(), a, &cs("user.k")).err(), ro);
     assert_eq!(f.fs.access(me(), a, libc::W_OK as u32).err(), ro);
     f.fs.access(me(), a, libc::R_OK as u32)
@@ -445,15 +491,15 @@ fn xattrs_round_trip_and_are_off_by_default() {
     );
     assert_eq!(off.fs.listxattr(me(), ROOT).err(), Some(Errno::ENOSYS));
     assert_eq!(
-        off.fs.setxattr(me(), ROOT, &cs("user.k"), b"v", 0).err(),
+        off.fs.setxattr(me(), ROOT, &cs("user.k"), b"v", 0, 0).err(),
         Some(Errno::ENOSYS)
     );
 
     let f = fixture();
     let (node, _) = create_file(&f.fs, "a");
-    f.fs.setxattr(me(), node, &cs("user.colour"), b"blue", 0)
+    f.fs.setxattr(me(), node, &cs("user.colour"), b"blue", 0, 0)
         .expect("setxattr");
-    f.fs.setxattr(me(), node, &cs("user.size"), &[7u8; 3000], 0)
+    f.fs.setxattr(me(), node, &cs("user.size"), &[7u8; 3000], 0, 0)
         .unwrap();
     assert_eq!(
         f.fs.getxattr(me(), node, &cs("user.colour")).unwrap(),
@@ -465,7 +511,7 @@ fn xattrs_round_trip_and_are_off_by_default() {
     );
     let xattr_create = libc::XATTR_CREATE as u32;
     assert_eq!(
-        f.fs.setxattr(me(), node, &cs("user.colour"), b"red", xattr_create)
+        f.fs.setxattr(me(), node, &cs("user.colour"), b"red", xattr_create, 0)
             .err(),
         Some(Errno(libc::EEXIST))
     );
@@ -478,13 +524,17 @@ fn xattrs_round_trip_and_are_off_by_default() {
         Some(Errno::ENODATA)
     );
     // Directories work the same way.
-    f.fs.setxattr(me(), ROOT, &cs("user.d"), b"1", 0).unwrap();
+    f.fs.setxattr(me(), ROOT, &cs("user.d"), b"1", 0, 0)
+        .unwrap();
     assert_eq!(f.fs.getxattr(me(), ROOT, &cs("user.d")).unwrap(), b"1");
 
     // Symlinks: user.* cannot be set, as on Linux; nothing leaks from the target.
-    let s = f.fs.symlink(me(), ROOT, &cs("s"), &cs("a")).unwrap();
+    let s =
+        f.fs.symlink(me(), ROOT, &cs("s"), &cs("a"), &PLAIN)
+            .unwrap();
     assert_eq!(
-        f.fs.setxattr(me(), s.nodeid, &cs("user.k"), b"v", 0).err(),
+        f.fs.setxattr(me(), s.nodeid, &cs("user.k"), b"v", 0, 0)
+            .err(),
         Some(Errno::EPERM)
     );
     assert_eq!(
@@ -568,7 +618,7 @@ fn open_for_mapping_gives_a_file_with_the_access_asked() {
     assert_eq!(access(&w), rustix::fs::OFlags::RDWR);
     assert_eq!(f.fs.counts(), (2, 1), "mapping files are not handles");
 
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     assert_eq!(
         f.fs.open_for_mapping(me(), d.nodeid, u64::MAX, MapAccess::Read)
             .err(),

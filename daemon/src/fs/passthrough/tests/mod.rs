@@ -7,7 +7,7 @@ use daxfsd_protocol::abi::{CreateIn, EntryOut, SetattrIn};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 
 use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, InodeFileHandles, PassthroughFs};
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, NewInode};
 
 mod entries;
 mod fd_budget;
@@ -69,6 +69,12 @@ fn cs(s: &str) -> CString {
 
 const ROOT: u64 = 1;
 
+/// A creation without umask or security context.
+const PLAIN: NewInode<'static> = NewInode {
+    umask: 0,
+    security_ctx: None,
+};
+
 fn create_in(flags: i32, mode: u32) -> CreateIn {
     CreateIn {
         flags: flags as u32,
@@ -81,7 +87,13 @@ fn create_in(flags: i32, mode: u32) -> CreateIn {
 /// CREATE `name` in the root, read-write; returns (nodeid, fh).
 fn create_file(fs: &PassthroughFs, name: &str) -> (u64, u64) {
     let (entry, open) = fs
-        .create(me(), ROOT, &cs(name), &create_in(libc::O_RDWR, 0o644))
+        .create(
+            me(),
+            ROOT,
+            &cs(name),
+            &create_in(libc::O_RDWR, 0o644),
+            &PLAIN,
+        )
         .expect("create");
     (entry.nodeid, open.fh)
 }

@@ -44,7 +44,7 @@ fn setattr_mode_and_size_by_inode_and_by_handle() {
         Some(Errno::EBADF),
         "an unknown handle"
     );
-    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, 0).unwrap();
+    let d = f.fs.mkdir(me(), ROOT, &cs("d"), 0o755, &PLAIN).unwrap();
     let mut arg = setattr_in(FATTR_SIZE);
     arg.size = 0;
     assert_eq!(
@@ -52,7 +52,9 @@ fn setattr_mode_and_size_by_inode_and_by_handle() {
         Some(Errno(libc::EISDIR))
     );
 
-    let s = f.fs.symlink(me(), ROOT, &cs("s"), &cs("a")).unwrap();
+    let s =
+        f.fs.symlink(me(), ROOT, &cs("s"), &cs("a"), &PLAIN)
+            .unwrap();
     let mut arg = setattr_in(FATTR_MODE);
     arg.mode = 0o777;
     assert_eq!(
@@ -99,7 +101,9 @@ fn setattr_times_set_now_and_omit() {
     assert!(out.attr.atime + 60 > now);
 
     // A symlink's own times change, not its target's.
-    let s = f.fs.symlink(me(), ROOT, &cs("s"), &cs("a")).unwrap();
+    let s =
+        f.fs.symlink(me(), ROOT, &cs("s"), &cs("a"), &PLAIN)
+            .unwrap();
     let before = std::fs::metadata(f.path("a")).unwrap().mtime();
     let mut arg = setattr_in(FATTR_MTIME);
     arg.mtime = 3_000_000;
@@ -137,7 +141,9 @@ fn setattr_owner() {
     assert_eq!((meta.uid(), meta.gid()), (4321, 42));
 
     // A symlink is chowned itself, not its target.
-    let s = f.fs.symlink(me(), ROOT, &cs("s"), &cs("a")).unwrap();
+    let s =
+        f.fs.symlink(me(), ROOT, &cs("s"), &cs("a"), &PLAIN)
+            .unwrap();
     let mut arg = setattr_in(FATTR_UID);
     arg.uid = 99;
     f.fs.setattr(me(), s.nodeid, &arg).expect("lchown");
