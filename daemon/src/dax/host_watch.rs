@@ -55,12 +55,30 @@ struct Entry {
     pins: u32,
 }
 
+/// Watches kept for inodes whose last mapping went, at most this many.
+const IDLE_WATCHES: usize = 64;
+
+/// Guarded by [`MappedFiles::registry`], as a whole.
 #[derive(Debug, Default)]
 struct Registry {
     by_node: HashMap<u64, Entry>,
     /// Nodeids per watch (inotify gives one watch per inode, so two nodeids
-    /// of one inode would share it).
+    /// of one inode would share it); idle watches' nodeids included.
     by_wd: HashMap<i32, Vec<u64>>,
+    /// Idle watches: nodeids whose last mapping went (no descriptor held),
+    /// oldest first, with their watch, for the next SETUPMAPPING of the
+    /// nodeid to take over instead of adding a watch again (a cycle of
+    /// SETUPMAPPING and REMOVEMAPPING of one range would otherwise add and
+    /// remove a watch each time: a `readlinkat`, an `fstat`, two
+    /// `newfstatat`, `inotify_add_watch` and `inotify_rm_watch`). A watch is
+    /// no descriptor: the file is not held open. Valid within a session: a
+    /// nodeid names one host inode until it is forgotten, and is never
+    /// reused within a session, and a watch lives until its inode is evicted
+    /// (IN_IGNORED, [`MappedFiles::watch_gone`]); the list is emptied when a
+    /// session's window is reset ([`MappedFiles::drop_idle`]), before the
+    /// next session maps anything. Events of idle watches cost a repair
+    /// look-up that finds no file.
+    idle: std::collections::VecDeque<(u64, i32)>,
 }
 
 /// The files of the inodes with mappings, and their watches.
@@ -108,51 +126,49 @@ impl MappedFiles {
     }
 
     /// Registers a SETUPMAPPING of `nodeid` from `file` (opened for writing
-    /// when `writable`) before it maps anything: keeps a descriptor and adds
-    /// a watch the first time, and a writable descriptor once one is offered.
-    /// The returned pin keeps the entry until the map is done.
+    /// when `writable`) before it maps anything: keeps the descriptor (shared,
+    /// not duplicated) and watches the file the first time (taking over its
+    /// idle watch if it has one), and a writable descriptor once one is
+    /// offered. The returned pin keeps the entry until the map is done.
     pub(super) fn pin<'a>(
         &'a self,
         window: &'a Window,
         nodeid: u64,
-        file: &File,
+        file: &Arc<File>,
         writable: bool,
     ) -> Pin<'a> {
         let mut registry = self.lock();
-        let held = registry.by_node.get(&nodeid).map(|entry| entry.writable);
-        if held.is_none() || (writable && held == Some(false)) {
-            match file.try_clone() {
-                Ok(copy) => {
-                    let file = Arc::new(copy);
-                    match registry.by_node.get_mut(&nodeid) {
-                        Some(entry) => {
-                            entry.file = file;
-                            entry.writable = true;
-                        }
-                        None => {
-                            let wd = self.add_watch(&registry.by_wd, &file, nodeid);
-                            if let Some(wd) = wd {
-                                registry.by_wd.entry(wd).or_default().push(nodeid);
-                            }
-                            registry.by_node.insert(
-                                nodeid,
-                                Entry {
-                                    file,
-                                    writable,
-                                    wd,
-                                    pins: 0,
-                                },
-                            );
-                        }
-                    }
+        let registry = &mut *registry;
+        match registry.by_node.get_mut(&nodeid) {
+            Some(entry) => {
+                if writable && !entry.writable {
+                    entry.file = Arc::clone(file);
+                    entry.writable = true;
                 }
-                Err(error) => {
-                    tracing::warn!(nodeid, %error, "cannot keep a descriptor of a mapped file; it is not repaired");
-                }
+                entry.pins += 1;
             }
-        }
-        if let Some(entry) = registry.by_node.get_mut(&nodeid) {
-            entry.pins += 1;
+            None => {
+                let idle = registry.idle.iter().position(|(n, _)| *n == nodeid);
+                let wd = match idle.and_then(|at| registry.idle.remove(at)) {
+                    Some((_, wd)) => Some(wd),
+                    None => {
+                        let wd = self.add_watch(&registry.by_wd, file, nodeid);
+                        if let Some(wd) = wd {
+                            registry.by_wd.entry(wd).or_default().push(nodeid);
+                        }
+                        wd
+                    }
+                };
+                registry.by_node.insert(
+                    nodeid,
+                    Entry {
+                        file: Arc::clone(file),
+                        writable,
+                        wd,
+                        pins: 1,
+                    },
+                );
+            }
         }
         Pin {
             files: self,
@@ -209,6 +225,9 @@ impl MappedFiles {
         }
     }
 
+    /// Drops the descriptor of `nodeid`; its watch stays, idle (see
+    /// [`Registry::idle`]), the oldest idle watch going beyond
+    /// [`IDLE_WATCHES`].
     fn forget(&self, registry: &mut Registry, nodeid: u64) {
         let Some(entry) = registry.by_node.remove(&nodeid) else {
             return;
@@ -216,6 +235,16 @@ impl MappedFiles {
         let Some(wd) = entry.wd else {
             return;
         };
+        registry.idle.push_back((nodeid, wd));
+        while registry.idle.len() > IDLE_WATCHES {
+            if let Some((old, wd)) = registry.idle.pop_front() {
+                self.unwatch(registry, old, wd);
+            }
+        }
+    }
+
+    /// Removes `nodeid` from watch `wd`, and the watch once no nodeid uses it.
+    fn unwatch(&self, registry: &mut Registry, nodeid: u64, wd: i32) {
         let last = match registry.by_wd.get_mut(&wd) {
             Some(nodes) => {
                 nodes.retain(|n| *n != nodeid);
@@ -229,6 +258,15 @@ impl MappedFiles {
                 // Fails harmlessly if the kernel already dropped the watch.
                 let _ = inotify::remove_watch(inotify, wd);
             }
+        }
+    }
+
+    /// Removes every idle watch (the session's window was reset: the next
+    /// session's nodeids name other inodes).
+    pub(super) fn drop_idle(&self) {
+        let mut registry = self.lock();
+        while let Some((nodeid, wd)) = registry.idle.pop_front() {
+            self.unwatch(&mut registry, nodeid, wd);
         }
     }
 
@@ -265,6 +303,7 @@ impl MappedFiles {
     /// it may reuse.
     fn watch_gone(&self, wd: i32) {
         let mut registry = self.lock();
+        registry.idle.retain(|(_, idle)| *idle != wd);
         if let Some(nodes) = registry.by_wd.remove(&wd) {
             for nodeid in nodes {
                 if let Some(entry) = registry.by_node.get_mut(&nodeid) {
@@ -498,10 +537,10 @@ mod tests {
         let files = MappedFiles::new(true);
         // A named file: an unlinked one has no path to watch by.
         let named = tempfile::NamedTempFile::new().unwrap();
-        let mut file = named.reopen().unwrap();
-        file.write_all(&[7; 8192]).unwrap();
+        let file = Arc::new(named.reopen().unwrap());
+        (&*file).write_all(&[7; 8192]).unwrap();
 
-        // A SETUPMAPPING that maps nothing leaves nothing behind.
+        // A SETUPMAPPING that maps nothing leaves no descriptor behind.
         drop(files.pin(&window, 5, &file, false));
         assert!(!files.contains(5) && files.len() == 0);
 
@@ -511,7 +550,7 @@ mod tests {
             moffset: 0,
             len: SLOT_SIZE,
             inode: InodeId(5),
-            file: &file,
+            file: &*file,
             foffset: 0,
             writable: false,
         };
@@ -527,17 +566,52 @@ mod tests {
 
         // A writable mapping swaps in a writable descriptor; still one entry.
         let held = files.file(5).unwrap();
-        let pin = files.pin(&window, 5, &file, true);
+        let writable = Arc::new(named.reopen().unwrap());
+        let pin = files.pin(&window, 5, &writable, true);
         assert!(!Arc::ptr_eq(&held, &files.file(5).unwrap()));
-        drop(pin);
+        drop((pin, held));
         assert_eq!(files.len(), 1);
 
         window.remove_mapping(&Accepting, 0, SLOT_SIZE).unwrap();
         files.release_if_unmapped(&window, 5);
-        assert!(!files.contains(5));
-        // The watch went with it.
+        assert!(!files.contains(5) && files.file(5).is_none());
+        // The descriptor went; the watch stays idle for the next mapping.
+        assert_eq!(
+            Arc::strong_count(&writable),
+            1,
+            "the registry still holds the file"
+        );
         file.set_len(10).unwrap();
+        assert_eq!(events(&files), vec![5]);
+        drop(files.pin(&window, 5, &file, false));
+        assert_eq!(
+            files.lock().by_wd.len(),
+            1,
+            "the idle watch was not taken over"
+        );
+
+        // A reset drops idle watches.
+        files.drop_idle();
+        assert!(files.lock().by_wd.is_empty() && files.lock().idle.is_empty());
+        file.set_len(20).unwrap();
         assert_eq!(events(&files), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn idle_watches_are_bounded() {
+        let window = Window::new(WindowGeometry::new(SLOT_SIZE).unwrap());
+        let files = MappedFiles::new(true);
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let file = Arc::new(named.reopen().unwrap());
+        // One inode under many nodeids: one watch, shared.
+        for nodeid in 0..(IDLE_WATCHES as u64 + 10) {
+            drop(files.pin(&window, nodeid, &file, false));
+        }
+        let registry = files.lock();
+        assert_eq!(registry.idle.len(), IDLE_WATCHES);
+        assert_eq!(registry.idle.front().map(|(n, _)| *n), Some(10));
+        let shared: usize = registry.by_wd.values().map(Vec::len).sum();
+        assert_eq!(shared, IDLE_WATCHES);
     }
 
     #[test]
@@ -545,7 +619,7 @@ mod tests {
         let window = Window::new(WindowGeometry::new(SLOT_SIZE).unwrap());
         let files = MappedFiles::new(false);
         assert!(!files.watching());
-        let file = tempfile::tempfile().unwrap();
+        let file = Arc::new(tempfile::tempfile().unwrap());
         let pin = files.pin(&window, 1, &file, false);
         assert!(files.contains(1));
         drop(pin);

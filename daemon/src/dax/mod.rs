@@ -338,7 +338,8 @@ impl Dax {
         // window: a bad request leaves everything as it was (the index would
         // find a bad file range only after unmapping what is in the way).
         self.check_setup_ranges(arg)?;
-        let file = self.open_for_setup(nodeid, arg, writable, open)?;
+        // Shared with the registry of mapped files, not duplicated.
+        let file = Arc::new(self.open_for_setup(nodeid, arg, writable, open)?);
         let tracing = self.core.trace.as_deref();
         if let Some(trace) = tracing {
             seen.path = trace.relative_path(&file);
@@ -347,7 +348,7 @@ impl Dax {
             moffset: arg.moffset,
             len: arg.len,
             inode: InodeId(nodeid),
-            file: &file,
+            file: &*file,
             foffset: arg.foffset,
             writable,
         };
@@ -580,6 +581,7 @@ impl Dax {
     /// forgotten without an unmap (logged at debug level only).
     fn report_reset(&self, report: &dax_window::ResetReport<VmmMapError>, forgotten: u64) {
         self.core.files.sweep(&self.core.window);
+        self.core.files.drop_idle();
         if let Some(trace) = &self.core.trace {
             trace.event(
                 "reset",
