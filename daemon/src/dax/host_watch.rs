@@ -7,7 +7,10 @@
 //! back, and an inotify watch on it. [`HostWatcher`] reads the watches'
 //! events (`IN_MODIFY`: writes, truncate, fallocate; `IN_ATTRIB`;
 //! `IN_CLOSE_WRITE`), fstats the file and repairs its mappings
-//! ([`dax_window::Window::repair`]) in both directions.
+//! ([`dax_window::Window::repair`]) in both directions. When an inode's
+//! last mapping goes, its descriptor is closed but (for read-only
+//! descriptors) its watch stays idle for the nodeid's next SETUPMAPPING, a
+//! bounded number of them ([`Registry::idle`]).
 //!
 //! Why inotify rather than fanotify: it works unprivileged, watches exactly
 //! the inodes that need it (a watch per mapped inode, on the file the daemon
@@ -49,18 +52,40 @@ struct Entry {
     file: Arc<File>,
     /// Whether `file` was opened for writing (can back writable mappings).
     writable: bool,
+    /// Whether `file` has write access (also for read mappings, on a
+    /// frontend that maps only writable descriptors): its last close sends
+    /// the watch an IN_CLOSE_WRITE, so its watch is not kept idle.
+    write_access: bool,
     /// The inotify watch, if one could be added.
     wd: Option<i32>,
     /// SETUPMAPPINGs of the inode in progress; the entry stays while any is.
     pins: u32,
 }
 
+/// Watches kept for inodes whose last mapping went, at most this many.
+const IDLE_WATCHES: usize = 64;
+
+/// Guarded by [`MappedFiles::registry`], as a whole.
 #[derive(Debug, Default)]
 struct Registry {
     by_node: HashMap<u64, Entry>,
     /// Nodeids per watch (inotify gives one watch per inode, so two nodeids
-    /// of one inode would share it).
+    /// of one inode would share it); idle watches' nodeids included.
     by_wd: HashMap<i32, Vec<u64>>,
+    /// Idle watches: nodeids whose last mapping went (no descriptor held),
+    /// oldest first, with their watch, for the next SETUPMAPPING of the
+    /// nodeid to take over instead of adding a watch again (a cycle of
+    /// SETUPMAPPING and REMOVEMAPPING of one range would otherwise add and
+    /// remove a watch each time: a `readlinkat`, an `fstat`, two
+    /// `newfstatat`, `inotify_add_watch` and `inotify_rm_watch`). A watch is
+    /// no descriptor: the file is not held open. Valid within a session: a
+    /// nodeid names one host inode until it is forgotten, and is never
+    /// reused within a session, and a watch lives until its inode is evicted
+    /// (IN_IGNORED, [`MappedFiles::watch_gone`]); the list is emptied when a
+    /// session's window is reset ([`MappedFiles::drop_idle`]), before the
+    /// next session maps anything. Events of idle watches cost a repair
+    /// look-up that finds no file.
+    idle: std::collections::VecDeque<(u64, i32)>,
 }
 
 /// The files of the inodes with mappings, and their watches.
@@ -108,51 +133,53 @@ impl MappedFiles {
     }
 
     /// Registers a SETUPMAPPING of `nodeid` from `file` (opened for writing
-    /// when `writable`) before it maps anything: keeps a descriptor and adds
-    /// a watch the first time, and a writable descriptor once one is offered.
-    /// The returned pin keeps the entry until the map is done.
+    /// when `writable`) before it maps anything: keeps the descriptor (shared,
+    /// not duplicated) and watches the file the first time (taking over its
+    /// idle watch if it has one), and a writable descriptor once one is
+    /// offered; `write_access`: `file` has write access even if `writable`
+    /// is false. The returned pin keeps the entry until the map is done.
     pub(super) fn pin<'a>(
         &'a self,
         window: &'a Window,
         nodeid: u64,
-        file: &File,
-        writable: bool,
+        file: &Arc<File>,
+        (writable, write_access): (bool, bool),
     ) -> Pin<'a> {
+        let write_access = writable || write_access;
         let mut registry = self.lock();
-        let held = registry.by_node.get(&nodeid).map(|entry| entry.writable);
-        if held.is_none() || (writable && held == Some(false)) {
-            match file.try_clone() {
-                Ok(copy) => {
-                    let file = Arc::new(copy);
-                    match registry.by_node.get_mut(&nodeid) {
-                        Some(entry) => {
-                            entry.file = file;
-                            entry.writable = true;
-                        }
-                        None => {
-                            let wd = self.add_watch(&registry.by_wd, &file, nodeid);
-                            if let Some(wd) = wd {
-                                registry.by_wd.entry(wd).or_default().push(nodeid);
-                            }
-                            registry.by_node.insert(
-                                nodeid,
-                                Entry {
-                                    file,
-                                    writable,
-                                    wd,
-                                    pins: 0,
-                                },
-                            );
-                        }
-                    }
+        let registry = &mut *registry;
+        match registry.by_node.get_mut(&nodeid) {
+            Some(entry) => {
+                if writable && !entry.writable {
+                    entry.file = Arc::clone(file);
+                    entry.writable = true;
+                    entry.write_access = true;
                 }
-                Err(error) => {
-                    tracing::warn!(nodeid, %error, "cannot keep a descriptor of a mapped file; it is not repaired");
-                }
+                entry.pins += 1;
             }
-        }
-        if let Some(entry) = registry.by_node.get_mut(&nodeid) {
-            entry.pins += 1;
+            None => {
+                let idle = registry.idle.iter().position(|(n, _)| *n == nodeid);
+                let wd = match idle.and_then(|at| registry.idle.remove(at)) {
+                    Some((_, wd)) => Some(wd),
+                    None => {
+                        let wd = self.add_watch(&registry.by_wd, file, nodeid);
+                        if let Some(wd) = wd {
+                            registry.by_wd.entry(wd).or_default().push(nodeid);
+                        }
+                        wd
+                    }
+                };
+                registry.by_node.insert(
+                    nodeid,
+                    Entry {
+                        file: Arc::clone(file),
+                        writable,
+                        write_access,
+                        wd,
+                        pins: 1,
+                    },
+                );
+            }
         }
         Pin {
             files: self,
@@ -209,6 +236,11 @@ impl MappedFiles {
         }
     }
 
+    /// Drops the descriptor of `nodeid`; its watch stays, idle (see
+    /// [`Registry::idle`]), the oldest idle watch going beyond
+    /// [`IDLE_WATCHES`]. Not when the descriptor has write access: closing
+    /// it would wake the watcher with an IN_CLOSE_WRITE on every cycle, so
+    /// that watch goes first, as it did before idle watches.
     fn forget(&self, registry: &mut Registry, nodeid: u64) {
         let Some(entry) = registry.by_node.remove(&nodeid) else {
             return;
@@ -216,6 +248,20 @@ impl MappedFiles {
         let Some(wd) = entry.wd else {
             return;
         };
+        if entry.write_access {
+            self.unwatch(registry, nodeid, wd);
+            return;
+        }
+        registry.idle.push_back((nodeid, wd));
+        while registry.idle.len() > IDLE_WATCHES {
+            if let Some((old, wd)) = registry.idle.pop_front() {
+                self.unwatch(registry, old, wd);
+            }
+        }
+    }
+
+    /// Removes `nodeid` from watch `wd`, and the watch once no nodeid uses it.
+    fn unwatch(&self, registry: &mut Registry, nodeid: u64, wd: i32) {
         let last = match registry.by_wd.get_mut(&wd) {
             Some(nodes) => {
                 nodes.retain(|n| *n != nodeid);
@@ -229,6 +275,15 @@ impl MappedFiles {
                 // Fails harmlessly if the kernel already dropped the watch.
                 let _ = inotify::remove_watch(inotify, wd);
             }
+        }
+    }
+
+    /// Removes every idle watch (the session's window was reset: the next
+    /// session's nodeids name other inodes).
+    pub(super) fn drop_idle(&self) {
+        let mut registry = self.lock();
+        while let Some((nodeid, wd)) = registry.idle.pop_front() {
+            self.unwatch(&mut registry, nodeid, wd);
         }
     }
 
@@ -265,6 +320,7 @@ impl MappedFiles {
     /// it may reuse.
     fn watch_gone(&self, wd: i32) {
         let mut registry = self.lock();
+        registry.idle.retain(|(_, idle)| *idle != wd);
         if let Some(nodes) = registry.by_wd.remove(&wd) {
             for nodeid in nodes {
                 if let Some(entry) = registry.by_node.get_mut(&nodeid) {
@@ -498,20 +554,20 @@ mod tests {
         let files = MappedFiles::new(true);
         // A named file: an unlinked one has no path to watch by.
         let named = tempfile::NamedTempFile::new().unwrap();
-        let mut file = named.reopen().unwrap();
-        file.write_all(&[7; 8192]).unwrap();
+        let file = Arc::new(named.reopen().unwrap());
+        (&*file).write_all(&[7; 8192]).unwrap();
 
-        // A SETUPMAPPING that maps nothing leaves nothing behind.
-        drop(files.pin(&window, 5, &file, false));
+        // A SETUPMAPPING that maps nothing leaves no descriptor behind.
+        drop(files.pin(&window, 5, &file, (false, false)));
         assert!(!files.contains(5) && files.len() == 0);
 
-        let pin = files.pin(&window, 5, &file, false);
+        let pin = files.pin(&window, 5, &file, (false, false));
         assert!(files.contains(5));
         let request = MapRequest {
             moffset: 0,
             len: SLOT_SIZE,
             inode: InodeId(5),
-            file: &file,
+            file: &*file,
             foffset: 0,
             writable: false,
         };
@@ -527,17 +583,60 @@ mod tests {
 
         // A writable mapping swaps in a writable descriptor; still one entry.
         let held = files.file(5).unwrap();
-        let pin = files.pin(&window, 5, &file, true);
+        let writable = Arc::new(named.reopen().unwrap());
+        let pin = files.pin(&window, 5, &writable, (true, false));
         assert!(!Arc::ptr_eq(&held, &files.file(5).unwrap()));
-        drop(pin);
+        drop((pin, held));
         assert_eq!(files.len(), 1);
 
         window.remove_mapping(&Accepting, 0, SLOT_SIZE).unwrap();
         files.release_if_unmapped(&window, 5);
-        assert!(!files.contains(5));
-        // The watch went with it.
+        assert!(!files.contains(5) && files.file(5).is_none());
+        // The writable descriptor went, and its watch with it: its close
+        // would have woken the watcher (IN_CLOSE_WRITE).
+        assert_eq!(
+            Arc::strong_count(&writable),
+            1,
+            "the registry still holds the file"
+        );
         file.set_len(10).unwrap();
         assert_eq!(events(&files), Vec::<u64>::new());
+        assert!(files.lock().by_wd.is_empty());
+
+        // A read-only descriptor's watch stays idle for the next mapping.
+        drop(files.pin(&window, 5, &file, (false, false)));
+        assert!(!files.contains(5));
+        file.set_len(15).unwrap();
+        assert_eq!(events(&files), vec![5]);
+        drop(files.pin(&window, 5, &file, (false, false)));
+        assert_eq!(
+            files.lock().by_wd.len(),
+            1,
+            "the idle watch was not taken over"
+        );
+
+        // A reset drops idle watches.
+        files.drop_idle();
+        assert!(files.lock().by_wd.is_empty() && files.lock().idle.is_empty());
+        file.set_len(20).unwrap();
+        assert_eq!(events(&files), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn idle_watches_are_bounded() {
+        let window = Window::new(WindowGeometry::new(SLOT_SIZE).unwrap());
+        let files = MappedFiles::new(true);
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let file = Arc::new(named.reopen().unwrap());
+        // One inode under many nodeids: one watch, shared.
+        for nodeid in 0..(IDLE_WATCHES as u64 + 10) {
+            drop(files.pin(&window, nodeid, &file, (false, false)));
+        }
+        let registry = files.lock();
+        assert_eq!(registry.idle.len(), IDLE_WATCHES);
+        assert_eq!(registry.idle.front().map(|(n, _)| *n), Some(10));
+        let shared: usize = registry.by_wd.values().map(Vec::len).sum();
+        assert_eq!(shared, IDLE_WATCHES);
     }
 
     #[test]
@@ -545,8 +644,8 @@ mod tests {
         let window = Window::new(WindowGeometry::new(SLOT_SIZE).unwrap());
         let files = MappedFiles::new(false);
         assert!(!files.watching());
-        let file = tempfile::tempfile().unwrap();
-        let pin = files.pin(&window, 1, &file, false);
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let pin = files.pin(&window, 1, &file, (false, false));
         assert!(files.contains(1));
         drop(pin);
         files.sweep(&window);

@@ -338,7 +338,8 @@ impl Dax {
         // window: a bad request leaves everything as it was (the index would
         // find a bad file range only after unmapping what is in the way).
         self.check_setup_ranges(arg)?;
-        let file = self.open_for_setup(nodeid, arg, writable, open)?;
+        // Shared with the registry of mapped files, not duplicated.
+        let file = Arc::new(self.open_for_setup(nodeid, arg, writable, open)?);
         let tracing = self.core.trace.as_deref();
         if let Some(trace) = tracing {
             seen.path = trace.relative_path(&file);
@@ -347,16 +348,20 @@ impl Dax {
             moffset: arg.moffset,
             len: arg.len,
             inode: InodeId(nodeid),
-            file: &file,
+            file: &*file,
             foffset: arg.foffset,
             writable,
         };
         let core = &*self.core;
         // Held (and watched) before the map reads the file's size, so a
         // host-side truncation after that read is seen and repaired.
-        let pin = core
-            .repair
-            .then(|| core.files.pin(&core.window, nodeid, &file, writable));
+        // A read mapping has a writable descriptor where the frontend maps
+        // only those (see `open_for_setup`).
+        let write_access = !self.frontend_caps().read_only_fd;
+        let pin = core.repair.then(|| {
+            core.files
+                .pin(&core.window, nodeid, &file, (writable, write_access))
+        });
         let result = core.window.setup_mapping(&core.mapper, &request);
         drop(pin);
         if tracing.is_some() {
@@ -580,6 +585,7 @@ impl Dax {
     /// forgotten without an unmap (logged at debug level only).
     fn report_reset(&self, report: &dax_window::ResetReport<VmmMapError>, forgotten: u64) {
         self.core.files.sweep(&self.core.window);
+        self.core.files.drop_idle();
         if let Some(trace) = &self.core.trace {
             trace.event(
                 "reset",
