@@ -17,6 +17,7 @@ use crate::dispatch::{Dispatcher, InitPolicy, Offers, SessionEnd};
 use crate::fs::passthrough::{FsConfig, InodeFileHandles, PassthroughFs};
 use crate::metrics::MetricsSink;
 use crate::process::lifecycle::{Shutdown, SocketFile};
+use crate::process::pidfile::PidFile;
 use crate::process::sandbox::{Jail, Role, SandboxMode};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
 use crate::transport::vhost_user::{DeviceConfig, FsDevice};
@@ -56,6 +57,10 @@ pub enum ServerError {
     /// The socket could not be created.
     #[error("cannot listen")]
     Listen(#[source] crate::process::lifecycle::SocketFileError),
+    /// The pid file beside the socket is another daemon's, or cannot be
+    /// created.
+    #[error("cannot take the socket path")]
+    PidFile(#[source] crate::process::pidfile::PidFileError),
     /// The `--fd` socket cannot be served.
     #[error("cannot serve the inherited socket")]
     Inherit(#[source] crate::process::inherited::InheritError),
@@ -229,7 +234,7 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
     };
     // Before any thread or child process exists, so all of them inherit it.
     let signals = BlockedSignals::block(&STOP_SIGNALS).map_err(ServerError::Signals)?;
-    let (unix_listener, socket_file, socket_path) = listen_on(listen)?;
+    let (unix_listener, socket_file, socket_path, pid_file) = listen_on(listen)?;
     let socket_path = &socket_path;
     let remove_socket = || {
         if let Some(file) = &socket_file {
@@ -280,6 +285,7 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
             return Err(ServerError::Sandbox(error));
         }
     };
+    let _pid_file = pid_file_of_daemon(pid_file, mode);
     let served = serve_in(config, jail, unix_listener, signals, socket_path, trace);
     if mode == SandboxMode::None {
         remove_socket();
@@ -287,15 +293,34 @@ pub fn run(config: &Config) -> Result<ExitCode, ServerError> {
     served.map(|()| ExitCode::SUCCESS)
 }
 
+/// What the daemon proper keeps of the pid file. Sandboxed, the supervisor
+/// holds its lock and the daemon keeps no descriptor of a file outside the
+/// share but the socket (and the trace file it writes); without a sandbox
+/// this process is the daemon and holds it until it returns.
+fn pid_file_of_daemon(pid_file: Option<PidFile>, mode: SandboxMode) -> Option<PidFile> {
+    match pid_file {
+        Some(file) if mode != SandboxMode::None => {
+            file.close();
+            None
+        }
+        kept => kept,
+    }
+}
+
 /// The listening socket: bound at `--socket-path` (the socket file is the
-/// daemon's, removed when it stops), or inherited with `--fd` (libvirt's,
-/// which removes it itself). Also returns the socket's path.
-fn listen_on(listen: &Listen) -> Result<(UnixListener, Option<SocketFile>, PathBuf), ServerError> {
+/// daemon's, removed when it stops, and `PATH.pid` is locked first so that
+/// a second daemon on the same path stops before it replaces the socket),
+/// or inherited with `--fd` (libvirt's, which removes it itself). Also
+/// returns the socket's path.
+fn listen_on(
+    listen: &Listen,
+) -> Result<(UnixListener, Option<SocketFile>, PathBuf, Option<PidFile>), ServerError> {
     match listen {
         Listen::Path { path, group } => {
+            let pid_file = PidFile::lock(&PidFile::path_for(path)).map_err(ServerError::PidFile)?;
             let (listener, file) = SocketFile::bind(path, group.as_ref().map(|&(_, gid)| gid))
                 .map_err(ServerError::Listen)?;
-            Ok((listener, Some(file), path.clone()))
+            Ok((listener, Some(file), path.clone(), Some(pid_file)))
         }
         Listen::Fd(fd) => {
             let listener =
@@ -305,7 +330,7 @@ fn listen_on(listen: &Listen) -> Result<(UnixListener, Option<SocketFile>, PathB
                 .ok()
                 .and_then(|addr| addr.as_pathname().map(Path::to_owned))
                 .unwrap_or_default();
-            Ok((listener, None, path))
+            Ok((listener, None, path, None))
         }
     }
 }

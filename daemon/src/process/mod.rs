@@ -7,6 +7,7 @@
 pub mod fds;
 pub mod inherited;
 pub mod lifecycle;
+pub mod pidfile;
 pub mod rlimit;
 pub mod sandbox;
 pub mod signals;

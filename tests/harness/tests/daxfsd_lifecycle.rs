@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -190,5 +191,50 @@ fn a_window_flag_without_a_window_is_refused_naming_both_flags() {
             "{window_flag:?}: {stderr}"
         );
         assert!(!socket.exists(), "no socket before the flags are checked");
+    }
+}
+
+/// A second daemon given a socket path a daemon serves finds `PATH.pid` locked and exits
+/// before it replaces the socket (virtiofsd's pid file): the first keeps serving on it.
+#[test]
+fn a_second_daemon_on_the_same_socket_path_is_refused() {
+    for mode in modes() {
+        let first = daxfsd_harness::BackendCommand::daxfsd_sandboxed(common::daxfsd_bin(), mode)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}", daxfsd_harness::error_chain(&e)));
+        let socket = first.socket_path().to_owned();
+        let pid_file = {
+            let mut name = socket.clone().into_os_string();
+            name.push(".pid");
+            std::path::PathBuf::from(name)
+        };
+        let written = std::fs::read_to_string(&pid_file).expect("the pid file");
+        assert_eq!(written, format!("{}\n", first.pid()), "{mode}");
+        let before = std::fs::metadata(&socket).expect("socket").ino();
+        let out = std::process::Command::new(common::daxfsd_bin())
+            .args(["--socket-path", socket.to_str().unwrap(), "--shared-dir"])
+            .arg(first.shared_dir())
+            .args(["--sandbox", mode])
+            .output()
+            .expect("run a second daxfsd");
+        assert_eq!(out.status.code(), Some(1), "{mode}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!(
+            "another daemon (pid {}) serves this socket path",
+            first.pid()
+        );
+        assert!(stderr.contains(&want), "{mode}: {stderr}");
+        let after = std::fs::metadata(&socket)
+            .expect("socket still there")
+            .ino();
+        assert_eq!(
+            before, after,
+            "{mode}: the first daemon's socket was replaced"
+        );
+        let s = Session::connect(first, 1);
+        s.init(common::LINUX_INIT_FLAGS)
+            .expect("INIT on the first daemon");
+        s.assert_serving();
+        stops_cleanly(&s.backend, Signal::TERM);
     }
 }
