@@ -170,3 +170,63 @@ fn without_a_thread_pool_a_blocked_request_holds_its_queue() {
     );
     s.assert_serving();
 }
+
+/// CPU time (user + system) of every thread of `pid` so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // After the command name's closing parenthesis: field 3 onwards.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let (utime, stime): (u64, u64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+    Duration::from_millis((utime + stime) * 1000 / ticks)
+}
+
+/// The frontend stops a queue (GET_VRING_BASE) while its worker serves a
+/// request, with another request queued behind: when the request finishes,
+/// the worker leaves the stopped queue alone (no reply into the ring the
+/// frontend took back, no more chains taken) and goes back to waiting. It
+/// once spun on such a queue, popping nothing while its available index
+/// differed from the next one to take, logging at full speed and never
+/// returning to its event loop, so the daemon no longer stopped on SIGTERM
+/// (seen when QEMU crashed under a busy guest).
+#[test]
+fn a_queue_stopped_while_its_worker_serves_is_left_alone() {
+    let backend = daxfsd_harness::BackendCommand::daxfsd(daxfsd_bin())
+        .args(["--sandbox", "none", "--thread-pool-size", "0"])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}", daxfsd_harness::error_chain(&e)));
+    // EVENT_IDX: the daemon re-arms notifications after each batch, where it spun.
+    let config = daxfsd_harness::DeviceConfig {
+        event_idx: true,
+        ..daxfsd_harness::DeviceConfig::default()
+    };
+    let s = Session::connect_with(backend, config);
+    s.init(LINUX_INIT_FLAGS).expect("INIT");
+    let leased = Leased::new(&s, "leased");
+    let opening = leased.open_on(&s, 1);
+    let getattr = getattr_request(s.unique(), ROOT_ID);
+    let behind = s.check(s.dev.submit(1, &[&getattr], &[4096]));
+    s.check(s.dev.stop_queue(1));
+    leased.release();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = s.backend.pid();
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_time(pid) - before;
+    assert!(
+        spent < Duration::from_millis(300),
+        "the daemon spent {spent:?} of CPU in 1 s after its queue was stopped\n{}",
+        s.backend.diagnostics()
+    );
+    assert!(
+        s.check(s.dev.try_take(opening)).is_none() && s.check(s.dev.try_take(behind)).is_none(),
+        "a reply was put on the ring of a stopped queue"
+    );
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let status = s.check(s.backend.wait_exit(Duration::from_secs(5)));
+    assert!(status.success(), "{}", s.backend.diagnostics());
+}

@@ -239,9 +239,20 @@ impl FsDevice {
             };
             let head = chain.head_index();
             let written = self.serve_chain(&mem, chain, &mut buffers);
-            vring
-                .add_used(head, written)
-                .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            {
+                // Under the vring's lock: a queue the frontend stopped while
+                // the request ran is no longer the daemon's to write.
+                let mut state = vring.get_mut();
+                if !state.get_queue().ready() {
+                    self.stats
+                        .dropped_completions
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                state
+                    .add_used(head, written)
+                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            }
             self.stats.chains.fetch_add(1, Ordering::Relaxed);
             used_any = true;
             // Within a batch, tell the driver about completions it waits
@@ -266,7 +277,15 @@ impl FsDevice {
         each: &mut dyn FnMut(Option<GuestChain>) -> Result<(), DeviceError>,
     ) -> Result<(), DeviceError> {
         let event_idx = self.event_idx.load(Ordering::Relaxed);
+        let ready = || vring.get_ref().get_queue().ready();
         loop {
+            // A queue the frontend stopped (GET_VRING_BASE) or reset is left
+            // alone: its rings are the frontend's again. (Going on would spin:
+            // popping from it finds nothing while its available index still
+            // differs from the next one to take.)
+            if !ready() {
+                return Ok(());
+            }
             if event_idx {
                 vring
                     .disable_notification()
@@ -274,15 +293,20 @@ impl FsDevice {
             }
             loop {
                 // Hold the vring lock only to pop, never across a request.
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
+                let chain = {
+                    let mut state = vring.get_mut();
+                    let ring = state.get_queue_mut();
+                    if ring.ready() {
+                        ring.pop_descriptor_chain(mem.clone())
+                    } else {
+                        None
+                    }
+                };
                 let Some(chain) = chain else { break };
                 each(Some(chain))?;
             }
             each(None)?;
-            if !event_idx {
+            if !event_idx || !ready() {
                 return Ok(());
             }
             // Re-enable notifications; if chains arrived meanwhile, go again.

@@ -111,6 +111,11 @@ impl Session {
             request_queues,
             ..DeviceConfig::default()
         };
+        Session::connect_with(backend, config)
+    }
+
+    /// A device set up as `config` says connected to `backend`; not initialised.
+    pub fn connect_with(backend: BackendProcess, config: DeviceConfig) -> Session {
         let dev = Device::connect(backend.socket_path(), config)
             .unwrap_or_else(|e| panic!("{}", backend.report(&e)));
         Session {
