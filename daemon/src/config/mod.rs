@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod compat;
 pub mod group;
+pub mod id;
 pub mod modcaps;
 pub mod refused;
 pub mod translate;

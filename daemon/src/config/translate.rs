@@ -5,7 +5,7 @@
 //! first character after TYPE that is not a letter, digit, `-` or `_`, and
 //! every field uses the same one (`map/0/1000/1` is `map:0:1000:1`).
 
-use std::num::ParseIntError;
+use super::id::{parse_id, NotAnId};
 
 use crate::fs::idmap::{IdMap, IdMapError, IdMaps, Rule};
 
@@ -28,15 +28,9 @@ pub enum RuleSyntax {
         /// How many were given.
         seen: usize,
     },
-    /// A field is not an id (a decimal 32-bit unsigned integer).
-    #[error("{value:?} is not an id")]
-    NotAnId {
-        /// The field.
-        value: String,
-        /// Why it does not parse.
-        #[source]
-        source: ParseIntError,
-    },
+    /// A field is not an id.
+    #[error(transparent)]
+    NotAnId(#[from] NotAnId),
 }
 
 /// Why a `--translate-uid`/`--translate-gid` value is refused. The message
@@ -87,13 +81,8 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleSyntax> {
     let separator = rest.chars().next().ok_or(RuleSyntax::NoFields)?;
     let fields = rest[separator.len_utf8()..]
         .split(separator)
-        .map(|field| {
-            field.parse::<u32>().map_err(|source| RuleSyntax::NotAnId {
-                value: field.to_owned(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<u32>, RuleSyntax>>()?;
+        .map(parse_id)
+        .collect::<Result<Vec<u32>, NotAnId>>()?;
     let expected = if kind == "forbid-guest" { 2 } else { 3 };
     let count_error = || RuleSyntax::FieldCount {
         kind: kind.clone(),

@@ -10,7 +10,7 @@
 //! daxfsd's is `none`: a map given without `--sandbox` chooses `namespace`
 //! (see [`super::Config::sandbox_mode`]).
 
-use std::num::ParseIntError;
+use super::id::{parse_id, NotAnId};
 
 use crate::process::sandbox::userns::{IdRange, UserNsMaps};
 use crate::process::sandbox::SandboxMode;
@@ -31,14 +31,8 @@ pub enum MapSyntax {
     #[error("{0} fields where three are needed (:namespace_id:host_id:count:)")]
     FieldCount(usize),
     /// A field is not an id.
-    #[error("{value:?} is not an id")]
-    NotAnId {
-        /// The field.
-        value: String,
-        /// Why it does not parse.
-        #[source]
-        source: ParseIntError,
-    },
+    #[error(transparent)]
+    NotAnId(#[from] NotAnId),
 }
 
 /// Why `--uid-map`/`--gid-map` is refused. The message names the flag.
@@ -86,16 +80,10 @@ pub fn parse_range(text: &str) -> Result<IdRange, MapSyntax> {
     let [inside, outside, count] = fields[..] else {
         return Err(MapSyntax::FieldCount(fields.len()));
     };
-    let id = |value: &str| {
-        value.parse::<u32>().map_err(|source| MapSyntax::NotAnId {
-            value: value.to_owned(),
-            source,
-        })
-    };
     Ok(IdRange {
-        inside: id(inside)?,
-        outside: id(outside)?,
-        count: id(count)?,
+        inside: parse_id(inside)?,
+        outside: parse_id(outside)?,
+        count: parse_id(count)?,
     })
 }
 
@@ -166,11 +154,11 @@ mod tests {
         assert_eq!(parse_range(":0/0/1:"), Err(MapSyntax::FieldCount(1)));
         assert!(matches!(
             parse_range(":0:-1:1:"),
-            Err(MapSyntax::NotAnId { value, .. }) if value == "-1"
+            Err(MapSyntax::NotAnId(NotAnId { value, .. })) if value == "-1"
         ));
         assert!(matches!(
             parse_range(":0:4294967296:1:"),
-            Err(MapSyntax::NotAnId { .. })
+            Err(MapSyntax::NotAnId(_))
         ));
     }
 

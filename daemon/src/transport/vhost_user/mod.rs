@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use daxfsd_protocol::abi::VirtioFsConfig;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost::vhost_user::Backend;
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
@@ -239,21 +239,9 @@ impl FsDevice {
             };
             let head = chain.head_index();
             let written = self.serve_chain(&mem, chain, &mut buffers);
-            {
-                // Under the vring's lock: a queue the frontend stopped while
-                // the request ran is no longer the daemon's to write.
-                let mut state = vring.get_mut();
-                if !state.get_queue().ready() {
-                    self.stats
-                        .dropped_completions
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                state
-                    .add_used(head, written)
-                    .map_err(|source| DeviceError::UsedRing { queue, source })?;
+            if !self.put_used(queue, &mut vring.get_mut(), head, written)? {
+                return Ok(());
             }
-            self.stats.chains.fetch_add(1, Ordering::Relaxed);
             used_any = true;
             // Within a batch, tell the driver about completions it waits
             // for at most once per SIGNAL_COALESCE (see there).
@@ -317,6 +305,30 @@ impl FsDevice {
                 return Ok(());
             }
         }
+    }
+
+    /// Puts a served chain on the used ring, through `state` (the vring's
+    /// lock, held by the caller), unless the frontend stopped the queue
+    /// while the request ran: that ring is no longer the daemon's to write,
+    /// and the reply is dropped (counted). Returns whether it was put.
+    fn put_used(
+        &self,
+        queue: u16,
+        state: &mut VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
+        head: u16,
+        written: u32,
+    ) -> Result<bool, DeviceError> {
+        if !state.get_queue().ready() {
+            self.stats
+                .dropped_completions
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        state
+            .add_used(head, written)
+            .map_err(|source| DeviceError::UsedRing { queue, source })?;
+        self.stats.chains.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Signals the driver if it asked to hear of the used entries so far

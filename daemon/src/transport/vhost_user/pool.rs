@@ -17,13 +17,11 @@
 //! Threads are started on the queue's first chain: QEMU enables every
 //! request queue but may use only some.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryLoadGuard, GuestMemoryMmap};
 
 use super::{DeviceError, FsDevice, GuestChain, QueueBuffers};
@@ -233,16 +231,9 @@ impl FsDevice {
         written: u32,
     ) -> Result<(), DeviceError> {
         let mut state = vring.get_mut();
-        if !state.get_queue().ready() {
-            self.stats
-                .dropped_completions
-                .fetch_add(1, Ordering::Relaxed);
+        if !self.put_used(queue, &mut state, head, written)? {
             return Ok(());
         }
-        state
-            .add_used(head, written)
-            .map_err(|source| DeviceError::UsedRing { queue, source })?;
-        self.stats.chains.fetch_add(1, Ordering::Relaxed);
         let notify = state
             .needs_notification()
             .map_err(|source| DeviceError::UsedRing { queue, source })?;
