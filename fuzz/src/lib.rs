@@ -202,6 +202,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         cache: CachePolicy::Auto,
         readonly: false,
         xattr: true,
+        xattrmap: None,
         allow_direct_io: false,
         preserve_noatime: false,
         announce_submounts: true,
