@@ -12,7 +12,10 @@ LAST=$(printf f%06d $((MANY - 1)))
 
 # list_and_stat ROUND: every entry listed and stat'ed, no error.
 list_and_stat() {
+  _t0=$(cut -d" " -f1 /proc/uptime)
   ls -ln "$MNT/many" >/tmp/ls.out 2>/tmp/ls.err || fail "ls -ln round $1: $(head -n 3 /tmp/ls.err)"
+  # Seconds the listing took (benches/guest-many-files.sh reads them).
+  value "many.seconds$1" "$(awk -v a="$_t0" -v b="$(cut -d" " -f1 /proc/uptime)" 'BEGIN { printf "%.2f", b - a }')"
   expect_eq "errors in round $1" "$(wc -l </tmp/ls.err)" 0
   expect_eq "files listed in round $1" "$(grep -c '^-' /tmp/ls.out)" "$MANY"
   value "many.round$1" "$(grep -c '^-' /tmp/ls.out)"
