@@ -85,21 +85,23 @@ fn prepare_user() -> Result<IdmapUser, String> {
     })
 }
 
-/// The daxfsd binary, copied where any user may run it (the checkout may not be).
+/// The daxfsd binary, copied where any user may run it (the checkout may not be). One
+/// fixed place, replaced by each test process (a copy under a temporary name, then a
+/// rename), so that runs leave one copy behind, not one each (a static's temporary
+/// directory is never dropped).
 fn daxfsd_for_anyone() -> PathBuf {
-    static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("daxfsd-uid-map-bin-")
-            .tempdir()
-            .expect("temporary directory");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let path = dir.path().join("daxfsd");
-        std::fs::copy(daxfsd_bin(), &path).expect("copying daxfsd");
-        (dir, path)
-    });
-    path.clone()
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join("daxfsd-uid-map-bin");
+        std::fs::create_dir_all(&dir).expect("creating the binary's directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = dir.join("daxfsd");
+        let partial = dir.join(format!("daxfsd.{}", std::process::id()));
+        std::fs::copy(daxfsd_bin(), &partial).expect("copying daxfsd");
+        std::fs::rename(&partial, &path).expect("renaming the copy into place");
+        path
+    })
+    .clone()
 }
 
 /// `daxfsd` on a fresh shared directory with `extra` flags, run as `user`.
