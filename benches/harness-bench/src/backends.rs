@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use daxfsd_harness::{error_chain, BackendCommand, BackendProcess};
+use daxfsd_harness::fuse::Uniques;
+use daxfsd_harness::{error_chain, BackendCommand, BackendProcess, Device, DeviceConfig};
 
-use crate::error::{BenchError, Result};
+use crate::error::{BenchError, HarnessContext, Result};
 
 /// Which daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,29 @@ pub fn spawn(
         .shared_dir(shared_dir)
         .spawn()
         .map_err(|e| BenchError::harness(format!("starting {}", daemon.name()), e))
+}
+
+/// Connects a device with `request_queues` request queues (EVENT_IDX on, the queue size
+/// both daemons take) to `process`, the running `daemon`, and sends INIT with `flags`.
+pub fn connect_and_init(
+    process: &BackendProcess,
+    daemon: Daemon,
+    request_queues: usize,
+    flags: u64,
+) -> Result<(Device, Uniques)> {
+    let config = DeviceConfig {
+        request_queues,
+        queue_size: QUEUE_SIZE,
+        event_idx: true,
+        read_config: false,
+        ..DeviceConfig::default()
+    };
+    let dev = Device::connect(process.socket_path(), config)
+        .during(|| format!("connecting to {}", daemon.name()))?;
+    let uniques = Uniques::default();
+    dev.fuse_init(1, uniques.next(), flags)
+        .during(|| format!("INIT of {}", daemon.name()))?;
+    Ok((dev, uniques))
 }
 
 /// CPU time (user + system) of every live thread of `pid`, in nanoseconds (the daemons'

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use daxfsd_harness::fuse::Uniques;
-use daxfsd_harness::{BackendProcess, Device, DeviceConfig, FuseClient, FuseResult};
+use daxfsd_harness::{BackendProcess, Device, FuseClient, FuseResult};
 use daxfsd_protocol::abi::{
     ASYNC_DIO, ASYNC_READ, ATOMIC_O_TRUNC, AUTO_INVAL_DATA, BIG_WRITES, DO_READDIRPLUS,
     EXPLICIT_INVAL_DATA, MAX_PAGES, PARALLEL_DIROPS, READDIRPLUS_AUTO, ROOT_ID,
@@ -278,18 +278,7 @@ impl Env {
             Daemon::Virtiofsd => (1, &cfg.virtiofsd_args),
         };
         let process = backends::spawn(bins, daemon, shared, queues, &cfg.cache, extra)?;
-        let config = DeviceConfig {
-            request_queues: drivers,
-            queue_size: backends::QUEUE_SIZE,
-            event_idx: true,
-            read_config: false,
-            ..DeviceConfig::default()
-        };
-        let dev = Device::connect(process.socket_path(), config)
-            .during(|| format!("connecting to {}", daemon.name()))?;
-        let uniques = Uniques::default();
-        dev.fuse_init(1, uniques.next(), INIT_FLAGS)
-            .during(|| format!("INIT of {}", daemon.name()))?;
+        let (dev, uniques) = backends::connect_and_init(&process, daemon, drivers, INIT_FLAGS)?;
         let mut env = Env {
             daemon,
             dev,

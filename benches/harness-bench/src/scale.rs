@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxfsd_harness::fuse::Uniques;
-use daxfsd_harness::{Completion, Device, DeviceConfig, FuseClient};
+use daxfsd_harness::{Completion, FuseClient};
 use daxfsd_protocol::abi::ROOT_ID;
 
 use crate::backends::{self, Binaries, Daemon};
@@ -104,18 +103,7 @@ fn pass(bins: &Binaries, daemon: Daemon, shared: &Path, cfg: &ScaleConfig) -> Re
         .cloned(),
     );
     let process = backends::spawn(bins, daemon, shared, 1, &cfg.cache, &extra)?;
-    let config = DeviceConfig {
-        request_queues: 1,
-        queue_size: backends::QUEUE_SIZE,
-        event_idx: true,
-        read_config: false,
-        ..DeviceConfig::default()
-    };
-    let dev = Device::connect(process.socket_path(), config)
-        .during(|| format!("connecting to {}", daemon.name()))?;
-    let uniques = Uniques::default();
-    dev.fuse_init(1, uniques.next(), crate::ops::INIT_FLAGS)
-        .during(|| format!("INIT of {}", daemon.name()))?;
+    let (dev, uniques) = backends::connect_and_init(&process, daemon, 1, crate::ops::INIT_FLAGS)?;
     let dir = FuseClient::new(&dev, &uniques)
         .lookup(ROOT_ID, b"scale")
         .during(|| format!("LOOKUP scale on {}", daemon.name()))?
@@ -167,12 +155,13 @@ fn pass(bins: &Binaries, daemon: Daemon, shared: &Path, cfg: &ScaleConfig) -> Re
             detail: format!("{ops} pairs answered of {}", cfg.files),
         });
     }
+    let fds_after = backends::fd_count(pid)?;
     Ok(Pass {
         seconds,
         daemon_cpu_ns: backends::cpu_ns(pid)?.saturating_sub(cpu_before),
         rss_kib: [rss_before, rss_kib(pid)?],
-        peak_fds: peak_fds.load(Ordering::Relaxed),
-        fds_after: backends::fd_count(pid)?,
+        peak_fds: peak_fds.load(Ordering::Relaxed).max(fds_after),
+        fds_after,
     })
 }
 
@@ -199,38 +188,58 @@ pub fn run(bins: &Binaries, cfg: &ScaleConfig, workdir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A row of the table: its label, the value of a pass, how a value prints, and whether
+/// its ratio is a headline (bold).
+type TableRow<'a> = (
+    &'a str,
+    &'a dyn Fn(&Pass) -> f64,
+    &'a dyn Fn(f64) -> String,
+    bool,
+);
+
 fn print_table(cfg: &ScaleConfig, passes: &[Pass]) {
     let files = cfg.files as f64;
     let per_100k = |p: &Pass| (p.rss_kib[1].saturating_sub(p.rss_kib[0])) as f64 * 1e5 / files;
     let pairs_per_s = |p: &Pass| files / p.seconds;
     let cpu_us = |p: &Pass| p.daemon_cpu_ns as f64 / 1e3 / files;
+    let rss_after = |p: &Pass| p.rss_kib[1] as f64;
     let (d, v) = (&passes[0], &passes[1]);
     println!("\n| LOOKUP+GETATTR of every file once | daxfsd | virtiofsd | ratio d/v |");
     println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| pairs/s (whole pass) | {} | {} | **{:.2}×** |",
-        rate(pairs_per_s(d)),
-        rate(pairs_per_s(v)),
-        pairs_per_s(d) / pairs_per_s(v)
-    );
-    println!(
-        "| daemon CPU µs per pair | {:.1} | {:.1} | {:.2}× |",
-        cpu_us(d),
-        cpu_us(v),
-        cpu_us(d) / cpu_us(v)
-    );
-    println!(
-        "| RSS grown per 100,000 inodes | {} KiB | {} KiB | **{:.2}×** |",
-        rate(per_100k(d)),
-        rate(per_100k(v)),
-        per_100k(d) / per_100k(v)
-    );
-    println!(
-        "| RSS after the pass | {} KiB | {} KiB | {:.2}× |",
-        rate(d.rss_kib[1] as f64),
-        rate(v.rss_kib[1] as f64),
-        d.rss_kib[1] as f64 / v.rss_kib[1] as f64
-    );
+    let rows: [TableRow<'_>; 4] = [
+        ("pairs/s (whole pass)", &pairs_per_s, &|x| rate(x), true),
+        (
+            "daemon CPU µs per pair",
+            &cpu_us,
+            &|x| format!("{x:.1}"),
+            false,
+        ),
+        (
+            "RSS grown per 100,000 inodes",
+            &per_100k,
+            &|x| format!("{} KiB", rate(x)),
+            true,
+        ),
+        (
+            "RSS after the pass",
+            &rss_after,
+            &|x| format!("{} KiB", rate(x)),
+            false,
+        ),
+    ];
+    for (label, value, show, headline) in rows {
+        let ratio = format!("{:.2}×", value(d) / value(v));
+        let ratio = if headline {
+            format!("**{ratio}**")
+        } else {
+            ratio
+        };
+        println!(
+            "| {label} | {} | {} | {ratio} |",
+            show(value(d)),
+            show(value(v))
+        );
+    }
     println!(
         "| most descriptors held (after the pass) | {} ({}) | {} ({}) | |",
         rate(d.peak_fds as f64),
