@@ -16,7 +16,7 @@ mod window_io;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dax_window::{
@@ -194,6 +194,10 @@ pub struct Dax {
     stale: AtomicBool,
     /// Serialises reclaiming a stale window; held only while reclaiming.
     reclaim_lock: Mutex<()>,
+    /// How many times the frontend stopped a queue (GET_VRING_BASE), counted
+    /// before the stop is answered. A request that sees it change while it
+    /// waits for the VMM was cut short by the stop (see [`Dax::queue_stopping`]).
+    queue_stops: AtomicU64,
     /// The vhost-user socket, by which the legacy channel is found.
     socket_path: PathBuf,
     /// What the probe at INIT maps.
@@ -252,6 +256,7 @@ impl Dax {
             refusal_log: RateLimit::per_second(10),
             stale: AtomicBool::new(false),
             reclaim_lock: Mutex::new(()),
+            queue_stops: AtomicU64::new(0),
             probe_files,
         })
     }
@@ -303,7 +308,8 @@ impl Dax {
         open: impl FnOnce(MapAccess) -> Result<File, Errno>,
     ) -> Result<(), Errno> {
         let mut seen = SetupSeen::default();
-        let result = self.setup_inner(nodeid, arg, open, &mut seen);
+        let stops = self.queue_stops.load(Ordering::SeqCst);
+        let result = self.setup_inner(nodeid, arg, open, &mut seen, stops);
         if let Some(trace) = &self.core.trace {
             trace.event(
                 "setup",
@@ -331,6 +337,7 @@ impl Dax {
         arg: &SetupMappingIn,
         open: impl FnOnce(MapAccess) -> Result<File, Errno>,
         seen: &mut SetupSeen,
+        stops: u64,
     ) -> Result<(), Errno> {
         self.reclaim_if_stale();
         let writable = arg.flags & SETUPMAPPING_FLAG_WRITE != 0;
@@ -374,7 +381,7 @@ impl Dax {
                 SetupOutcome::AlreadyMapped { .. } => "already",
             });
         }
-        self.record_setup(nodeid, arg.foffset, result)
+        self.record_setup(nodeid, arg.foffset, result, stops)
     }
 
     /// The window and file ranges of a SETUPMAPPING, checked.
@@ -428,12 +435,14 @@ impl Dax {
     }
 
     /// Counts a SETUPMAPPING's result and releases what it replaced; a
-    /// failure becomes the guest's errno.
+    /// failure becomes the guest's errno. `stops` is the queue-stop count
+    /// when the request began.
     fn record_setup(
         &self,
         nodeid: u64,
         foffset: u64,
         result: Result<SetupOutcome, SetupError<VmmMapError>>,
+        stops: u64,
     ) -> Result<(), Errno> {
         let core = &*self.core;
         match result {
@@ -448,12 +457,11 @@ impl Dax {
             Err(e) => {
                 // What was unmapped before the failure is not itemised.
                 core.files.sweep(&core.window);
-                let errno = if e.is_invalid_request() {
-                    Errno::EINVAL
+                if e.is_invalid_request() {
+                    Err(self.refuse("SETUPMAPPING", &e, Errno::EINVAL))
                 } else {
-                    Errno::EIO
-                };
-                Err(self.refuse("SETUPMAPPING", &e, errno))
+                    Err(self.refuse_vmm("SETUPMAPPING", &e, stops))
+                }
             }
         }
     }
@@ -482,8 +490,9 @@ impl Dax {
     /// others.
     pub fn remove(&self, unique: u64, ranges: Records<'_, RemoveMappingOne>) -> Result<(), Errno> {
         self.reclaim_if_stale();
+        let stops = self.queue_stops.load(Ordering::SeqCst);
         let mut done = 0;
-        let result = self.remove_ranges(ranges, &mut done);
+        let result = self.remove_ranges(ranges, &mut done, stops);
         if let Some(trace) = &self.core.trace {
             for (i, range) in ranges.into_iter().enumerate() {
                 let outcome = match result {
@@ -506,11 +515,13 @@ impl Dax {
     }
 
     /// The work of [`Dax::remove`]: `done` counts the ranges removed; a
-    /// failure names the range that caused it.
+    /// failure names the range that caused it. `stops` is the queue-stop
+    /// count when the request began.
     fn remove_ranges(
         &self,
         ranges: Records<'_, RemoveMappingOne>,
         done: &mut usize,
+        stops: u64,
     ) -> Result<(), (usize, Errno)> {
         for (i, range) in ranges.into_iter().enumerate() {
             if let Err(e) = self.core.window.geometry().range(range.moffset, range.len) {
@@ -533,7 +544,7 @@ impl Dax {
                 }
                 Err(e) => {
                     self.core.files.sweep(&self.core.window);
-                    return Err((i, self.refuse("REMOVEMAPPING", &e, Errno::EIO)));
+                    return Err((i, self.refuse_vmm("REMOVEMAPPING", &e, stops)));
                 }
             }
         }
@@ -623,6 +634,40 @@ impl Dax {
             self.reset_after_session_end();
             self.stale.store(false, Ordering::Release);
         }
+    }
+
+    /// Notes that the frontend is stopping a queue (GET_VRING_BASE); call it
+    /// before the stop is answered. QEMU stops the queues at a device reset
+    /// and then drops every mapping of the window, before it reads the
+    /// backend requests that arrived meanwhile: an unmap (or an upgrade's
+    /// unmap) sent by a request served across the stop is refused for a
+    /// mapping that is already gone. Such a request's reply is dropped with
+    /// its queue; its failure is the reset at work, not a refusal (its record
+    /// stays until the next session's reclaim forgets it).
+    pub fn queue_stopping(&self) {
+        self.queue_stops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A failure the VMM caused (EIO): a refusal, unless a queue stopped
+    /// since the request began (`stops` was the count then); see
+    /// [`Dax::queue_stopping`].
+    fn refuse_vmm(&self, what: &str, error: &dyn std::error::Error, stops: u64) -> Errno {
+        let errno = Errno::EIO;
+        // SeqCst pairs with `queue_stopping`: the stop was counted before
+        // its answer left, and the frontend drops its mappings only after
+        // reading that answer, so a refusal caused by the drop sees it.
+        if self.queue_stops.load(Ordering::SeqCst) == stops {
+            return self.refuse(what, error, errno);
+        }
+        if let Some(suppressed) = self.refusal_log.check() {
+            tracing::debug!(
+                suppressed,
+                %errno,
+                "{what} failed after the frontend stopped a queue (a device reset drops the window's mappings): {}",
+                crate::error_chain(error)
+            );
+        }
+        errno
     }
 
     fn refuse(&self, what: &str, error: &dyn std::error::Error, errno: Errno) -> Errno {

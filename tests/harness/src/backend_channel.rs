@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -184,6 +184,16 @@ struct ChannelState {
     reply_delay_us: AtomicU64,
     /// Main-loop lock taken around handling and answering each request.
     gate: Option<Arc<Mutex<()>>>,
+    /// Requests held unhandled on the test's demand; see [`BackendChannel::hold_requests`].
+    hold: (Mutex<Hold>, Condvar),
+}
+
+/// Whether arriving requests wait before being handled, and whether one does.
+#[derive(Debug, Default)]
+struct Hold {
+    armed: bool,
+    /// Requests waiting now.
+    waiting: usize,
 }
 
 /// The serving thread and what it observed. Stops (and joins) on drop.
@@ -244,6 +254,7 @@ impl BackendChannel {
             fail_maps: AtomicU32::new(0),
             reply_delay_us: AtomicU64::new(0),
             gate,
+            hold: (Mutex::new(Hold::default()), Condvar::new()),
         });
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -310,6 +321,29 @@ impl BackendChannel {
         self.state.fail_maps.store(n, Ordering::Release);
     }
 
+    /// From now on each request waits, read but not handled, until
+    /// [`Self::release_requests`]: as a request does while QEMU's main loop is busy with
+    /// a device reset (the window is dropped before the request is seen).
+    pub fn hold_requests(&self) {
+        lock(&self.state.hold.0).armed = true;
+    }
+
+    /// Waits until a request is held by [`Self::hold_requests`]; false after `timeout`.
+    pub fn wait_for_held_request(&self, timeout: Duration) -> bool {
+        let (m, cv) = &self.state.hold;
+        let held = cv
+            .wait_timeout_while(lock(m), timeout, |h| h.waiting == 0)
+            .unwrap_or_else(|p| p.into_inner());
+        held.0.waiting > 0
+    }
+
+    /// Handles the held requests and stops holding new ones.
+    pub fn release_requests(&self) {
+        let (m, cv) = &self.state.hold;
+        lock(m).armed = false;
+        cv.notify_all();
+    }
+
     /// Sleep this long before answering each request.
     pub fn set_reply_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
@@ -319,6 +353,7 @@ impl BackendChannel {
 
 impl Drop for BackendChannel {
     fn drop(&mut self) {
+        self.release_requests();
         let _ = self.stop.write(1);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -416,6 +451,7 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
         )?;
     }
     let need_reply = flags & FLAG_NEED_REPLY != 0;
+    wait_while_held(state);
     let _main_loop = state.gate.as_deref().map(lock);
     let parsed = parse(request, size, &body);
     let nfds_received = fds.len();
@@ -462,6 +498,21 @@ fn serve_one(sock: &UnixStream, state: &ChannelState) -> std::io::Result<bool> {
         writer.write_all(&reply)?;
     }
     Ok(true)
+}
+
+/// Blocks while the test holds requests (see [`BackendChannel::hold_requests`]).
+fn wait_while_held(state: &ChannelState) {
+    let (m, cv) = &state.hold;
+    let mut hold = lock(m);
+    if !hold.armed {
+        return;
+    }
+    hold.waiting += 1;
+    cv.notify_all();
+    hold = cv
+        .wait_while(hold, |h| h.armed)
+        .unwrap_or_else(|p| p.into_inner());
+    hold.waiting -= 1;
 }
 
 fn u64_at(body: &[u8], at: usize) -> u64 {

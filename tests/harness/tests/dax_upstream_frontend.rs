@@ -11,7 +11,10 @@
 mod dax_common;
 
 use dax_common::{DaxDaemon, Session, FH_BY_NODEID, MIB, PAGE, READ, READ_WRITE, SLOT};
+use std::time::{Duration, Instant};
+
 use daxfsd_harness::client::requests;
+use daxfsd_harness::fuse::DEFAULT_REPLY_CAPACITY;
 use daxfsd_harness::{BackendRequest, FrontendBehaviour};
 use daxfsd_protocol::abi::{
     EntryOut, ASYNC_READ, ATTR_DAX, BIG_WRITES, HAS_INODE_DAX, MAP_ALIGNMENT, MAX_PAGES, ROOT_ID,
@@ -447,5 +450,79 @@ fn mappings_a_frontend_dropped_at_a_reset_are_forgotten_quietly() {
         let data = s.lookup("data");
         assert_eq!(s.setup(data, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
         assert_eq!(s.window().mappings().len(), 1);
+    }
+}
+
+/// A device reset that catches a REMOVEMAPPING in flight: QEMU stops the queues and
+/// drops the window's mappings while the daemon's unmap waits to be read, then refuses
+/// it (the mapping is gone). The guest that reset the device never sees the reply; the
+/// daemon counts no refusal, logs no warning, and the next session maps the slot again.
+/// (CI's Debian guest powered off during its DAX reclaim this way: one refusal.)
+#[test]
+fn an_unmap_refused_because_a_reset_dropped_the_mapping_is_no_refusal() {
+    for frontend in [UPSTREAM, PATCHED] {
+        let daemon = DaxDaemon::start(8 * MIB, 1, &["--persist"]);
+        daemon.patterned_file("data", 8 * MIB);
+        let s = session(&daemon, frontend);
+        let data = s.lookup("data");
+        assert_eq!(
+            s.setup(data, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE),
+            0,
+            "{frontend:?}"
+        );
+        s.channel().clear_history();
+        s.channel().hold_requests();
+        let remove = s.remove_request(1, &[(0, SLOT)]);
+        // Its reply never comes: the queue is stopped while it is served.
+        let _dropped = dax_common::check(
+            s.backend(),
+            s.dev.fuse_submit(1, &remove, DEFAULT_REPLY_CAPACITY),
+        );
+        assert!(
+            s.channel().wait_for_held_request(s.dev.timeout()),
+            "{frontend:?}: the daemon sent no unmap"
+        );
+        dax_common::check(s.backend(), s.dev.stop_queue(1));
+        dax_common::check(s.backend(), s.dev.device_reset_window());
+        s.channel().release_requests();
+        let deadline = Instant::now() + s.dev.timeout();
+        let unmap = loop {
+            let log = s.channel().log();
+            if let Some(r) = log
+                .iter()
+                .find(|r| matches!(r.request, BackendRequest::ShmemUnmap { .. }))
+            {
+                break r.errno;
+            }
+            assert!(Instant::now() < deadline, "{frontend:?}: {log:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_ne!(
+            unmap, 0,
+            "{frontend:?}: the frontend had dropped the mapping"
+        );
+        // Two metrics rewrites after the refusal was answered.
+        let m = daemon.fresh_metrics();
+        assert_eq!(m.get("daxfsd_dax_refusals_total"), 0, "{frontend:?}");
+        let log = daemon.backend.stderr();
+        assert!(
+            !log.contains("WARN") && !log.contains("ERROR"),
+            "{frontend:?}: {log}"
+        );
+        drop(s);
+        // The next session (the guest's driver starting again) maps the slot.
+        let s = session(&daemon, frontend);
+        let data = s.lookup("data");
+        assert_eq!(
+            s.setup(data, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE),
+            0,
+            "{frontend:?}"
+        );
+        assert_eq!(s.window().mappings().len(), 1, "{frontend:?}");
+        assert_eq!(
+            daemon.fresh_metrics().get("daxfsd_dax_refusals_total"),
+            0,
+            "{frontend:?}"
+        );
     }
 }

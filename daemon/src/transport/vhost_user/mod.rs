@@ -654,6 +654,9 @@ impl VhostUserBackend for FsDevice {
     /// frontend has taken back. Bounded: a request blocked on the host
     /// must not hang the frontend; its reply is dropped when it finishes.
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        if let Some(dax) = &self.dax {
+            dax.queue_stopping();
+        }
         let pool = usize::try_from(queue_index)
             .ok()
             .and_then(|q| self.pools.get(q))
