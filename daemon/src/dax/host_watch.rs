@@ -5,12 +5,17 @@
 //! SETUPMAPPING in flight), a descriptor of its file — read-write once a
 //! writable mapping was made — so a repair can map the part below the end
 //! back, and an inotify watch on it. [`HostWatcher`] reads the watches'
-//! events (`IN_MODIFY`: writes, truncate, fallocate; `IN_ATTRIB`;
-//! `IN_CLOSE_WRITE`), fstats the file and repairs its mappings
-//! ([`dax_window::Window::repair`]) in both directions. When an inode's
-//! last mapping goes, its descriptor is closed but (for read-only
-//! descriptors) its watch stays idle for the nodeid's next SETUPMAPPING, a
+//! events (`IN_MODIFY`: writes, truncate, fallocate; `IN_ATTRIB`), fstats
+//! the file and repairs its mappings ([`dax_window::Window::repair`]) in
+//! both directions. When an inode's last mapping goes, its descriptor is
+//! closed but its watch stays idle for the nodeid's next SETUPMAPPING, a
 //! bounded number of them ([`Registry::idle`]).
+//!
+//! `IN_CLOSE_WRITE` is not watched: every way a file's size changes
+//! (write, truncate, ftruncate, open with O_TRUNC, fallocate, copy_file_range)
+//! sends `IN_MODIFY`, and a close changes no size. Watching it made the
+//! daemon's own close of a descriptor with write access (each cycle on a
+//! frontend that maps only those, as QEMU 11.1) wake the watcher.
 //!
 //! Why inotify rather than fanotify: it works unprivileged, watches exactly
 //! the inodes that need it (a watch per mapped inode, on the file the daemon
@@ -41,9 +46,7 @@ use super::metrics::RepairSource;
 use super::Core;
 
 /// Events that may mean a size change.
-const WATCHED: inotify::WatchFlags = inotify::WatchFlags::MODIFY
-    .union(inotify::WatchFlags::ATTRIB)
-    .union(inotify::WatchFlags::CLOSE_WRITE);
+const WATCHED: inotify::WatchFlags = inotify::WatchFlags::MODIFY.union(inotify::WatchFlags::ATTRIB);
 
 /// One mapped inode.
 #[derive(Debug)]
@@ -52,10 +55,6 @@ struct Entry {
     file: Arc<File>,
     /// Whether `file` was opened for writing (can back writable mappings).
     writable: bool,
-    /// Whether `file` has write access (also for read mappings, on a
-    /// frontend that maps only writable descriptors): its last close sends
-    /// the watch an IN_CLOSE_WRITE, so its watch is not kept idle.
-    write_access: bool,
     /// The inotify watch, if one could be added.
     wd: Option<i32>,
     /// SETUPMAPPINGs of the inode in progress; the entry stays while any is.
@@ -136,16 +135,14 @@ impl MappedFiles {
     /// when `writable`) before it maps anything: keeps the descriptor (shared,
     /// not duplicated) and watches the file the first time (taking over its
     /// idle watch if it has one), and a writable descriptor once one is
-    /// offered; `write_access`: `file` has write access even if `writable`
-    /// is false. The returned pin keeps the entry until the map is done.
+    /// offered. The returned pin keeps the entry until the map is done.
     pub(super) fn pin<'a>(
         &'a self,
         window: &'a Window,
         nodeid: u64,
         file: &Arc<File>,
-        (writable, write_access): (bool, bool),
+        writable: bool,
     ) -> Pin<'a> {
-        let write_access = writable || write_access;
         let mut registry = self.lock();
         let registry = &mut *registry;
         match registry.by_node.get_mut(&nodeid) {
@@ -153,7 +150,6 @@ impl MappedFiles {
                 if writable && !entry.writable {
                     entry.file = Arc::clone(file);
                     entry.writable = true;
-                    entry.write_access = true;
                 }
                 entry.pins += 1;
             }
@@ -174,7 +170,6 @@ impl MappedFiles {
                     Entry {
                         file: Arc::clone(file),
                         writable,
-                        write_access,
                         wd,
                         pins: 1,
                     },
@@ -238,9 +233,7 @@ impl MappedFiles {
 
     /// Drops the descriptor of `nodeid`; its watch stays, idle (see
     /// [`Registry::idle`]), the oldest idle watch going beyond
-    /// [`IDLE_WATCHES`]. Not when the descriptor has write access: closing
-    /// it would wake the watcher with an IN_CLOSE_WRITE on every cycle, so
-    /// that watch goes first, as it did before idle watches.
+    /// [`IDLE_WATCHES`].
     fn forget(&self, registry: &mut Registry, nodeid: u64) {
         let Some(entry) = registry.by_node.remove(&nodeid) else {
             return;
@@ -248,10 +241,6 @@ impl MappedFiles {
         let Some(wd) = entry.wd else {
             return;
         };
-        if entry.write_access {
-            self.unwatch(registry, nodeid, wd);
-            return;
-        }
         registry.idle.push_back((nodeid, wd));
         while registry.idle.len() > IDLE_WATCHES {
             if let Some((old, wd)) = registry.idle.pop_front() {
@@ -558,10 +547,10 @@ mod tests {
         (&*file).write_all(&[7; 8192]).unwrap();
 
         // A SETUPMAPPING that maps nothing leaves no descriptor behind.
-        drop(files.pin(&window, 5, &file, (false, false)));
+        drop(files.pin(&window, 5, &file, false));
         assert!(!files.contains(5) && files.len() == 0);
 
-        let pin = files.pin(&window, 5, &file, (false, false));
+        let pin = files.pin(&window, 5, &file, false);
         assert!(files.contains(5));
         let request = MapRequest {
             moffset: 0,
@@ -584,7 +573,7 @@ mod tests {
         // A writable mapping swaps in a writable descriptor; still one entry.
         let held = files.file(5).unwrap();
         let writable = Arc::new(named.reopen().unwrap());
-        let pin = files.pin(&window, 5, &writable, (true, false));
+        let pin = files.pin(&window, 5, &writable, true);
         assert!(!Arc::ptr_eq(&held, &files.file(5).unwrap()));
         drop((pin, held));
         assert_eq!(files.len(), 1);
@@ -592,23 +581,26 @@ mod tests {
         window.remove_mapping(&Accepting, 0, SLOT_SIZE).unwrap();
         files.release_if_unmapped(&window, 5);
         assert!(!files.contains(5) && files.file(5).is_none());
-        // The writable descriptor went, and its watch with it: its close
-        // would have woken the watcher (IN_CLOSE_WRITE).
+        // The writable descriptor went; its close woke nobody, and its
+        // watch stays idle like any other.
         assert_eq!(
             Arc::strong_count(&writable),
             1,
             "the registry still holds the file"
         );
+        drop(writable);
+        assert_eq!(events(&files), Vec::<u64>::new(), "a close is no event");
         file.set_len(10).unwrap();
-        assert_eq!(events(&files), Vec::<u64>::new());
+        assert_eq!(events(&files), vec![5]);
+        files.drop_idle();
         assert!(files.lock().by_wd.is_empty());
 
         // A read-only descriptor's watch stays idle for the next mapping.
-        drop(files.pin(&window, 5, &file, (false, false)));
+        drop(files.pin(&window, 5, &file, false));
         assert!(!files.contains(5));
         file.set_len(15).unwrap();
         assert_eq!(events(&files), vec![5]);
-        drop(files.pin(&window, 5, &file, (false, false)));
+        drop(files.pin(&window, 5, &file, false));
         assert_eq!(
             files.lock().by_wd.len(),
             1,
@@ -630,7 +622,7 @@ mod tests {
         let file = Arc::new(named.reopen().unwrap());
         // One inode under many nodeids: one watch, shared.
         for nodeid in 0..(IDLE_WATCHES as u64 + 10) {
-            drop(files.pin(&window, nodeid, &file, (false, false)));
+            drop(files.pin(&window, nodeid, &file, false));
         }
         let registry = files.lock();
         assert_eq!(registry.idle.len(), IDLE_WATCHES);
@@ -645,7 +637,7 @@ mod tests {
         let files = MappedFiles::new(false);
         assert!(!files.watching());
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let pin = files.pin(&window, 1, &file, (false, false));
+        let pin = files.pin(&window, 1, &file, false);
         assert!(files.contains(1));
         drop(pin);
         files.sweep(&window);

@@ -362,13 +362,9 @@ impl Dax {
         let core = &*self.core;
         // Held (and watched) before the map reads the file's size, so a
         // host-side truncation after that read is seen and repaired.
-        // A read mapping has a writable descriptor where the frontend maps
-        // only those (see `open_for_setup`).
-        let write_access = !self.frontend_caps().read_only_fd;
-        let pin = core.repair.then(|| {
-            core.files
-                .pin(&core.window, nodeid, &file, (writable, write_access))
-        });
+        let pin = core
+            .repair
+            .then(|| core.files.pin(&core.window, nodeid, &file, writable));
         let result = core.window.setup_mapping(&core.mapper, &request);
         drop(pin);
         if tracing.is_some() {
