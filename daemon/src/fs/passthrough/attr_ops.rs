@@ -16,19 +16,126 @@ use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
 use crate::fs::idmap::IdMap;
+use crate::fs::AttrOps;
 
-/// GETATTR: through the open file when the guest names one.
-pub(super) fn getattr(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
-    fh: Option<u64>,
-) -> Result<AttrOut, Errno> {
-    let st = match fh {
-        Some(fh) => statx_fd(&fs.handles.get(fh, nodeid)?.fd)?,
-        None => statx_fd(&fs.path_fd(&fs.inodes.get(nodeid)?)?)?,
-    };
-    Ok(fs.attr_out(ctx, &st))
+impl AttrOps for PassthroughFs {
+    /// GETATTR: through the open file when the guest names one.
+    fn getattr(&self, ctx: Context, nodeid: u64, fh: Option<u64>) -> Result<AttrOut, Errno> {
+        let st = match fh {
+            Some(fh) => statx_fd(&self.handles.get(fh, nodeid)?.fd)?,
+            None => statx_fd(&self.path_fd(&self.inodes.get(nodeid)?)?)?,
+        };
+        Ok(self.attr_out(ctx, &st))
+    }
+
+    /// SETATTR, in the order mode, owner, size, kill-suid/sgid, times (the
+    /// order Linux's own notify_change applies them in effect: times last, so
+    /// a truncate does not overwrite the mtime just set). FATTR_CTIME is
+    /// ignored: the host sets ctime itself on every change.
+    fn setattr(&self, ctx: Context, nodeid: u64, arg: &SetattrIn) -> Result<AttrOut, Errno> {
+        self.check_writable()?;
+        let valid = arg.valid;
+        let owner = host_owner(self, arg)?;
+        let inode = self.inodes.get(nodeid)?;
+        let handle = if valid & FATTR_FH != 0 {
+            Some(self.handles.get(arg.fh, nodeid)?)
+        } else {
+            None
+        };
+
+        if valid & FATTR_MODE != 0 {
+            match &handle {
+                Some(h) => rustix::fs::fchmod(&h.fd, Mode::from_raw_mode(arg.mode & 0o7777))?,
+                None => self.chmod_inode(&inode, arg.mode)?,
+            }
+        }
+
+        if let Some((uid, gid)) = owner {
+            self.kill_mapped_capability(nodeid)?;
+            rustix::fs::chownat(
+                &self.path_fd(&inode)?,
+                c"",
+                uid,
+                gid,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+
+        if valid & FATTR_SIZE != 0 {
+            self.kill_mapped_capability(nodeid)?;
+            match &handle {
+                Some(h) => rustix::fs::ftruncate(&h.fd, arg.size)?,
+                None => {
+                    let fd = self.reopen(&inode, OFlags::WRONLY)?;
+                    rustix::fs::ftruncate(&fd, arg.size)?;
+                }
+            }
+        }
+
+        // With an explicit mode the guest already chose the bits it wants.
+        if valid & FATTR_KILL_SUIDGID != 0
+            && valid & FATTR_MODE == 0
+            && self.negotiated().killpriv_v2
+            && inode.file_type == FileType::RegularFile
+        {
+            let st = statx_fd(&self.path_fd(&inode)?)?;
+            if let Some(mode) = mode_without_suidgid(u32::from(st.stx_mode)) {
+                self.chmod_inode(&inode, mode)?;
+            }
+        }
+
+        if valid & (FATTR_ATIME | FATTR_MTIME) != 0 {
+            set_times(self, &inode, handle.as_deref(), arg)?;
+        }
+
+        let st = match &handle {
+            Some(h) => statx_fd(&h.fd)?,
+            None => statx_fd(&self.path_fd(&inode)?)?,
+        };
+        Ok(self.attr_out(ctx, &st))
+    }
+
+    ///
+    /// Choice: the mode bits are checked against the caller's uid and primary
+    /// gid, as virtiofsd does, rather than calling faccessat as the caller.
+    /// FUSE carries no supplementary groups, so faccessat under a switched
+    /// fsuid would use the daemon's groups instead, which is no more exact and
+    /// costs two credential switches. The guest mounts virtio-fs with
+    /// default_permissions and checks permissions itself (it normally never
+    /// sends ACCESS); this answers the requests that still come. Root may read
+    /// and write anything and execute anything with an execute bit or any
+    /// directory; W_OK on a read-only share is EROFS.
+    fn access(&self, ctx: Context, nodeid: u64, mask: u32) -> Result<(), Errno> {
+        let inode = self.inodes.get(nodeid)?;
+        let st = statx_fd(&self.path_fd(&inode)?)?;
+        let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;
+        if mask & libc::W_OK as u32 != 0 && self.config.readonly {
+            return Err(Errno::EROFS);
+        }
+        if mask == 0 || mode_grants(self.host_ctx(ctx)?, &st, mask) {
+            Ok(()) // F_OK: the inode exists.
+        } else {
+            Err(Errno(libc::EACCES))
+        }
+    }
+
+    fn statfs(&self, _ctx: Context, nodeid: u64) -> Result<StatfsOut, Errno> {
+        let inode = self.inodes.get(nodeid)?;
+        let st = rustix::fs::fstatvfs(&self.path_fd(&inode)?)?;
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(StatfsOut {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: clamp(st.f_bsize),
+            namelen: clamp(st.f_namemax),
+            frsize: clamp(st.f_frsize),
+            padding: 0,
+            spare: [0; 6],
+        })
+    }
 }
 
 /// The mode `mode` becomes once setuid, and setgid if group-executable,
@@ -115,78 +222,6 @@ fn host_owner(fs: &PassthroughFs, arg: &SetattrIn) -> Result<Option<Owner>, Errn
     Ok(Some((uid, gid)))
 }
 
-/// SETATTR, in the order mode, owner, size, kill-suid/sgid, times (the
-/// order Linux's own notify_change applies them in effect: times last, so
-/// a truncate does not overwrite the mtime just set). FATTR_CTIME is
-/// ignored: the host sets ctime itself on every change.
-pub(super) fn setattr(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
-    arg: &SetattrIn,
-) -> Result<AttrOut, Errno> {
-    fs.check_writable()?;
-    let valid = arg.valid;
-    let owner = host_owner(fs, arg)?;
-    let inode = fs.inodes.get(nodeid)?;
-    let handle = if valid & FATTR_FH != 0 {
-        Some(fs.handles.get(arg.fh, nodeid)?)
-    } else {
-        None
-    };
-
-    if valid & FATTR_MODE != 0 {
-        match &handle {
-            Some(h) => rustix::fs::fchmod(&h.fd, Mode::from_raw_mode(arg.mode & 0o7777))?,
-            None => fs.chmod_inode(&inode, arg.mode)?,
-        }
-    }
-
-    if let Some((uid, gid)) = owner {
-        fs.kill_mapped_capability(nodeid)?;
-        rustix::fs::chownat(
-            &fs.path_fd(&inode)?,
-            c"",
-            uid,
-            gid,
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-    }
-
-    if valid & FATTR_SIZE != 0 {
-        fs.kill_mapped_capability(nodeid)?;
-        match &handle {
-            Some(h) => rustix::fs::ftruncate(&h.fd, arg.size)?,
-            None => {
-                let fd = fs.reopen(&inode, OFlags::WRONLY)?;
-                rustix::fs::ftruncate(&fd, arg.size)?;
-            }
-        }
-    }
-
-    // With an explicit mode the guest already chose the bits it wants.
-    if valid & FATTR_KILL_SUIDGID != 0
-        && valid & FATTR_MODE == 0
-        && fs.negotiated().killpriv_v2
-        && inode.file_type == FileType::RegularFile
-    {
-        let st = statx_fd(&fs.path_fd(&inode)?)?;
-        if let Some(mode) = mode_without_suidgid(u32::from(st.stx_mode)) {
-            fs.chmod_inode(&inode, mode)?;
-        }
-    }
-
-    if valid & (FATTR_ATIME | FATTR_MTIME) != 0 {
-        set_times(fs, &inode, handle.as_deref(), arg)?;
-    }
-
-    let st = match &handle {
-        Some(h) => statx_fd(&h.fd)?,
-        None => statx_fd(&fs.path_fd(&inode)?)?,
-    };
-    Ok(fs.attr_out(ctx, &st))
-}
-
 /// SETATTR's atime and mtime (each given, "now", or left alone), through
 /// the open handle when there is one.
 fn set_times(
@@ -227,55 +262,6 @@ fn set_times(
         }
     }
     Ok(())
-}
-
-/// STATFS.
-pub(super) fn statfs(fs: &PassthroughFs, nodeid: u64) -> Result<StatfsOut, Errno> {
-    let inode = fs.inodes.get(nodeid)?;
-    let st = rustix::fs::fstatvfs(&fs.path_fd(&inode)?)?;
-    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-    Ok(StatfsOut {
-        blocks: st.f_blocks,
-        bfree: st.f_bfree,
-        bavail: st.f_bavail,
-        files: st.f_files,
-        ffree: st.f_ffree,
-        bsize: clamp(st.f_bsize),
-        namelen: clamp(st.f_namemax),
-        frsize: clamp(st.f_frsize),
-        padding: 0,
-        spare: [0; 6],
-    })
-}
-
-/// ACCESS.
-///
-/// Choice: the mode bits are checked against the caller's uid and primary
-/// gid, as virtiofsd does, rather than calling faccessat as the caller.
-/// FUSE carries no supplementary groups, so faccessat under a switched
-/// fsuid would use the daemon's groups instead, which is no more exact and
-/// costs two credential switches. The guest mounts virtio-fs with
-/// default_permissions and checks permissions itself (it normally never
-/// sends ACCESS); this answers the requests that still come. Root may read
-/// and write anything and execute anything with an execute bit or any
-/// directory; W_OK on a read-only share is EROFS.
-pub(super) fn access(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
-    mask: u32,
-) -> Result<(), Errno> {
-    let inode = fs.inodes.get(nodeid)?;
-    let st = statx_fd(&fs.path_fd(&inode)?)?;
-    let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;
-    if mask & libc::W_OK as u32 != 0 && fs.config.readonly {
-        return Err(Errno::EROFS);
-    }
-    if mask == 0 || mode_grants(fs.host_ctx(ctx)?, &st, mask) {
-        Ok(()) // F_OK: the inode exists.
-    } else {
-        Err(Errno(libc::EACCES))
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use rustix::fs::{FileType, OFlags, RawDir, SeekFrom};
 
 use super::{CachePolicy, Context, PassthroughFs};
 use crate::errno::Errno;
+use crate::fs::{DirOps, FileOps};
 
 /// Bytes of getdents64 output read per call (about 250 short names). Entries
 /// a reply has no room for wait in the handle's [`DirCursor`].
@@ -110,24 +111,123 @@ impl DirCursor {
     }
 }
 
-/// OPENDIR. With `--cache always` the guest may keep the listing across
-/// opens (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE); it still drops it when the
-/// directory's mtime changes.
-pub(super) fn opendir(fs: &PassthroughFs, nodeid: u64) -> Result<OpenOut, Errno> {
-    let inode = fs.inodes.get(nodeid)?;
-    if inode.file_type != FileType::Directory {
-        return Err(Errno::ENOTDIR);
+impl DirOps for PassthroughFs {
+    /// OPENDIR. With `--cache always` the guest may keep the listing across
+    /// opens (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE); it still drops it when the
+    /// directory's mtime changes.
+    fn opendir(&self, _ctx: Context, nodeid: u64, _flags: u32) -> Result<OpenOut, Errno> {
+        let inode = self.inodes.get(nodeid)?;
+        if inode.file_type != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let fd = self.reopen(&inode, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let open_flags = match self.config.cache {
+            CachePolicy::Always | CachePolicy::Metadata => FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE,
+            CachePolicy::Auto | CachePolicy::Never => 0,
+        };
+        Ok(OpenOut {
+            fh: self.handles.insert_dir(nodeid, fd),
+            open_flags,
+            backing_id: 0,
+        })
     }
-    let fd = fs.reopen(&inode, OFlags::RDONLY | OFlags::DIRECTORY)?;
-    let open_flags = match fs.config.cache {
-        CachePolicy::Always | CachePolicy::Metadata => FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE,
-        CachePolicy::Auto | CachePolicy::Never => 0,
-    };
-    Ok(OpenOut {
-        fh: fs.handles.insert_dir(nodeid, fd),
-        open_flags,
-        backing_id: 0,
-    })
+
+    /// READDIR / READDIRPLUS from the kernel's directory cookie `offset`.
+    ///
+    /// Each entry's `off` is the host's `d_off` (the cookie of the entry after
+    /// it), so a later READDIR resumes exactly there: from the handle's
+    /// read-ahead ([`DirCursor`]) when it continues the listing, else with
+    /// lseek. With `plus`,
+    /// space for the entry is checked before it is looked up, so a full reply
+    /// never takes a lookup reference the guest will not receive. "." and ".."
+    /// get an entry with nodeid 0 carrying only the inode number (the guest
+    /// makes no dentry for those). An entry that vanished between getdents and
+    /// its lookup is skipped; one whose lookup fails otherwise (EACCES on a
+    /// mount point, EMFILE) is listed the same way as ".", so one bad entry
+    /// does not fail the whole listing and its error surfaces on LOOKUP.
+    fn readdir(
+        &self,
+        ctx: Context,
+        nodeid: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        out: &mut DirentWriter<'_, '_>,
+    ) -> Result<(), Errno> {
+        let handle = self.handles.get(fh, nodeid)?;
+        let cursor = handle.dir_cursor.as_ref().ok_or(Errno::ENOTDIR)?;
+        let parent = if plus {
+            Some(self.inodes.get(nodeid)?)
+        } else {
+            None
+        };
+        let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
+        cursor.position(&handle.fd, offset)?;
+        let mut added = 0usize;
+        loop {
+            if cursor.pending.is_empty() {
+                match cursor.refill(&handle.fd) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) if added == 0 => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            let Some(entry) = cursor.pending.front() else {
+                break;
+            };
+            let name_bytes = &cursor.names[entry.name.clone()];
+            let (ino, next) = (entry.ino, entry.next);
+            let typ = dirent_type(entry.file_type);
+            let Some(parent) = &parent else {
+                if !out.add(ino, next, typ, name_bytes) {
+                    break;
+                }
+                cursor.pending.pop_front();
+                added += 1;
+                continue;
+            };
+            if !out.fits_plus(name_bytes) {
+                break;
+            }
+            let entry_out = if name_bytes == b"." || name_bytes == b".." {
+                name_only(ino)
+            } else {
+                let with_nul = &cursor.names[entry.name.start..=entry.name.end];
+                let Ok(name) = CStr::from_bytes_with_nul(with_nul) else {
+                    // getdents64 names hold no NUL; skip one that would.
+                    cursor.pending.pop_front();
+                    continue;
+                };
+                match self.lookup_in(ctx, parent, name) {
+                    Ok(e) => e,
+                    Err(Errno::ENOENT) => {
+                        cursor.pending.pop_front();
+                        continue;
+                    }
+                    Err(_) => name_only(ino),
+                }
+            };
+            if !out.add_plus(&entry_out, next, typ, name_bytes) {
+                // Cannot happen after fits_plus; never leak the reference.
+                if entry_out.nodeid != 0 {
+                    self.inodes.forget(entry_out.nodeid, 1);
+                }
+                break;
+            }
+            cursor.pending.pop_front();
+            added += 1;
+        }
+        Ok(())
+    }
+
+    fn releasedir(&self, nodeid: u64, fh: u64) -> Result<(), Errno> {
+        self.handles.remove(fh, nodeid)
+    }
+
+    fn fsyncdir(&self, nodeid: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+        FileOps::fsync(self, nodeid, fh, datasync)
+    }
 }
 
 /// The `d_type` value of a file type (DT_* is the S_IF* type >> 12).
@@ -148,93 +248,4 @@ fn name_only(ino: u64) -> EntryOut {
         },
         ..EntryOut::default()
     }
-}
-
-/// READDIR / READDIRPLUS from the kernel's directory cookie `offset`.
-///
-/// Each entry's `off` is the host's `d_off` (the cookie of the entry after
-/// it), so a later READDIR resumes exactly there: from the handle's
-/// read-ahead ([`DirCursor`]) when it continues the listing, else with
-/// lseek. With `plus`,
-/// space for the entry is checked before it is looked up, so a full reply
-/// never takes a lookup reference the guest will not receive. "." and ".."
-/// get an entry with nodeid 0 carrying only the inode number (the guest
-/// makes no dentry for those). An entry that vanished between getdents and
-/// its lookup is skipped; one whose lookup fails otherwise (EACCES on a
-/// mount point, EMFILE) is listed the same way as ".", so one bad entry
-/// does not fail the whole listing and its error surfaces on LOOKUP.
-pub(super) fn readdir(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    plus: bool,
-    out: &mut DirentWriter<'_, '_>,
-) -> Result<(), Errno> {
-    let handle = fs.handles.get(fh, nodeid)?;
-    let cursor = handle.dir_cursor.as_ref().ok_or(Errno::ENOTDIR)?;
-    let parent = if plus {
-        Some(fs.inodes.get(nodeid)?)
-    } else {
-        None
-    };
-    let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
-    cursor.position(&handle.fd, offset)?;
-    let mut added = 0usize;
-    loop {
-        if cursor.pending.is_empty() {
-            match cursor.refill(&handle.fd) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) if added == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        let Some(entry) = cursor.pending.front() else {
-            break;
-        };
-        let name_bytes = &cursor.names[entry.name.clone()];
-        let (ino, next) = (entry.ino, entry.next);
-        let typ = dirent_type(entry.file_type);
-        let Some(parent) = &parent else {
-            if !out.add(ino, next, typ, name_bytes) {
-                break;
-            }
-            cursor.pending.pop_front();
-            added += 1;
-            continue;
-        };
-        if !out.fits_plus(name_bytes) {
-            break;
-        }
-        let entry_out = if name_bytes == b"." || name_bytes == b".." {
-            name_only(ino)
-        } else {
-            let with_nul = &cursor.names[entry.name.start..=entry.name.end];
-            let Ok(name) = CStr::from_bytes_with_nul(with_nul) else {
-                // getdents64 names hold no NUL; skip one that would.
-                cursor.pending.pop_front();
-                continue;
-            };
-            match fs.lookup_in(ctx, parent, name) {
-                Ok(e) => e,
-                Err(Errno::ENOENT) => {
-                    cursor.pending.pop_front();
-                    continue;
-                }
-                Err(_) => name_only(ino),
-            }
-        };
-        if !out.add_plus(&entry_out, next, typ, name_bytes) {
-            // Cannot happen after fits_plus; never leak the reference.
-            if entry_out.nodeid != 0 {
-                fs.inodes.forget(entry_out.nodeid, 1);
-            }
-            break;
-        }
-        cursor.pending.pop_front();
-        added += 1;
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@ use super::inode::{Inode, InodeKey};
 use super::reopen::FdName;
 use super::{Context, PassthroughFs};
 use crate::errno::Errno;
-use crate::fs::NewInode;
+use crate::fs::{EntryOps, NewInode};
 
 /// How every name is resolved: below the parent, no magic links. With the
 /// single-component names the protocol crate guarantees and O_NOFOLLOW,
@@ -149,25 +149,144 @@ fn label_new(parent: &PathFd, name: &CStr, label: &SecurityContext<'_>) -> Resul
     labelled
 }
 
-/// LOOKUP.
-pub(super) fn lookup(
-    fs: &PassthroughFs,
-    ctx: Context,
-    parent: u64,
-    name: &CStr,
-) -> Result<EntryOut, Errno> {
-    let parent = fs.inodes.get(parent)?;
-    fs.lookup_in(ctx, &parent, name)
-}
-
-/// READLINK: EINVAL unless the inode is a symlink.
-pub(super) fn readlink(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno> {
-    let inode = fs.inodes.get(nodeid)?;
-    if !inode.is_symlink() {
-        return Err(Errno::EINVAL);
+impl EntryOps for PassthroughFs {
+    fn lookup(&self, ctx: Context, parent: u64, name: &CStr) -> Result<EntryOut, Errno> {
+        let parent = self.inodes.get(parent)?;
+        self.lookup_in(ctx, &parent, name)
     }
-    let target = rustix::fs::readlinkat(&fs.path_fd(&inode)?, c"", Vec::new())?;
-    Ok(target.into_bytes())
+
+    fn forget(&self, nodeid: u64, nlookup: u64) {
+        self.inodes.forget(nodeid, nlookup);
+    }
+
+    /// READLINK: EINVAL unless the inode is a symlink.
+    fn readlink(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+        let inode = self.inodes.get(nodeid)?;
+        if !inode.is_symlink() {
+            return Err(Errno::EINVAL);
+        }
+        let target = rustix::fs::readlinkat(&self.path_fd(&inode)?, c"", Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    fn symlink(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        target: &CStr,
+        new: &NewInode<'_>,
+    ) -> Result<EntryOut, Errno> {
+        create_entry(self, ctx, (parent, name), new, |parent| {
+            rustix::fs::symlinkat(target, parent, name)
+        })
+    }
+
+    /// MKNOD: a file type of 0 means a regular file, as for mknod(2). `rdev` is
+    /// the kernel's 32-bit encoding, which is exactly what the mknodat system
+    /// call takes.
+    fn mknod(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        new: &NewInode<'_>,
+    ) -> Result<EntryOut, Errno> {
+        let file_type = match mode & libc::S_IFMT {
+            0 => FileType::RegularFile,
+            _ => match FileType::from_raw_mode(mode) {
+                FileType::Directory | FileType::Symlink | FileType::Unknown => {
+                    return Err(Errno::EINVAL)
+                }
+                t => t,
+            },
+        };
+        let perms = Mode::from_raw_mode(mode & 0o7777);
+        create_entry(self, ctx, (parent, name), new, |parent| {
+            rustix::fs::mknodat(parent, name, file_type, perms, u64::from(rdev))
+        })
+    }
+
+    fn mkdir(
+        &self,
+        ctx: Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        new: &NewInode<'_>,
+    ) -> Result<EntryOut, Errno> {
+        let perms = Mode::from_raw_mode(mode & 0o7777);
+        create_entry(self, ctx, (parent, name), new, |parent| {
+            rustix::fs::mkdirat(parent, name, perms)
+        })
+    }
+
+    fn unlink(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+        remove(self, parent, name, false)
+    }
+
+    fn rmdir(&self, _ctx: Context, parent: u64, name: &CStr) -> Result<(), Errno> {
+        remove(self, parent, name, true)
+    }
+
+    /// RENAME / RENAME2. Unknown flag bits are EINVAL; RENAME_WHITEOUT is
+    /// passed to the host, which may refuse it (EINVAL) or need CAP_MKNOD.
+    fn rename(
+        &self,
+        _ctx: Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        self.check_writable()?;
+        let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+        let old = self.inodes.get(olddir)?;
+        let new = self.inodes.get(newdir)?;
+        Ok(rustix::fs::renameat_with(
+            &self.path_fd(&old)?,
+            oldname,
+            &self.path_fd(&new)?,
+            newname,
+            flags,
+        )?)
+    }
+
+    /// LINK. A non-symlink is linked through its `/proc/self/fd` magic link
+    /// with AT_SYMLINK_FOLLOW, as the caller (so protected_hardlinks applies
+    /// to the caller, and no capability is needed). A symlink must be linked
+    /// from its O_PATH fd with AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH,
+    /// a capability the caller's fsuid would mask; it is linked as the daemon
+    /// (a link creates no inode, so ownership is unaffected).
+    fn link(
+        &self,
+        ctx: Context,
+        nodeid: u64,
+        newparent: u64,
+        newname: &CStr,
+    ) -> Result<EntryOut, Errno> {
+        self.check_writable()?;
+        let inode = self.inodes.get(nodeid)?;
+        let parent = self.inodes.get(newparent)?;
+        let (inode_fd, parent_fd) = (self.path_fd(&inode)?, self.path_fd(&parent)?);
+        if inode.is_symlink() {
+            rustix::fs::linkat(&inode_fd, c"", &parent_fd, newname, AtFlags::EMPTY_PATH)?;
+        } else {
+            let _caller = self.as_caller(ctx)?;
+            let name = FdName::of(&inode_fd);
+            rustix::fs::linkat(
+                &self.proc_self_fd,
+                name.as_cstr(),
+                &parent_fd,
+                newname,
+                AtFlags::SYMLINK_FOLLOW,
+            )?;
+        }
+        self.lookup_in(ctx, &parent, newname)
+    }
 }
 
 /// Runs the creation `make` in `parent` as the caller (under the umask of
@@ -195,62 +314,6 @@ fn create_entry(
     fs.lookup_in(ctx, &parent, name)
 }
 
-/// SYMLINK.
-pub(super) fn symlink(
-    fs: &PassthroughFs,
-    ctx: Context,
-    parent: u64,
-    name: &CStr,
-    target: &CStr,
-    new: &NewInode<'_>,
-) -> Result<EntryOut, Errno> {
-    create_entry(fs, ctx, (parent, name), new, |parent| {
-        rustix::fs::symlinkat(target, parent, name)
-    })
-}
-
-/// MKNOD: a file type of 0 means a regular file, as for mknod(2). `rdev` is
-/// the kernel's 32-bit encoding, which is exactly what the mknodat system
-/// call takes.
-pub(super) fn mknod(
-    fs: &PassthroughFs,
-    ctx: Context,
-    parent: u64,
-    name: &CStr,
-    mode: u32,
-    rdev: u32,
-    new: &NewInode<'_>,
-) -> Result<EntryOut, Errno> {
-    let file_type = match mode & libc::S_IFMT {
-        0 => FileType::RegularFile,
-        _ => match FileType::from_raw_mode(mode) {
-            FileType::Directory | FileType::Symlink | FileType::Unknown => {
-                return Err(Errno::EINVAL)
-            }
-            t => t,
-        },
-    };
-    let perms = Mode::from_raw_mode(mode & 0o7777);
-    create_entry(fs, ctx, (parent, name), new, |parent| {
-        rustix::fs::mknodat(parent, name, file_type, perms, u64::from(rdev))
-    })
-}
-
-/// MKDIR.
-pub(super) fn mkdir(
-    fs: &PassthroughFs,
-    ctx: Context,
-    parent: u64,
-    name: &CStr,
-    mode: u32,
-    new: &NewInode<'_>,
-) -> Result<EntryOut, Errno> {
-    let perms = Mode::from_raw_mode(mode & 0o7777);
-    create_entry(fs, ctx, (parent, name), new, |parent| {
-        rustix::fs::mkdirat(parent, name, perms)
-    })
-}
-
 /// UNLINK (`dir` false) or RMDIR (`dir` true).
 pub(super) fn remove(fs: &PassthroughFs, parent: u64, name: &CStr, dir: bool) -> Result<(), Errno> {
     fs.check_writable()?;
@@ -261,60 +324,4 @@ pub(super) fn remove(fs: &PassthroughFs, parent: u64, name: &CStr, dir: bool) ->
         AtFlags::empty()
     };
     Ok(rustix::fs::unlinkat(&fs.path_fd(&parent)?, name, flags)?)
-}
-
-/// RENAME / RENAME2. Unknown flag bits are EINVAL; RENAME_WHITEOUT is
-/// passed to the host, which may refuse it (EINVAL) or need CAP_MKNOD.
-pub(super) fn rename(
-    fs: &PassthroughFs,
-    olddir: u64,
-    oldname: &CStr,
-    newdir: u64,
-    newname: &CStr,
-    flags: u32,
-) -> Result<(), Errno> {
-    fs.check_writable()?;
-    let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
-    let old = fs.inodes.get(olddir)?;
-    let new = fs.inodes.get(newdir)?;
-    Ok(rustix::fs::renameat_with(
-        &fs.path_fd(&old)?,
-        oldname,
-        &fs.path_fd(&new)?,
-        newname,
-        flags,
-    )?)
-}
-
-/// LINK. A non-symlink is linked through its `/proc/self/fd` magic link
-/// with AT_SYMLINK_FOLLOW, as the caller (so protected_hardlinks applies
-/// to the caller, and no capability is needed). A symlink must be linked
-/// from its O_PATH fd with AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH,
-/// a capability the caller's fsuid would mask; it is linked as the daemon
-/// (a link creates no inode, so ownership is unaffected).
-pub(super) fn link(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
-    newparent: u64,
-    newname: &CStr,
-) -> Result<EntryOut, Errno> {
-    fs.check_writable()?;
-    let inode = fs.inodes.get(nodeid)?;
-    let parent = fs.inodes.get(newparent)?;
-    let (inode_fd, parent_fd) = (fs.path_fd(&inode)?, fs.path_fd(&parent)?);
-    if inode.is_symlink() {
-        rustix::fs::linkat(&inode_fd, c"", &parent_fd, newname, AtFlags::EMPTY_PATH)?;
-    } else {
-        let _caller = fs.as_caller(ctx)?;
-        let name = FdName::of(&inode_fd);
-        rustix::fs::linkat(
-            &fs.proc_self_fd,
-            name.as_cstr(),
-            &parent_fd,
-            newname,
-            AtFlags::SYMLINK_FOLLOW,
-        )?;
-    }
-    fs.lookup_in(ctx, &parent, newname)
 }

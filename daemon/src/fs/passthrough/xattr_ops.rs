@@ -34,9 +34,10 @@ use rustix::fs::{Mode, XattrFlags};
 use super::fd_cache::PathFd;
 use super::inode::Inode;
 use super::reopen::FdName;
-use super::PassthroughFs;
+use super::{Context, PassthroughFs};
 use crate::errno::Errno;
 use crate::fs::xattrmap::ClientName;
+use crate::fs::XattrOps;
 
 /// Tries to read a value or list whose size can change between the size
 /// query and the read this many times before giving up with ERANGE.
@@ -153,79 +154,81 @@ fn clear_sgid(fd: &PathFd, path: &CStr) -> Result<(), Errno> {
     Ok(())
 }
 
-/// SETXATTR (`setxattr_flags`: SETXATTR_* bits).
-pub(super) fn setxattr(
-    fs: &PassthroughFs,
-    nodeid: u64,
-    name: &CStr,
-    value: &[u8],
-    flags: u32,
-    setxattr_flags: u32,
-) -> Result<(), Errno> {
-    fs.check_xattr()?;
-    fs.check_writable()?;
-    let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
-    let name = fs.host_xattr_name(name)?;
-    let inode = fs.inodes.get(nodeid)?;
-    if inode.is_symlink() {
-        return Err(symlink_change_error(&name));
+impl XattrOps for PassthroughFs {
+    /// SETXATTR (`setxattr_flags`: SETXATTR_* bits).
+    fn setxattr(
+        &self,
+        _ctx: Context,
+        nodeid: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> Result<(), Errno> {
+        self.check_xattr()?;
+        self.check_writable()?;
+        let flags = XattrFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
+        let name = self.host_xattr_name(name)?;
+        let inode = self.inodes.get(nodeid)?;
+        if inode.is_symlink() {
+            return Err(symlink_change_error(&name));
+        }
+        let (path, fd) = proc_path(self, &inode)?;
+        if kills_sgid(self, &name, setxattr_flags) {
+            clear_sgid(&fd, &path)?;
+        }
+        Ok(rustix::fs::setxattr(path, name.as_ref(), value, flags)?)
     }
-    let (path, fd) = proc_path(fs, &inode)?;
-    if kills_sgid(fs, &name, setxattr_flags) {
-        clear_sgid(&fd, &path)?;
-    }
-    Ok(rustix::fs::setxattr(path, name.as_ref(), value, flags)?)
-}
 
-/// GETXATTR: the whole value.
-pub(super) fn getxattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
-    fs.check_xattr()?;
-    // A name the map refuses reads as absent, as in virtiofsd.
-    let name = fs.host_xattr_name(name).map_err(|e| match e {
-        Errno::EPERM => Errno::ENODATA,
-        e => e,
-    })?;
-    let name = name.as_ref();
-    let inode = fs.inodes.get(nodeid)?;
-    if inode.is_symlink() {
-        return Err(Errno::ENODATA);
+    /// GETXATTR: the whole value.
+    fn getxattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<Vec<u8>, Errno> {
+        self.check_xattr()?;
+        // A name the map refuses reads as absent, as in virtiofsd.
+        let name = self.host_xattr_name(name).map_err(|e| match e {
+            Errno::EPERM => Errno::ENODATA,
+            e => e,
+        })?;
+        let name = name.as_ref();
+        let inode = self.inodes.get(nodeid)?;
+        if inode.is_symlink() {
+            return Err(Errno::ENODATA);
+        }
+        let (path, _fd) = proc_path(self, &inode)?;
+        read_sized(
+            XATTR_SIZE_MAX,
+            || rustix::fs::getxattr_query(&path, name),
+            |buf| rustix::fs::getxattr(&path, name, buf),
+        )
     }
-    let (path, _fd) = proc_path(fs, &inode)?;
-    read_sized(
-        XATTR_SIZE_MAX,
-        || rustix::fs::getxattr_query(&path, name),
-        |buf| rustix::fs::getxattr(&path, name, buf),
-    )
-}
 
-/// LISTXATTR: the whole NUL-separated list.
-pub(super) fn listxattr(fs: &PassthroughFs, nodeid: u64) -> Result<Vec<u8>, Errno> {
-    fs.check_xattr()?;
-    let inode = fs.inodes.get(nodeid)?;
-    if inode.is_symlink() {
-        return Ok(Vec::new());
+    /// LISTXATTR: the whole NUL-separated list.
+    fn listxattr(&self, _ctx: Context, nodeid: u64) -> Result<Vec<u8>, Errno> {
+        self.check_xattr()?;
+        let inode = self.inodes.get(nodeid)?;
+        if inode.is_symlink() {
+            return Ok(Vec::new());
+        }
+        let (path, _fd) = proc_path(self, &inode)?;
+        let list = read_sized(
+            XATTR_LIST_MAX,
+            || rustix::fs::listxattr_query(&path),
+            |buf| rustix::fs::listxattr(&path, buf),
+        )?;
+        Ok(match &self.config.xattrmap {
+            Some(map) => map.map_server_list(&list),
+            None => list,
+        })
     }
-    let (path, _fd) = proc_path(fs, &inode)?;
-    let list = read_sized(
-        XATTR_LIST_MAX,
-        || rustix::fs::listxattr_query(&path),
-        |buf| rustix::fs::listxattr(&path, buf),
-    )?;
-    Ok(match &fs.config.xattrmap {
-        Some(map) => map.map_server_list(&list),
-        None => list,
-    })
-}
 
-/// REMOVEXATTR.
-pub(super) fn removexattr(fs: &PassthroughFs, nodeid: u64, name: &CStr) -> Result<(), Errno> {
-    fs.check_xattr()?;
-    fs.check_writable()?;
-    let name = fs.host_xattr_name(name)?;
-    let inode = fs.inodes.get(nodeid)?;
-    if inode.is_symlink() {
-        return Err(symlink_change_error(&name));
+    fn removexattr(&self, _ctx: Context, nodeid: u64, name: &CStr) -> Result<(), Errno> {
+        self.check_xattr()?;
+        self.check_writable()?;
+        let name = self.host_xattr_name(name)?;
+        let inode = self.inodes.get(nodeid)?;
+        if inode.is_symlink() {
+            return Err(symlink_change_error(&name));
+        }
+        let (path, _fd) = proc_path(self, &inode)?;
+        Ok(rustix::fs::removexattr(path, name.as_ref())?)
     }
-    let (path, _fd) = proc_path(fs, &inode)?;
-    Ok(rustix::fs::removexattr(path, name.as_ref())?)
 }

@@ -7,7 +7,7 @@ use daxfsd_protocol::abi::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 use super::*;
 use crate::errno::Errno;
-use crate::fs::FileSystem;
+use crate::fs::{AttrOps, DirOps, EntryOps, FileOps, FileSystem};
 
 #[test]
 fn lookup_counts_references_and_forget_drops_at_zero() {

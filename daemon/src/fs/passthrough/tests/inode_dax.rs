@@ -5,7 +5,7 @@ use daxfsd_protocol::abi::{ATTR_DAX, ROOT_ID};
 use super::*;
 use crate::errno::Errno;
 use crate::fs::passthrough::{InodeDaxPolicy, InodeFileHandles, MapAccess, Negotiated};
-use crate::fs::FileSystem;
+use crate::fs::{AttrOps, EntryOps, FileOps, FileSystem};
 
 #[test]
 fn attr_dax_marks_files_the_policy_selects() {

@@ -7,7 +7,7 @@ use daxfsd_protocol::abi::{CreateIn, EntryOut, SetattrIn};
 use daxfsd_protocol::reply::{DirentWriter, ReplyBuf, OUT_HEADER_LEN};
 
 use super::{CachePolicy, Context, FsConfig, InodeDaxPolicy, InodeFileHandles, PassthroughFs};
-use crate::fs::{FileSystem, NewInode};
+use crate::fs::{AttrOps, DirOps, EntryOps, FileOps, NewInode, XattrOps};
 
 mod entries;
 mod fd_budget;

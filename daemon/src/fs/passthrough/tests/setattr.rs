@@ -10,7 +10,7 @@ use daxfsd_protocol::abi::{
 use super::*;
 use crate::errno::Errno;
 use crate::fs::passthrough::Negotiated;
-use crate::fs::FileSystem;
+use crate::fs::{AttrOps, EntryOps, FileOps, FileSystem};
 
 #[test]
 fn setattr_mode_and_size_by_inode_and_by_handle() {
