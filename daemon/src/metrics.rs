@@ -59,9 +59,7 @@ pub fn write_now(device: &FsDevice, sink: &MetricsSink) -> std::io::Result<()> {
 
 /// Starts the thread that publishes a snapshot every `period`.
 pub fn spawn_writer(
-    device: Arc<FsDevice>,
-    sink: Arc<MetricsSink>,
-    period: Duration,
+    device: Arc<FsDevice>, sink: Arc<MetricsSink>, period: Duration,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("daxfsd-metrics".into())

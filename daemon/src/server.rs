@@ -109,10 +109,7 @@ pub fn build_device(config: &Config) -> Result<Arc<FsDevice>, ServerError> {
 /// opened before the sandbox was entered; `socket_path` is where the
 /// frontend connects (the legacy DAX channel is found through it).
 pub fn build_device_at(
-    config: &Config,
-    root: &Path,
-    trace: Option<File>,
-    socket_path: &Path,
+    config: &Config, root: &Path, trace: Option<File>, socket_path: &Path,
 ) -> Result<Arc<FsDevice>, ServerError> {
     let dispatcher = build_dispatcher_at(config, root, trace, socket_path)?;
     Ok(FsDevice::new(
@@ -159,10 +156,7 @@ fn open_trace(config: &Config) -> Result<Option<File>, ServerError> {
 }
 
 fn build_dispatcher_at(
-    config: &Config,
-    root: &Path,
-    trace: Option<File>,
-    socket_path: &Path,
+    config: &Config, root: &Path, trace: Option<File>, socket_path: &Path,
 ) -> Result<Arc<Dispatcher>, ServerError> {
     let fs = PassthroughFs::new(FsConfig {
         shared_dir: root.to_owned(),
@@ -338,12 +332,8 @@ fn listen_on(
 /// The daemon proper, inside `jail`: opens the share, drops capabilities,
 /// starts its threads, installs seccomp, then serves.
 fn serve_in(
-    config: &Config,
-    jail: Jail,
-    unix_listener: UnixListener,
-    signals: BlockedSignals,
-    socket_path: &Path,
-    trace: Option<File>,
+    config: &Config, jail: Jail, unix_listener: UnixListener, signals: BlockedSignals,
+    socket_path: &Path, trace: Option<File>,
 ) -> Result<(), ServerError> {
     let device = build_device_at(config, &jail.root, trace, socket_path)?;
     if jail.mode != SandboxMode::None {
@@ -403,9 +393,7 @@ fn serve_in(
 /// Starts the thread that writes the metrics every second, when asked for
 /// (a file of `--metrics-file`, or through the supervisor's relay).
 fn start_metrics(
-    config: &Config,
-    relay: Option<OwnedFd>,
-    device: &Arc<FsDevice>,
+    config: &Config, relay: Option<OwnedFd>, device: &Arc<FsDevice>,
 ) -> Result<Option<Arc<MetricsSink>>, ServerError> {
     let metrics = match (relay, &config.metrics_file) {
         (Some(relay), _) => Some(Arc::new(MetricsSink::Relay(relay))),
@@ -429,10 +417,7 @@ fn start_metrics(
 /// Serves one frontend after another on `listener` (one with `--persist`,
 /// else only the first) until a stop signal or a worker's panic.
 fn serve_frontends(
-    config: &Config,
-    device: &Arc<FsDevice>,
-    listener: &mut Listener,
-    shutdown: &Shutdown,
+    config: &Config, device: &Arc<FsDevice>, listener: &mut Listener, shutdown: &Shutdown,
     socket_path: &Path,
 ) -> Result<(), ServerError> {
     // One listener for the daemon's whole life: a frontend that connects

@@ -29,8 +29,7 @@ pub struct WorkerPanic {
 /// The closure is asserted unwind-safe: after a panic the daemon stops
 /// rather than using what `work` may have left half-changed.
 pub fn run_guarded<T>(
-    worker: impl FnOnce() -> String,
-    work: impl FnOnce() -> T,
+    worker: impl FnOnce() -> String, work: impl FnOnce() -> T,
 ) -> Result<T, WorkerPanic> {
     catch_unwind(AssertUnwindSafe(work)).map_err(|payload| WorkerPanic {
         worker: worker(),

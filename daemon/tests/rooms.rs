@@ -101,9 +101,7 @@ fn crate_paths(text: &str) -> Vec<String> {
 /// A cycle in `graph`, as the rooms along it, if there is one.
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
-        room: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        stack: &mut Vec<String>,
+        room: &str, graph: &BTreeMap<String, BTreeSet<String>>, stack: &mut Vec<String>,
         done: &mut BTreeSet<String>,
     ) -> Option<Vec<String>> {
         if let Some(at) = stack.iter().position(|r| r == room) {

@@ -141,10 +141,7 @@ impl WindowGeometry {
     /// Validates a range whose start and length are multiples of `order`'s
     /// entry size.
     pub fn range_at(
-        &self,
-        moffset: u64,
-        len: u64,
-        order: Order,
+        &self, moffset: u64, len: u64, order: Order,
     ) -> Result<WindowRange, RangeError> {
         self.range_aligned(moffset, len, order.size())
     }

@@ -189,12 +189,7 @@ impl<'w> SlotGuard<'w> {
     /// On failure the index is as it was: pieces already mapped are unmapped
     /// again (see [`MapError::Mapper`] for pieces whose rollback failed).
     pub fn map<M: Mapper + ?Sized>(
-        &mut self,
-        mapper: &M,
-        file: &M::File,
-        inode: InodeId,
-        foffset: u64,
-        writable: bool,
+        &mut self, mapper: &M, file: &M::File, inode: InodeId, foffset: u64, writable: bool,
     ) -> Result<Vec<MappingRecord>, MapError<M::Error>> {
         let window = self.window;
         let existing = self.mappings();
@@ -283,9 +278,7 @@ impl<'w> SlotGuard<'w> {
     /// Unmaps pieces a failed [`map`](Self::map) had made; returns those the
     /// mapper would not unmap.
     fn roll_back<M: Mapper + ?Sized>(
-        &mut self,
-        mapper: &M,
-        made: Vec<MappingRecord>,
+        &mut self, mapper: &M, made: Vec<MappingRecord>,
     ) -> Vec<MappingRecord> {
         let mut stuck = Vec::new();
         for record in made.into_iter().rev() {
@@ -321,8 +314,7 @@ impl<'w> SlotGuard<'w> {
     /// placeholder are only forgotten (the VMM maps nothing there). Refuses,
     /// before touching anything, when a record extends beyond the range.
     pub fn unmap<M: Mapper + ?Sized>(
-        &mut self,
-        mapper: &M,
+        &mut self, mapper: &M,
     ) -> Result<Vec<MappingRecord>, UnmapError<M::Error>> {
         // Returned as the removed records; cut back to those removed before a
         // refused unmap.
@@ -362,10 +354,7 @@ impl<'w> SlotGuard<'w> {
     /// then faults the VMM. The gap lasts two backend round trips, with the
     /// entry locked so no other request can observe or widen it.
     pub fn upgrade<M: Mapper + ?Sized>(
-        &mut self,
-        mapper: &M,
-        file: &M::File,
-        inode: InodeId,
+        &mut self, mapper: &M, file: &M::File, inode: InodeId,
     ) -> Result<Vec<MappingRecord>, UpgradeError<M::Error>> {
         let existing = self.mappings();
         if let Some(record) = existing.iter().find(|record| {
@@ -416,9 +405,7 @@ impl<'w> SlotGuard<'w> {
     /// so a guest write through a stale mapping lands in zeros instead of
     /// faulting the VMM. Without a placeholder only the record changes.
     fn upgrade_zapped<M: Mapper + ?Sized>(
-        &mut self,
-        mapper: &M,
-        record: MappingRecord,
+        &mut self, mapper: &M, record: MappingRecord,
     ) -> Result<MappingRecord, UpgradeError<M::Error>> {
         let window = self.window;
         let (moffset, len) = (record.moffset, record.len);

@@ -82,10 +82,7 @@ impl Window {
     }
 
     fn reset_slot<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        slot: u32,
-        report: &mut ResetReport<M::Error>,
+        &self, mapper: &M, slot: u32, report: &mut ResetReport<M::Error>,
     ) {
         let mut woken: Option<EntryAt> = None;
         let (mut shard, local) = loop {

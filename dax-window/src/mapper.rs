@@ -24,12 +24,7 @@ pub trait Mapper {
     /// `[moffset, moffset + len)` never crosses a 2 MiB slot boundary and, unless
     /// [`map_replaces_existing`](Self::map_replaces_existing), holds no mapping.
     fn map(
-        &self,
-        moffset: u64,
-        len: u64,
-        file: &Self::File,
-        foffset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, file: &Self::File, foffset: u64, writable: bool,
     ) -> Result<(), Self::Error>;
 
     /// Unmaps exactly one mapping previously made by [`map`](Self::map) (or
@@ -71,12 +66,7 @@ impl<M: Mapper + ?Sized> Mapper for &M {
     type Error = M::Error;
 
     fn map(
-        &self,
-        moffset: u64,
-        len: u64,
-        file: &Self::File,
-        foffset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, file: &Self::File, foffset: u64, writable: bool,
     ) -> Result<(), Self::Error> {
         (**self).map(moffset, len, file, foffset, writable)
     }
@@ -208,9 +198,7 @@ impl Window {
     /// an upgrade (same file range, now writable), or unmap whatever is in the
     /// way and map, one VMM mapping per slot. Releases on return.
     pub fn setup_mapping<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        request: &MapRequest<'_, M::File>,
+        &self, mapper: &M, request: &MapRequest<'_, M::File>,
     ) -> Result<SetupOutcome, SetupError<M::Error>> {
         let range = self.geometry().range(request.moffset, request.len)?;
         let mut guard = self.grab_natural(range)?;
@@ -242,10 +230,7 @@ impl Window {
     /// range is refused ([`RemoveError::is_invalid_request`]) without changing
     /// anything. A range holding nothing succeeds with an empty list.
     pub fn remove_mapping<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        moffset: u64,
-        len: u64,
+        &self, mapper: &M, moffset: u64, len: u64,
     ) -> Result<Vec<MappingRecord>, RemoveError<M::Error>> {
         let range = self.geometry().range(moffset, len)?;
         let mut guard = self.grab_natural(range)?;
@@ -260,9 +245,7 @@ impl Window {
 /// the zapped record (placeholder) after it, or zapped records only when the
 /// file ends before it.
 fn tiles_request<F: ?Sized>(
-    existing: &[MappingRecord],
-    range: WindowRange,
-    request: &MapRequest<'_, F>,
+    existing: &[MappingRecord], range: WindowRange, request: &MapRequest<'_, F>,
 ) -> bool {
     let (first, last) = range.slot_span();
     let mut records = existing.iter();

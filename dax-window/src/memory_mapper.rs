@@ -261,12 +261,7 @@ impl Mapper for MemoryMapper {
     type Error = MemoryMapperError;
 
     fn map(
-        &self,
-        moffset: u64,
-        len: u64,
-        file: &InodeId,
-        foffset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, file: &InodeId, foffset: u64, writable: bool,
     ) -> Result<(), MemoryMapperError> {
         self.insert(VmmMapping {
             moffset,
@@ -298,10 +293,7 @@ impl Mapper for MemoryMapper {
     }
 
     fn map_placeholder(
-        &self,
-        moffset: u64,
-        len: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, writable: bool,
     ) -> Result<bool, MemoryMapperError> {
         if !self.placeholders {
             return Ok(false);

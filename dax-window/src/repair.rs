@@ -119,12 +119,7 @@ impl Window {
     /// the whole extent; without, placing stops at the first failure. Changes
     /// no index state; the caller holds the entry lock and records the result.
     pub(crate) fn place<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        extent: &Extent,
-        file: &M::File,
-        size: Option<u64>,
-        fall_back: bool,
+        &self, mapper: &M, extent: &Extent, file: &M::File, size: Option<u64>, fall_back: bool,
     ) -> Placed<M::Error> {
         let file_len = size.map_or(extent.len, |size| {
             file_part(extent.foffset, extent.len, size)
@@ -191,11 +186,7 @@ impl Window {
     /// The record of the piece `[moffset, moffset + len)` of `extent`: live,
     /// or zapped with or without placeholder.
     fn record(
-        &self,
-        extent: &Extent,
-        moffset: u64,
-        len: u64,
-        placeholder: Option<bool>,
+        &self, extent: &Extent, moffset: u64, len: u64, placeholder: Option<bool>,
     ) -> MappingRecord {
         let state = match placeholder {
             None => MappingState::Live,
@@ -248,11 +239,7 @@ impl Window {
     /// ([`crate::Mapper::file_size`]). `file` must allow mapping with the
     /// access of the inode's writable records.
     pub fn repair<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        inode: InodeId,
-        file: &M::File,
-        size: u64,
+        &self, mapper: &M, inode: InodeId, file: &M::File, size: u64,
     ) -> RepairReport<M::Error> {
         let mut report = RepairReport {
             records: Vec::new(),
@@ -272,12 +259,7 @@ impl Window {
     }
 
     fn repair_slot<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        slot: u32,
-        inode: InodeId,
-        file: &M::File,
-        size: u64,
+        &self, mapper: &M, slot: u32, inode: InodeId, file: &M::File, size: u64,
         report: &mut RepairReport<M::Error>,
     ) {
         // The entry whose hand-off woke us, until we take it or pass it on.
@@ -374,11 +356,7 @@ impl Window {
     /// Returns the records that replace it (`None`: the VMM was not changed)
     /// and whether a call failed; failures go to `report`.
     fn rebuild<M: Mapper + ?Sized>(
-        &self,
-        mapper: &M,
-        target: &MappingRecord,
-        file: &M::File,
-        size: u64,
+        &self, mapper: &M, target: &MappingRecord, file: &M::File, size: u64,
         report: &mut RepairReport<M::Error>,
     ) -> (Option<Records>, bool) {
         let replaces = mapper.map_replaces_existing();
@@ -442,9 +420,7 @@ impl Window {
 
     /// Counts a repair of `before` into `after` in the report and the window.
     fn count_repair(
-        &self,
-        before: &MappingRecord,
-        after: &[MappingRecord],
+        &self, before: &MappingRecord, after: &[MappingRecord],
         report: &mut RepairReport<impl std::error::Error + 'static>,
     ) {
         let file_bytes = |record: &MappingRecord| if record.is_live() { record.len } else { 0 };

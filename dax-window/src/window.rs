@@ -248,11 +248,7 @@ impl Window {
 
     /// Marks `entry` as waited on, queues the caller on its key and sleeps.
     pub(crate) fn sleep_on(
-        &self,
-        mut shard: MutexGuard<'_, Shard>,
-        local: usize,
-        slot: u32,
-        entry: EntryAt,
+        &self, mut shard: MutexGuard<'_, Shard>, local: usize, slot: u32, entry: EntryAt,
         kind: WaitKind,
     ) {
         match entry {
@@ -438,12 +434,7 @@ impl Window {
     /// Unlocks pages `[first, end)` of split `slot` inside the caller's shard
     /// section, and returns the slot to empty when nothing is left in it.
     pub(crate) fn unlock_pages(
-        &self,
-        shard: &mut Shard,
-        local: usize,
-        slot: u32,
-        (first, end): (u16, u16),
-        changed: bool,
+        &self, shard: &mut Shard, local: usize, slot: u32, (first, end): (u16, u16), changed: bool,
     ) {
         let removal = self.removal_mode();
         let Some(split) = shard.split_mut(local) else {
@@ -509,10 +500,7 @@ impl Window {
 
     /// Removes the record starting at `moffset` from its slot.
     pub(crate) fn remove_record(
-        &self,
-        shard: &mut Shard,
-        local: usize,
-        moffset: u64,
+        &self, shard: &mut Shard, local: usize, moffset: u64,
     ) -> Option<MappingRecord> {
         let word = shard.words[local];
         let removed = match shard.detail_mut(word) {
@@ -537,10 +525,7 @@ impl Window {
     /// Applies `change` to the record starting at `moffset`, keeping gauges
     /// exact, and returns the new record.
     pub(crate) fn update_record(
-        &self,
-        shard: &mut Shard,
-        local: usize,
-        moffset: u64,
+        &self, shard: &mut Shard, local: usize, moffset: u64,
         change: impl FnOnce(&mut MappingRecord),
     ) -> Option<MappingRecord> {
         let word = shard.words[local];
@@ -604,10 +589,7 @@ impl Window {
 
     /// [`grab`](Self::grab) of `[moffset, moffset + len)`, validating the range.
     pub fn grab_at(
-        &self,
-        moffset: u64,
-        len: u64,
-        order: Order,
+        &self, moffset: u64, len: u64, order: Order,
     ) -> Result<SlotGuard<'_>, GrabError> {
         let range = self.geometry.range_at(moffset, len, order)?;
         self.grab(range, order)

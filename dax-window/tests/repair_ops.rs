@@ -46,9 +46,7 @@ fn vmm(mapper: &MemoryMapper) -> Vec<(u64, u64, Option<u64>)> {
 
 /// Truncates (or extends) X to `eof` and repairs.
 fn resize(
-    window: &Window,
-    mapper: &MemoryMapper,
-    eof: u64,
+    window: &Window, mapper: &MemoryMapper, eof: u64,
 ) -> RepairReport<impl std::error::Error> {
     mapper.set_eof(X, eof);
     let report = window.repair(mapper, X, &X, eof);

@@ -16,11 +16,7 @@ fn window(slots: u64) -> Window {
 }
 
 fn request(
-    inode: u64,
-    moffset: u64,
-    len: u64,
-    foffset: u64,
-    writable: bool,
+    inode: u64, moffset: u64, len: u64, foffset: u64, writable: bool,
 ) -> MapRequest<'static, InodeId> {
     let file: &'static InodeId = Box::leak(Box::new(InodeId(inode)));
     MapRequest {

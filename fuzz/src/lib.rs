@@ -302,7 +302,10 @@ pub fn run_input_traced(data: &[u8]) -> Trace {
         space.set_capacity(capacity);
         let answer = dispatcher.dispatch(request, &mut reply, &space);
         // The reply as the guest would see it: head, then READ data.
-        let outcome = space.assemble(&mut reply, answer).head_and_data().map(|(len, _)| len);
+        let outcome = space
+            .assemble(&mut reply, answer)
+            .head_and_data()
+            .map(|(len, _)| len);
         check_outcome(request, capacity, outcome, &reply);
         let opcode = request
             .get(4..8)

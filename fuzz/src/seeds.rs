@@ -35,10 +35,7 @@ impl Seq {
 
     /// Appends a request no client builds: `opcode` on `nodeid` with `build`'s body.
     fn raw(
-        self,
-        op: Opcode,
-        nodeid: u64,
-        build: impl FnOnce(RequestEncoder) -> RequestEncoder,
+        self, op: Opcode, nodeid: u64, build: impl FnOnce(RequestEncoder) -> RequestEncoder,
     ) -> Self {
         self.then(|u| build(RequestEncoder::new(op, u, nodeid)))
     }

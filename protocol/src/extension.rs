@@ -105,9 +105,7 @@ fn creates(opcode: Opcode) -> bool {
 /// Parses the extension bytes `ext` of an `opcode` request under `layout`:
 /// the security context it carries, if any.
 pub(crate) fn parse<'a>(
-    ext: &'a [u8],
-    opcode: Opcode,
-    layout: &Layout,
+    ext: &'a [u8], opcode: Opcode, layout: &Layout,
 ) -> Result<Option<SecurityContext<'a>>, ExtensionError> {
     if !layout.security_ctx {
         return Ok(None);

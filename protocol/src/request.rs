@@ -271,9 +271,7 @@ impl<'a> Body<'a> {
     }
 
     fn records<T: FromBytes>(
-        &mut self,
-        count: u32,
-        max: u32,
+        &mut self, count: u32, max: u32,
     ) -> Result<Records<'a, T>, ParseError> {
         let available = self.bytes.len();
         let bad = || ParseError::BadCount {
@@ -320,9 +318,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Request<'a>, ParseE
 /// The header's `len` must not exceed `bytes` (a truncated chain) and must
 /// cover at least the header; bytes after `len` are ignored.
 pub fn parse_with<'a>(
-    bytes: &'a [u8],
-    limits: &Limits,
-    layout: &Layout,
+    bytes: &'a [u8], limits: &Limits, layout: &Layout,
 ) -> Result<Request<'a>, ParseError> {
     let (header, _) = InHeader::read_from_prefix(bytes)
         .map_err(|_| ParseError::ShortHeader { got: bytes.len() })?;
@@ -382,9 +378,7 @@ fn setxattr_in(b: &mut Body<'_>, layout: &Layout) -> Result<(SetxattrIn, u32), P
 }
 
 fn parse_operation<'a>(
-    mut b: Body<'a>,
-    limits: &Limits,
-    layout: &Layout,
+    mut b: Body<'a>, limits: &Limits, layout: &Layout,
 ) -> Result<Operation<'a>, ParseError> {
     use Operation as O;
     let opcode = b.opcode;

@@ -134,11 +134,7 @@ pub const QUEUE_SIZE: u16 = 2048;
 /// Starts `daemon` on `shared_dir` with `request_queues` request queues (virtiofsd has
 /// exactly one), the cache mode `cache` and `extra` arguments.
 pub fn spawn(
-    bins: &Binaries,
-    daemon: Daemon,
-    shared_dir: &Path,
-    request_queues: usize,
-    cache: &str,
+    bins: &Binaries, daemon: Daemon, shared_dir: &Path, request_queues: usize, cache: &str,
     extra: &[String],
 ) -> Result<BackendProcess> {
     let program = bins.path(daemon);
@@ -170,10 +166,7 @@ pub fn spawn(
 /// Connects a device with `request_queues` request queues (EVENT_IDX on, the queue size
 /// both daemons take) to `process`, the running `daemon`, and sends INIT with `flags`.
 pub fn connect_and_init(
-    process: &BackendProcess,
-    daemon: Daemon,
-    request_queues: usize,
-    flags: u64,
+    process: &BackendProcess, daemon: Daemon, request_queues: usize, flags: u64,
 ) -> Result<(Device, Uniques)> {
     let config = DeviceConfig {
         request_queues,

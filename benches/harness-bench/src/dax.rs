@@ -77,8 +77,7 @@ impl FrontendPlay {
 /// Makes the share `shared` holding `mapped`, a file of `len` bytes (sparse) to map;
 /// returns both paths.
 pub(crate) fn share_with_mapped_file(
-    shared: &Path,
-    len: u64,
+    shared: &Path, len: u64,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     std::fs::create_dir_all(shared).map_err(|e| BenchError::io("creating the DAX share", e))?;
     let file_path = shared.join("mapped");
@@ -164,11 +163,7 @@ fn run_fuse_round_trip(env: &DaxEnv, length: Duration) -> Result<Sample> {
 }
 
 pub(crate) fn start(
-    bins: &Binaries,
-    cfg: &DaxConfig,
-    shared: &Path,
-    threads: usize,
-    play: FrontendPlay,
+    bins: &Binaries, cfg: &DaxConfig, shared: &Path, threads: usize, play: FrontendPlay,
 ) -> Result<DaxEnv> {
     let mut extra = vec!["--cache-size".to_string(), cfg.window.to_string()];
     extra.extend(cfg.daxfsd_args.iter().cloned());
@@ -245,10 +240,7 @@ fn call(env: &DaxEnv, queue: usize, req: &[u8], what: &'static str) -> Result<()
 /// Cycles through daxfsd for `length`, `threads` queues in parallel, each on its own
 /// slots of the window.
 pub(crate) fn run_daxfsd(
-    env: &DaxEnv,
-    threads: usize,
-    slots: usize,
-    length: Duration,
+    env: &DaxEnv, threads: usize, slots: usize, length: Duration,
 ) -> Result<Sample> {
     run_cycles(env, threads, slots, length, None)
 }
@@ -256,10 +248,7 @@ pub(crate) fn run_daxfsd(
 /// Cycles through daxfsd as [`run_daxfsd`]; with `table`, the frontend also updates the
 /// vhost memory table after each map and unmap, as upstream QEMU 11.1 does.
 pub(crate) fn run_cycles(
-    env: &DaxEnv,
-    threads: usize,
-    slots: usize,
-    length: Duration,
+    env: &DaxEnv, threads: usize, slots: usize, length: Duration,
     table: Option<&crate::dax_table::TableUpdates>,
 ) -> Result<Sample> {
     let per_thread = slots / threads;
@@ -335,12 +324,7 @@ enum LimitPart {
 /// (PROT_NONE remap), plus one request/reply round trip over a Unix socket pair to a
 /// thread of this process; or one of those parts alone.
 fn run_limit(
-    window: &Window,
-    file: &File,
-    threads: usize,
-    slots: usize,
-    length: Duration,
-    part: LimitPart,
+    window: &Window, file: &File, threads: usize, slots: usize, length: Duration, part: LimitPart,
 ) -> Result<Sample> {
     let per_thread = slots / threads;
     let own0 = backends::own_cpu_ns()?;

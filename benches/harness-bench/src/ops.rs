@@ -267,11 +267,7 @@ fn many_names() -> Vec<String> {
 
 impl Env {
     fn start(
-        bins: &Binaries,
-        daemon: Daemon,
-        shared: &Path,
-        queues: usize,
-        cfg: &OpsConfig,
+        bins: &Binaries, daemon: Daemon, shared: &Path, queues: usize, cfg: &OpsConfig,
     ) -> Result<Env> {
         let (drivers, extra) = match daemon {
             Daemon::Daxfsd => (queues, &cfg.daxfsd_args),
@@ -371,9 +367,7 @@ impl Env {
 
 /// The answer of a setup request: a transport failure or an errno is an error.
 fn setup_reply<T>(
-    daemon: Daemon,
-    what: &str,
-    reply: daxfsd_harness::Result<FuseResult<T>>,
+    daemon: Daemon, what: &str, reply: daxfsd_harness::Result<FuseResult<T>>,
 ) -> Result<T> {
     reply
         .during(|| format!("{what} on {}", daemon.name()))?
@@ -386,10 +380,7 @@ fn setup_reply<T>(
 
 /// Runs the section: for each queue count, both daemons side by side.
 pub fn run(
-    bins: &Binaries,
-    cfg: &OpsConfig,
-    workdir: &Path,
-    table: &mut Table,
+    bins: &Binaries, cfg: &OpsConfig, workdir: &Path, table: &mut Table,
 ) -> Result<OpsReport> {
     let mut report = OpsReport::default();
     // One directory for both daemons: the same files in the same page cache, new files

@@ -175,11 +175,7 @@ impl Table {
     /// SHMEM_MAP and SHMEM_UNMAP with their acks) and the map and unmap themselves,
     /// each measured alone; their sum is the floor of a cycle with this protocol.
     pub fn dax_breakdown(
-        &mut self,
-        daxfsd: &[Sample],
-        fuse: &[Sample],
-        socket: &[Sample],
-        map: &[Sample],
+        &mut self, daxfsd: &[Sample], fuse: &[Sample], socket: &[Sample], map: &[Sample],
     ) {
         let us = |s: &[Sample]| 1e6 / median(s.iter().map(|s| s.rate));
         let (cycle, fuse, socket, map) = (us(daxfsd), us(fuse), us(socket), us(map));

@@ -543,11 +543,7 @@ const MAX_BACKGROUND: usize = 64;
 /// operations finished before `until`. Requests still in flight then are completed and
 /// checked but not counted.
 pub fn drive(
-    dev: &Device,
-    uniques: &Uniques,
-    queue: usize,
-    slots: &mut [Box<dyn Slot>],
-    until: Instant,
+    dev: &Device, uniques: &Uniques, queue: usize, slots: &mut [Box<dyn Slot>], until: Instant,
     who: (&'static str, &'static str),
 ) -> Result<u64> {
     let (backend, workload) = who;

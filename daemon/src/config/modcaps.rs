@@ -91,9 +91,7 @@ pub fn parse_list(value: &str) -> Result<ModCaps, EntrySyntax> {
 /// The changes of `--modcaps` (none without it), checked against the
 /// `--inode-file-handles` mode and whether the daemon runs as root.
 pub fn parse(
-    value: Option<&str>,
-    file_handles: InodeFileHandles,
-    root: bool,
+    value: Option<&str>, file_handles: InodeFileHandles, root: bool,
 ) -> Result<ModCaps, ModcapsError> {
     let Some(value) = value else {
         return Ok(ModCaps::NONE);

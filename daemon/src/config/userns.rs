@@ -91,10 +91,7 @@ pub fn parse_range(text: &str) -> Result<IdRange, MapSyntax> {
 /// the sandbox asked for (`None`: not given) and whether the daemon runs as
 /// root.
 pub fn parse(
-    uid: &[String],
-    gid: &[String],
-    sandbox: Option<SandboxMode>,
-    root: bool,
+    uid: &[String], gid: &[String], sandbox: Option<SandboxMode>, root: bool,
 ) -> Result<UserNsMaps, UserNsError> {
     let ranges = |flag: &'static str, values: &[String]| {
         values

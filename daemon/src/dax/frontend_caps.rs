@@ -174,11 +174,7 @@ impl CapsState {
 /// again; an unmap it refuses leaves window offset 0 mapped in the frontend,
 /// which is logged (the session's first map of that page would be refused).
 fn try_map(
-    mapper: &VmmMapper,
-    files: &ProbeFiles,
-    fd: &OwnedFd,
-    writable: bool,
-    what: &str,
+    mapper: &VmmMapper, files: &ProbeFiles, fd: &OwnedFd, writable: bool, what: &str,
 ) -> Result<bool, VmmMapError> {
     match mapper.send(0, PAGE_SIZE, Some(fd.as_fd()), 0, writable) {
         Ok(()) => {

@@ -137,11 +137,7 @@ impl MappedFiles {
     /// idle watch if it has one), and a writable descriptor once one is
     /// offered. The returned pin keeps the entry until the map is done.
     pub(super) fn pin<'a>(
-        &'a self,
-        window: &'a Window,
-        nodeid: u64,
-        file: &Arc<File>,
-        writable: bool,
+        &'a self, window: &'a Window, nodeid: u64, file: &Arc<File>, writable: bool,
     ) -> Pin<'a> {
         let mut registry = self.lock();
         let registry = &mut *registry;
@@ -346,9 +342,7 @@ enum WatchError {
 /// watch is added, and a watch that may be on another inode is not used
 /// (removed, unless `in_use` says it serves another mapped file).
 fn add_inode_watch(
-    inotify: &OwnedFd,
-    file: &File,
-    in_use: impl Fn(i32) -> bool,
+    inotify: &OwnedFd, file: &File, in_use: impl Fn(i32) -> bool,
 ) -> Result<i32, WatchError> {
     let proc_fd = crate::process::fds::proc_self_fd().map_err(WatchError::Proc)?;
     let path = rustix::fs::readlinkat(proc_fd, file.as_raw_fd().to_string(), Vec::new())

@@ -249,10 +249,7 @@ impl LegacyChannel {
     /// protocol is only used with frontends that negotiate REPLY_ACK (the
     /// daemon offers it), so every request asks for a reply.
     pub fn request(
-        &self,
-        request: u32,
-        msg: &LegacyFsMsg,
-        fd: Option<BorrowedFd<'_>>,
+        &self, request: u32, msg: &LegacyFsMsg, fd: Option<BorrowedFd<'_>>,
     ) -> Result<(), LegacyError> {
         let header = Header {
             request,

@@ -174,9 +174,7 @@ impl DaxMetrics {
     }
 
     pub(super) fn record_repair<E: std::error::Error>(
-        &self,
-        source: RepairSource,
-        report: &RepairReport<E>,
+        &self, source: RepairSource, report: &RepairReport<E>,
     ) {
         self.invalidated_mappings.fetch_add(report.clipped, Relaxed);
         self.invalidated_bytes

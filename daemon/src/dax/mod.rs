@@ -208,19 +208,14 @@ impl Dax {
     /// A window of `size` bytes (a multiple of 2 MiB), mapped with
     /// `protocol` by the frontend connected to `socket_path`.
     pub fn new(
-        size: u64,
-        protocol: DaxProtocol,
-        socket_path: PathBuf,
+        size: u64, protocol: DaxProtocol, socket_path: PathBuf,
     ) -> Result<Self, DaxSetupError> {
         Self::with_trace(size, protocol, socket_path, None)
     }
 
     /// [`Dax::new`] writing every DAX event to `trace` (`--dax-trace`).
     pub fn with_trace(
-        size: u64,
-        protocol: DaxProtocol,
-        socket_path: PathBuf,
-        trace: Option<Arc<DaxTrace>>,
+        size: u64, protocol: DaxProtocol, socket_path: PathBuf, trace: Option<Arc<DaxTrace>>,
     ) -> Result<Self, DaxSetupError> {
         let geometry = WindowGeometry::new(size).map_err(DaxSetupError::Geometry)?;
         let probe_files = ProbeFiles::new().map_err(DaxSetupError::Probe)?;
@@ -301,10 +296,7 @@ impl Dax {
     /// read-only descriptors (then only for a caller who may write the
     /// file: `open` refuses with EACCES otherwise).
     pub fn setup(
-        &self,
-        unique: u64,
-        nodeid: u64,
-        arg: &SetupMappingIn,
+        &self, unique: u64, nodeid: u64, arg: &SetupMappingIn,
         open: impl FnOnce(MapAccess) -> Result<File, Errno>,
     ) -> Result<(), Errno> {
         let mut seen = SetupSeen::default();
@@ -332,12 +324,8 @@ impl Dax {
     }
 
     fn setup_inner(
-        &self,
-        nodeid: u64,
-        arg: &SetupMappingIn,
-        open: impl FnOnce(MapAccess) -> Result<File, Errno>,
-        seen: &mut SetupSeen,
-        stops: u64,
+        &self, nodeid: u64, arg: &SetupMappingIn,
+        open: impl FnOnce(MapAccess) -> Result<File, Errno>, seen: &mut SetupSeen, stops: u64,
     ) -> Result<(), Errno> {
         self.reclaim_if_stale();
         let writable = arg.flags & SETUPMAPPING_FLAG_WRITE != 0;
@@ -398,10 +386,7 @@ impl Dax {
     /// Opens the file of a SETUPMAPPING with the access the frontend needs,
     /// refusing what the frontend could not map.
     fn open_for_setup(
-        &self,
-        nodeid: u64,
-        arg: &SetupMappingIn,
-        writable: bool,
+        &self, nodeid: u64, arg: &SetupMappingIn, writable: bool,
         open: impl FnOnce(MapAccess) -> Result<File, Errno>,
     ) -> Result<File, Errno> {
         let caps = self.frontend_caps();
@@ -434,10 +419,7 @@ impl Dax {
     /// failure becomes the guest's errno. `stops` is the queue-stop count
     /// when the request began.
     fn record_setup(
-        &self,
-        nodeid: u64,
-        foffset: u64,
-        result: Result<SetupOutcome, SetupError<VmmMapError>>,
+        &self, nodeid: u64, foffset: u64, result: Result<SetupOutcome, SetupError<VmmMapError>>,
         stops: u64,
     ) -> Result<(), Errno> {
         let core = &*self.core;
@@ -514,10 +496,7 @@ impl Dax {
     /// failure names the range that caused it. `stops` is the queue-stop
     /// count when the request began.
     fn remove_ranges(
-        &self,
-        ranges: Records<'_, RemoveMappingOne>,
-        done: &mut usize,
-        stops: u64,
+        &self, ranges: Records<'_, RemoveMappingOne>, done: &mut usize, stops: u64,
     ) -> Result<(), (usize, Errno)> {
         for (i, range) in ranges.into_iter().enumerate() {
             if let Err(e) = self.core.window.geometry().range(range.moffset, range.len) {

@@ -76,12 +76,7 @@ impl Mapper for ForgetDropped<'_> {
     type Error = VmmMapError;
 
     fn map(
-        &self,
-        moffset: u64,
-        len: u64,
-        file: &std::fs::File,
-        foffset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, file: &std::fs::File, foffset: u64, writable: bool,
     ) -> Result<(), VmmMapError> {
         self.inner.map(moffset, len, file, foffset, writable)
     }

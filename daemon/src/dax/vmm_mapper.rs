@@ -125,10 +125,7 @@ impl VmmMapper {
     /// only the file pages below the file's end and zero pages past it.
     /// `trace` receives one event per request sent.
     pub fn new(
-        size: u64,
-        protocol: DaxProtocol,
-        placeholders: bool,
-        trace: Option<Arc<DaxTrace>>,
+        size: u64, protocol: DaxProtocol, placeholders: bool, trace: Option<Arc<DaxTrace>>,
     ) -> std::io::Result<Self> {
         let placeholder = if placeholders {
             let fd = memfd_create("daxfsd-window-placeholder", MemfdFlags::CLOEXEC)?;
@@ -198,10 +195,7 @@ impl VmmMapper {
     /// Writes a `vmm_map` event (with `fd`: its device and inode) or a
     /// `vmm_unmap` event (without) for a request sent, when tracing.
     fn trace_sent(
-        &self,
-        map: Option<(BorrowedFd<'_>, u64, bool, bool)>,
-        moffset: u64,
-        len: u64,
+        &self, map: Option<(BorrowedFd<'_>, u64, bool, bool)>, moffset: u64, len: u64,
         result: &Result<(), VmmMapError>,
     ) {
         let Some(trace) = &self.trace else {
@@ -256,12 +250,7 @@ impl VmmMapper {
     /// the range when `fd` is `None`). Neither traced nor counted: the
     /// [`Mapper`] methods do that; the frontend probe calls this directly.
     pub(super) fn send(
-        &self,
-        moffset: u64,
-        len: u64,
-        fd: Option<BorrowedFd<'_>>,
-        fd_offset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, fd: Option<BorrowedFd<'_>>, fd_offset: u64, writable: bool,
     ) -> Result<(), VmmMapError> {
         let channel = self.channel.read().unwrap_or_else(|e| e.into_inner());
         match channel.as_ref().ok_or(VmmMapError::NoChannel)? {
@@ -321,12 +310,7 @@ impl Mapper for VmmMapper {
     type Error = VmmMapError;
 
     fn map(
-        &self,
-        moffset: u64,
-        len: u64,
-        file: &File,
-        foffset: u64,
-        writable: bool,
+        &self, moffset: u64, len: u64, file: &File, foffset: u64, writable: bool,
     ) -> Result<(), VmmMapError> {
         let result = self.send(moffset, len, Some(file.as_fd()), foffset, writable);
         self.trace_sent(

@@ -123,10 +123,7 @@ pub(super) struct Run {
 /// window offset `moffset`, where `record` is what the index holds for the page
 /// of `moffset` ([`Window::lookup`]).
 pub(super) fn resolve(
-    record: Option<MappingRecord>,
-    moffset: u64,
-    len: u64,
-    access: Access,
+    record: Option<MappingRecord>, moffset: u64, len: u64, access: Access,
 ) -> Result<Run, WindowIoError> {
     let record = record
         .filter(|r| r.moffset <= moffset && moffset < r.end())
@@ -154,10 +151,7 @@ pub(super) fn resolve(
 /// Calls `each` for every run of `[moffset, moffset + len)` with the offset
 /// of the run in the transfer; stops at the first error.
 fn for_each_run(
-    window: &Window,
-    moffset: u64,
-    len: u64,
-    access: Access,
+    window: &Window, moffset: u64, len: u64, access: Access,
     mut each: impl FnMut(u64, Run) -> Result<(), WindowIoError>,
 ) -> Result<(), WindowIoError> {
     let mut done = 0;
@@ -173,9 +167,7 @@ fn for_each_run(
 }
 
 fn held(
-    file_of: &dyn Fn(u64) -> Option<Arc<File>>,
-    nodeid: u64,
-    moffset: u64,
+    file_of: &dyn Fn(u64) -> Option<Arc<File>>, nodeid: u64, moffset: u64,
 ) -> Result<Arc<File>, WindowIoError> {
     file_of(nodeid).ok_or(WindowIoError::NoFile { nodeid, moffset })
 }
@@ -191,10 +183,7 @@ fn io_error(op: &'static str, nodeid: u64, foffset: u64, e: rustix::io::Errno) -
 
 /// Fills `buf` with the window's bytes at `moffset`.
 pub(super) fn read(
-    window: &Window,
-    file_of: &dyn Fn(u64) -> Option<Arc<File>>,
-    moffset: u64,
-    buf: &mut [u8],
+    window: &Window, file_of: &dyn Fn(u64) -> Option<Arc<File>>, moffset: u64, buf: &mut [u8],
 ) -> Result<(), WindowIoError> {
     for_each_run(
         window,
@@ -228,10 +217,7 @@ pub(super) fn read(
 /// Checks that a device write of `len` bytes at `moffset` would succeed as
 /// far as the index can tell (every page mapped writable to a held file).
 pub(super) fn check_write(
-    window: &Window,
-    file_of: &dyn Fn(u64) -> Option<Arc<File>>,
-    moffset: u64,
-    len: u64,
+    window: &Window, file_of: &dyn Fn(u64) -> Option<Arc<File>>, moffset: u64, len: u64,
 ) -> Result<(), WindowIoError> {
     for_each_run(window, moffset, len, Access::Write, |from, run| {
         if let Source::File { nodeid, .. } = run.source {
@@ -245,10 +231,7 @@ pub(super) fn check_write(
 /// that fall past a file's end (the tail of its last page) are dropped, as a
 /// store through the mapping would be: the file does not grow.
 pub(super) fn write(
-    window: &Window,
-    file_of: &dyn Fn(u64) -> Option<Arc<File>>,
-    moffset: u64,
-    data: &[u8],
+    window: &Window, file_of: &dyn Fn(u64) -> Option<Arc<File>>, moffset: u64, data: &[u8],
 ) -> Result<(), WindowIoError> {
     for_each_run(
         window,

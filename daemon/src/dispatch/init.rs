@@ -77,10 +77,7 @@ pub enum MissingFeature {
 /// `flags`: all of them (never, auto: none when not offered, with a
 /// warning; always: `missing` when not offered).
 fn mode_flags(
-    mode: NegotiationMode,
-    kernel_flags: u64,
-    flags: u64,
-    missing: MissingFeature,
+    mode: NegotiationMode, kernel_flags: u64, flags: u64, missing: MissingFeature,
 ) -> Result<u64, MissingFeature> {
     match mode {
         NegotiationMode::Never => Ok(0),
@@ -151,11 +148,7 @@ pub enum InitOutcome {
 /// Negotiates INIT: the reply carries the intersection of what the guest
 /// offers and what this daemon implements.
 pub fn negotiate(
-    policy: &InitPolicy,
-    major: u32,
-    minor: u32,
-    max_readahead: u32,
-    kernel_flags: u64,
+    policy: &InitPolicy, major: u32, minor: u32, max_readahead: u32, kernel_flags: u64,
 ) -> InitOutcome {
     if major > abi::KERNEL_VERSION {
         let reply = InitOut {

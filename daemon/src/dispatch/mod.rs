@@ -215,11 +215,7 @@ impl Dispatcher {
     /// holds the unique id and `capacity` a reply header; otherwise nothing
     /// is answered (or counted).
     pub fn refuse_partial(
-        &self,
-        head: &[u8],
-        errno: Errno,
-        reply: &mut Vec<u8>,
-        capacity: usize,
+        &self, head: &[u8], errno: Errno, reply: &mut Vec<u8>, capacity: usize,
     ) -> Reply {
         if head.len() < UNIQUE_END || capacity < OUT_HEADER_LEN {
             return Reply::Nothing;
@@ -244,10 +240,7 @@ impl Dispatcher {
     /// Serves an admitted `req`, then repairs the DAX mappings of the file
     /// it may have resized (see [`size_effect`]) before the reply goes back.
     fn handle_and_repair(
-        &self,
-        req: &Request<'_>,
-        reply: &mut Vec<u8>,
-        space: &dyn ReplySpace,
+        &self, req: &Request<'_>, reply: &mut Vec<u8>, space: &dyn ReplySpace,
     ) -> Result<Reply, Errno> {
         let mut created = None;
         let handled = self.handle(req, reply, space, &mut created);
@@ -267,10 +260,7 @@ impl Dispatcher {
     /// Serves an admitted `req`; `created` receives the nodeid of the file
     /// a CREATE opened.
     fn handle(
-        &self,
-        req: &Request<'_>,
-        reply: &mut Vec<u8>,
-        space: &dyn ReplySpace,
+        &self, req: &Request<'_>, reply: &mut Vec<u8>, space: &dyn ReplySpace,
         created: &mut Option<u64>,
     ) -> Result<Reply, Errno> {
         let h = &req.header;
@@ -343,12 +333,7 @@ impl Dispatcher {
     /// INIT: negotiates, ends a session the guest did not DESTROY, probes
     /// the frontend for the DAX window, and starts the session.
     fn init(
-        &self,
-        mut r: ReplyBuf<'_>,
-        major: u32,
-        minor: u32,
-        max_readahead: u32,
-        flags: u64,
+        &self, mut r: ReplyBuf<'_>, major: u32, minor: u32, max_readahead: u32, flags: u64,
     ) -> Result<Reply, Errno> {
         match negotiate(&self.policy, major, minor, max_readahead, flags) {
             InitOutcome::Accepted(mut out, mut negotiated) => {

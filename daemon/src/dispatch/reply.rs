@@ -53,9 +53,7 @@ pub trait ReplySpace {
     /// Runs `read` with a sink for bytes `[from, from + len)` of the space
     /// (clipped to it); returns what `read` returns.
     fn read_into_range(
-        &self,
-        from: usize,
-        len: usize,
+        &self, from: usize, len: usize,
         read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
     ) -> Result<usize, Errno>;
 }
@@ -114,9 +112,7 @@ impl ReplySpace for DaemonReplySpace {
     }
 
     fn read_into_range(
-        &self,
-        from: usize,
-        len: usize,
+        &self, from: usize, len: usize,
         read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
     ) -> Result<usize, Errno> {
         let len = len.min(self.capacity.saturating_sub(from));

@@ -26,9 +26,7 @@ pub(super) struct FsRequest<'a, 'r> {
 /// header (then `r` holds nothing), or `None`; `created` receives the
 /// nodeid of the file a CREATE opened.
 pub(super) fn serve(
-    req: &FsRequest<'_, '_>,
-    r: &mut ReplyBuf<'_>,
-    created: &mut Option<u64>,
+    req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>, created: &mut Option<u64>,
 ) -> Result<Option<usize>, Errno> {
     if names_and_attributes(req, r)? || directories(req, r)? {
         return Ok(None);
@@ -130,9 +128,7 @@ fn directories(req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>) -> Result<bool, Er
 
 /// Open files; ENOSYS for any other operation.
 fn files(
-    req: &FsRequest<'_, '_>,
-    r: &mut ReplyBuf<'_>,
-    created: &mut Option<u64>,
+    req: &FsRequest<'_, '_>, r: &mut ReplyBuf<'_>, created: &mut Option<u64>,
 ) -> Result<Option<usize>, Errno> {
     let FsRequest {
         fs,

@@ -124,11 +124,7 @@ impl Direction {
     /// Adds `count` ids from `first` becoming `target` (an empty range adds
     /// nothing). A one-to-one target range must fit as well.
     fn push(
-        &mut self,
-        name: &'static str,
-        rule: Rule,
-        (first, count): (u32, u32),
-        target: Target,
+        &mut self, name: &'static str, rule: Rule, (first, count): (u32, u32), target: Target,
     ) -> Result<(), IdMapError> {
         let end = range_end(rule, first, count)?;
         if let Target::Base(base) = target {

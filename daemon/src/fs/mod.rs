@@ -73,9 +73,7 @@ impl ReadSink for BufferSink<'_> {
 /// progress (then the count so far: the caller reports a short transfer).
 /// EINTR is retried; an error before any progress is returned.
 pub(crate) fn transfer_all(
-    len: usize,
-    offset: u64,
-    mut step: impl FnMut(usize, u64) -> rustix::io::Result<usize>,
+    len: usize, offset: u64, mut step: impl FnMut(usize, u64) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<usize> {
     let mut done = 0;
     while done < len {

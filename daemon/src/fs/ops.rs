@@ -28,36 +28,20 @@ pub trait EntryOps {
     /// reference on the new entry; `new` as for [`Self::mknod`] (a
     /// symlink's mode is fixed, so its umask does not matter).
     fn symlink(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        target: &CStr,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, target: &CStr, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
     /// MKNOD (regular file, FIFO, socket, or a device node if privileged),
     /// owned by the caller; +1 reference. `new`: the umask and security
     /// context (see [`NewInode`]).
     fn mknod(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        rdev: u32,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, mode: u32, rdev: u32, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
     /// MKDIR, owned by the caller; +1 reference; `new` as for
     /// [`Self::mknod`].
     fn mkdir(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, mode: u32, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno>;
 
     /// UNLINK a non-directory (EISDIR for a directory).
@@ -68,22 +52,12 @@ pub trait EntryOps {
 
     /// RENAME / RENAME2 (`flags`: RENAME_* bits, 0 for a plain rename).
     fn rename(
-        &self,
-        ctx: Context,
-        olddir: u64,
-        oldname: &CStr,
-        newdir: u64,
-        newname: &CStr,
-        flags: u32,
+        &self, ctx: Context, olddir: u64, oldname: &CStr, newdir: u64, newname: &CStr, flags: u32,
     ) -> Result<(), Errno>;
 
     /// LINK `nodeid` as `newname` in `newparent`; +1 reference on `nodeid`.
     fn link(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        newparent: u64,
-        newname: &CStr,
+        &self, ctx: Context, nodeid: u64, newparent: u64, newname: &CStr,
     ) -> Result<EntryOut, Errno>;
 }
 
@@ -111,11 +85,7 @@ pub trait FileOps {
     /// `open_flags` OPEN_* bits. Returns the new handle and the FOPEN_*
     /// flags for the guest's page cache.
     fn open(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        flags: u32,
-        open_flags: u32,
+        &self, ctx: Context, nodeid: u64, flags: u32, open_flags: u32,
     ) -> Result<OpenOut, Errno>;
 
     /// CREATE and open a regular file in `parent`, owned by the caller (or
@@ -123,12 +93,7 @@ pub trait FileOps {
     /// reference on the entry; `new` as for [`Self::mknod`] (its security
     /// context is set only on a file this request created).
     fn create(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        arg: &CreateIn,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, arg: &CreateIn, new: &NewInode<'_>,
     ) -> Result<(EntryOut, OpenOut), Errno>;
 
     /// READ from the open file `fh` at `offset` straight into `dst` (its
@@ -136,24 +101,13 @@ pub trait FileOps {
     /// is copied once, by the kernel); returns the bytes read, fewer only at
     /// the end of file.
     fn read(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        dst: &mut dyn ReadSink,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, dst: &mut dyn ReadSink,
     ) -> Result<usize, Errno>;
 
     /// WRITE `data` to the open file `fh` at `offset` (`write_flags`:
     /// WRITE_* bits, e.g. kill suid/sgid); returns the bytes written.
     fn write(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        write_flags: u32,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, data: &[u8], write_flags: u32,
     ) -> Result<usize, Errno>;
 
     /// RELEASE the open file `fh` of `nodeid`.
@@ -171,40 +125,21 @@ pub trait FileOps {
     /// FALLOCATE on the open file `fh` (`mode`: FALLOC_FL_* bits; without
     /// KEEP_SIZE the size may change).
     fn fallocate(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, length: u64, mode: u32,
     ) -> Result<(), Errno>;
 
     /// LSEEK (SEEK_SET/CUR/END/DATA/HOLE) on the open file `fh`; returns
     /// the resulting offset.
     fn lseek(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, whence: u32,
     ) -> Result<u64, Errno>;
 
     /// COPY_FILE_RANGE between two open files; returns the bytes copied
     /// (the destination may grow).
     #[allow(clippy::too_many_arguments)]
     fn copy_file_range(
-        &self,
-        ctx: Context,
-        nodeid_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        nodeid_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        flags: u64,
+        &self, ctx: Context, nodeid_in: u64, fh_in: u64, off_in: u64, nodeid_out: u64, fh_out: u64,
+        off_out: u64, len: u64, flags: u64,
     ) -> Result<usize, Errno>;
 
     /// SYNCFS of the filesystem holding `nodeid`.
@@ -219,11 +154,7 @@ pub trait FileOps {
     /// `ctx` may open the file for writing; ELOOP / ENXIO / EISDIR for what
     /// is not a regular file.
     fn open_for_mapping(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        access: MapAccess,
+        &self, ctx: Context, nodeid: u64, fh: u64, access: MapAccess,
     ) -> Result<std::fs::File, Errno>;
 }
 
@@ -236,12 +167,7 @@ pub trait DirOps {
     /// `offset` into `out`, stopping when the next entry does not fit. With
     /// `plus`, each entry except "." and ".." counts as a lookup.
     fn readdir(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        plus: bool,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, plus: bool,
         out: &mut DirentWriter<'_, '_>,
     ) -> Result<(), Errno>;
 
@@ -258,12 +184,7 @@ pub trait XattrOps {
     /// SETXATTR_* bits, with SETXATTR_EXT). ENOSYS when extended
     /// attributes are not served.
     fn setxattr(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
+        &self, ctx: Context, nodeid: u64, name: &CStr, value: &[u8], flags: u32,
         setxattr_flags: u32,
     ) -> Result<(), Errno>;
 

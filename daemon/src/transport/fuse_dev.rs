@@ -214,11 +214,7 @@ pub fn check_mount_point(mount_point: &Path, shared_dir: &Path) -> Result<(), Fu
 /// Mounts, serves until unmounted (by a signal or by `umount`), and ends the
 /// session. `readers` threads read requests concurrently.
 pub fn run(
-    dispatcher: &Dispatcher,
-    shared_dir: &Path,
-    mount_point: &Path,
-    fsname: &str,
-    readers: u16,
+    dispatcher: &Dispatcher, shared_dir: &Path, mount_point: &Path, fsname: &str, readers: u16,
 ) -> Result<(), FuseDevError> {
     check_mount_point(mount_point, shared_dir)?;
     // Block the signals before any thread starts so that every thread
@@ -300,9 +296,7 @@ pub fn serve(dispatcher: &Dispatcher, mount: &FuseMount, readers: u16) -> Result
 
 /// One reader: read a request, dispatch it, write the reply; until ENODEV.
 fn reader_loop(
-    dispatcher: &Dispatcher,
-    device: BorrowedFd<'_>,
-    write_log: &RateLimit,
+    dispatcher: &Dispatcher, device: BorrowedFd<'_>, write_log: &RateLimit,
 ) -> Result<(), FuseDevError> {
     let mut request = vec![0u8; REQUEST_BUFFER];
     let mut reply = Vec::with_capacity(REPLY_CAPACITY);

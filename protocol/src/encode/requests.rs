@@ -84,12 +84,7 @@ pub fn symlink(unique: u64, parent: u64, name: &[u8], target: &[u8]) -> RequestE
 
 /// MKNOD `name` in `parent` (`mode` includes the file type).
 pub fn mknod(
-    unique: u64,
-    parent: u64,
-    name: &[u8],
-    mode: u32,
-    rdev: u32,
-    umask: u32,
+    unique: u64, parent: u64, name: &[u8], mode: u32, rdev: u32, umask: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Mknod, unique, parent)
         .push(&MknodIn {
@@ -118,12 +113,7 @@ pub fn rename(unique: u64, olddir: u64, old: &[u8], newdir: u64, new: &[u8]) -> 
 
 /// RENAME2 with `RENAME_*` flags.
 pub fn rename2(
-    unique: u64,
-    olddir: u64,
-    old: &[u8],
-    newdir: u64,
-    new: &[u8],
-    flags: u32,
+    unique: u64, olddir: u64, old: &[u8], newdir: u64, new: &[u8], flags: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Rename2, unique, olddir)
         .push(&Rename2In {
@@ -144,11 +134,7 @@ pub fn link(unique: u64, nodeid: u64, newparent: u64, name: &[u8]) -> RequestEnc
 
 /// OPEN (or OPENDIR, by `opcode`) of `nodeid` with `O_*` `flags` and `OPEN_*` flags.
 pub fn open_op(
-    opcode: Opcode,
-    unique: u64,
-    nodeid: u64,
-    flags: u32,
-    open_flags: u32,
+    opcode: Opcode, unique: u64, nodeid: u64, flags: u32, open_flags: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(opcode, unique, nodeid).push(&OpenIn { flags, open_flags })
 }
@@ -166,12 +152,7 @@ pub fn opendir(unique: u64, nodeid: u64, flags: u32) -> RequestEncoder {
 /// CREATE `name` in `parent`: `flags` and `mode` are sent as given (the kernel adds
 /// O_CREAT and S_IFREG; so must the caller).
 pub fn create(
-    unique: u64,
-    parent: u64,
-    name: &[u8],
-    flags: u32,
-    mode: u32,
-    umask: u32,
+    unique: u64, parent: u64, name: &[u8], flags: u32, mode: u32, umask: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Create, unique, parent)
         .push(&CreateIn {
@@ -185,12 +166,7 @@ pub fn create(
 
 /// READ, READDIR or READDIRPLUS (by `opcode`) of `size` bytes at `offset` of handle `fh`.
 pub fn read_op(
-    opcode: Opcode,
-    unique: u64,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    size: u32,
+    opcode: Opcode, unique: u64, nodeid: u64, fh: u64, offset: u64, size: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(opcode, unique, nodeid).push(&ReadIn {
         fh,
@@ -207,12 +183,7 @@ pub fn read(unique: u64, nodeid: u64, fh: u64, offset: u64, size: u32) -> Reques
 
 /// WRITE of `data` at `offset` of handle `fh` with `WRITE_*` flags.
 pub fn write(
-    unique: u64,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    data: &[u8],
-    write_flags: u32,
+    unique: u64, nodeid: u64, fh: u64, offset: u64, data: &[u8], write_flags: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Write, unique, nodeid)
         .push(&WriteIn {
@@ -258,12 +229,7 @@ pub fn access(unique: u64, nodeid: u64, mask: u32) -> RequestEncoder {
 
 /// FALLOCATE of `length` bytes at `offset` of handle `fh` with `FALLOC_FL_*` `mode`.
 pub fn fallocate(
-    unique: u64,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    length: u64,
-    mode: u32,
+    unique: u64, nodeid: u64, fh: u64, offset: u64, length: u64, mode: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Fallocate, unique, nodeid).push(&FallocateIn {
         fh,
@@ -286,11 +252,7 @@ pub fn lseek(unique: u64, nodeid: u64, fh: u64, offset: u64, whence: u32) -> Req
 
 /// COPY_FILE_RANGE of `len` bytes from `(nodeid, fh, offset)` to `(nodeid, fh, offset)`.
 pub fn copy_file_range(
-    unique: u64,
-    src: (u64, u64, u64),
-    dst: (u64, u64, u64),
-    len: u64,
-    flags: u64,
+    unique: u64, src: (u64, u64, u64), dst: (u64, u64, u64), len: u64, flags: u64,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::CopyFileRange, unique, src.0).push(&CopyFileRangeIn {
         fh_in: src.1,
@@ -323,12 +285,7 @@ pub fn setxattr(unique: u64, nodeid: u64, name: &[u8], value: &[u8], flags: u32)
 /// SETXATTR in the SETXATTR_EXT layout: as [`setxattr`], with
 /// `SETXATTR_*` flags.
 pub fn setxattr_ext(
-    unique: u64,
-    nodeid: u64,
-    name: &[u8],
-    value: &[u8],
-    flags: u32,
-    setxattr_flags: u32,
+    unique: u64, nodeid: u64, name: &[u8], value: &[u8], flags: u32, setxattr_flags: u32,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::Setxattr, unique, nodeid)
         .push(&SetxattrInExt {
@@ -387,13 +344,7 @@ pub fn interrupt(unique: u64, target: u64) -> RequestEncoder {
 
 /// SETUP_MAPPING of `len` bytes of handle `fh` at `foffset` to window offset `moffset`.
 pub fn setup_mapping(
-    unique: u64,
-    nodeid: u64,
-    fh: u64,
-    foffset: u64,
-    len: u64,
-    moffset: u64,
-    flags: u64,
+    unique: u64, nodeid: u64, fh: u64, foffset: u64, len: u64, moffset: u64, flags: u64,
 ) -> RequestEncoder {
     RequestEncoder::new(Opcode::SetupMapping, unique, nodeid).push(&SetupMappingIn {
         fh,

@@ -221,20 +221,14 @@ impl BackendChannel {
     /// Like [`Self::serve`]; each request is handled and answered while holding `gate`
     /// (the device's main-loop lock, held during every vhost-user call).
     pub fn serve_gated(
-        sock: UnixStream,
-        window: Arc<Window>,
-        io_timeout: Duration,
-        gate: Option<Arc<Mutex<()>>>,
+        sock: UnixStream, window: Arc<Window>, io_timeout: Duration, gate: Option<Arc<Mutex<()>>>,
     ) -> Result<Self> {
         Self::serve_as(sock, window, io_timeout, gate, FrontendBehaviour::Patched)
     }
 
     /// Like [`Self::serve_gated`], playing the frontend `behaviour`.
     pub fn serve_as(
-        sock: UnixStream,
-        window: Arc<Window>,
-        io_timeout: Duration,
-        gate: Option<Arc<Mutex<()>>>,
+        sock: UnixStream, window: Arc<Window>, io_timeout: Duration, gate: Option<Arc<Mutex<()>>>,
         behaviour: FrontendBehaviour,
     ) -> Result<Self> {
         sock.set_read_timeout(Some(io_timeout))
@@ -621,9 +615,7 @@ fn injected_error(offset: u64, len: u64) -> WindowError {
 }
 
 fn handle(
-    req: &BackendRequest,
-    mut fds: Vec<OwnedFd>,
-    state: &ChannelState,
+    req: &BackendRequest, mut fds: Vec<OwnedFd>, state: &ChannelState,
 ) -> Result<(), WindowError> {
     let window = &state.window;
     match *req {

@@ -251,9 +251,7 @@ impl Device {
     /// Like [`Self::connect`], retrying for up to `wait` while nobody listens yet
     /// (connection refused, socket missing), e.g. while a `--persist` daemon re-arms.
     pub fn connect_when_ready(
-        socket: &Path,
-        config: DeviceConfig,
-        wait: Duration,
+        socket: &Path, config: DeviceConfig, wait: Duration,
     ) -> Result<Device> {
         let deadline = Instant::now() + wait;
         loop {
@@ -327,9 +325,7 @@ impl Device {
     /// bounded by the device timeout; `what` names the call in errors. After a timeout
     /// the connection is closed.
     pub fn vhost_call<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
+        &self, what: &str, f: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
     ) -> Result<T> {
         let mut frontend = lock(&self.frontend);
         self.watchdog.call(what, || f(&mut frontend))

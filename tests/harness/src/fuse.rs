@@ -109,10 +109,7 @@ impl Device {
 
     /// Like [`Self::fuse`] with the request split over several readable descriptors.
     pub fn fuse_segments(
-        &self,
-        queue: usize,
-        segments: &[&[u8]],
-        reply_capacity: u32,
+        &self, queue: usize, segments: &[&[u8]], reply_capacity: u32,
     ) -> Result<FuseReply> {
         let token = self.submit(queue, segments, &[reply_capacity])?;
         let completion = self.wait(token)?;

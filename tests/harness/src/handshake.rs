@@ -207,12 +207,8 @@ pub(crate) struct QueueSetup<'a> {
 /// SET_FEATURES, SET_MEM_TABLE, ring setup of the configured queues, then
 /// SET_VRING_ENABLE on all `total_queues`.
 pub(crate) fn start(
-    wd: &Watchdog,
-    frontend: &mut Frontend,
-    negotiated: &Negotiated,
-    memory: &GuestMemory,
-    queues: &[QueueSetup<'_>],
-    total_queues: usize,
+    wd: &Watchdog, frontend: &mut Frontend, negotiated: &Negotiated, memory: &GuestMemory,
+    queues: &[QueueSetup<'_>], total_queues: usize,
 ) -> Result<()> {
     wd.call("SET_FEATURES", || {
         frontend.set_features(negotiated.features)

@@ -202,10 +202,7 @@ impl SplitQueue {
 
     /// Places a chain of `segments` (addr, len, writable) linked in order, then publishes it.
     pub(crate) fn push_chain(
-        &mut self,
-        mem: &GuestMemory,
-        segments: &[(u64, u32, bool)],
-        owned: Vec<GuestBuf>,
+        &mut self, mem: &GuestMemory, segments: &[(u64, u32, bool)], owned: Vec<GuestBuf>,
     ) -> Result<u64> {
         let raw: Vec<RawDesc> = segments
             .iter()
@@ -222,10 +219,7 @@ impl SplitQueue {
 
     /// Places an arbitrary chain and publishes its first element as the head.
     pub(crate) fn push_raw(
-        &mut self,
-        mem: &GuestMemory,
-        chain: &[RawDesc],
-        owned: Vec<GuestBuf>,
+        &mut self, mem: &GuestMemory, chain: &[RawDesc], owned: Vec<GuestBuf>,
     ) -> Result<u64> {
         self.check_room(chain.len())?;
         for (i, d) in chain.iter().enumerate() {

@@ -47,9 +47,7 @@ fn lock(m: &Mutex<WatchState>) -> MutexGuard<'_, WatchState> {
 impl Watchdog {
     /// Watches `sock` (a clone of the frontend's socket); calls get `timeout` each.
     pub(crate) fn new(
-        sock: UnixStream,
-        timeout: Duration,
-        main_loop: Arc<Mutex<()>>,
+        sock: UnixStream, timeout: Duration, main_loop: Arc<Mutex<()>>,
     ) -> Result<Watchdog> {
         let state = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
         let thread_state = Arc::clone(&state);

@@ -325,12 +325,7 @@ impl Window {
 
     /// Standard SHMEM_MAP: the range must be free.
     pub fn map_exclusive(
-        &self,
-        offset: u64,
-        len: u64,
-        file: OwnedFd,
-        fd_offset: u64,
-        writable: bool,
+        &self, offset: u64, len: u64, file: OwnedFd, fd_offset: u64, writable: bool,
     ) -> Result<(), WindowError> {
         self.check_range(offset, len, fd_offset)?;
         let mut table = self.lock();
@@ -362,13 +357,7 @@ impl Window {
 
     /// Legacy FS_MAP: replaces whatever lies in the range.
     pub fn map_replace(
-        &self,
-        offset: u64,
-        len: u64,
-        file: OwnedFd,
-        fd_offset: u64,
-        readable: bool,
-        writable: bool,
+        &self, offset: u64, len: u64, file: OwnedFd, fd_offset: u64, readable: bool, writable: bool,
     ) -> Result<(), WindowError> {
         self.check_range(offset, len, fd_offset)?;
         let mut table = self.lock();
@@ -402,13 +391,7 @@ impl Window {
     }
 
     fn map_file(
-        &self,
-        offset: u64,
-        len: u64,
-        file: OwnedFd,
-        fd_offset: u64,
-        readable: bool,
-        writable: bool,
+        &self, offset: u64, len: u64, file: OwnedFd, fd_offset: u64, readable: bool, writable: bool,
     ) -> Result<Mapping, WindowError> {
         let stat = rustix::fs::fstat(&file).map_err(|e| WindowError::Stat(e.into()))?;
         let source = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
@@ -489,10 +472,7 @@ impl Window {
     /// readable and within its file); the table stays locked meanwhile. For checkers that
     /// look at a few words of many pages.
     pub fn inspect(
-        &self,
-        offset: u64,
-        len: u64,
-        f: impl FnMut(VolatileSlice<'_>, usize),
+        &self, offset: u64, len: u64, f: impl FnMut(VolatileSlice<'_>, usize),
     ) -> Result<(), WindowError> {
         let table = self.lock();
         self.for_each_piece(&table, offset, len, false, f)
@@ -508,11 +488,7 @@ impl Window {
 
     /// Checks the whole range first, then calls `f(slice, position in range)` per mapping.
     fn for_each_piece(
-        &self,
-        table: &BTreeMap<u64, Mapping>,
-        offset: u64,
-        len: u64,
-        write: bool,
+        &self, table: &BTreeMap<u64, Mapping>, offset: u64, len: u64, write: bool,
         mut f: impl FnMut(VolatileSlice<'_>, usize),
     ) -> Result<(), WindowError> {
         if offset.checked_add(len).is_none_or(|end| end > self.size) {
@@ -584,9 +560,7 @@ fn covering(table: &BTreeMap<u64, Mapping>, offset: u64) -> Option<&Mapping> {
 }
 
 fn overlapping(
-    table: &BTreeMap<u64, Mapping>,
-    offset: u64,
-    len: u64,
+    table: &BTreeMap<u64, Mapping>, offset: u64, len: u64,
 ) -> impl Iterator<Item = &Mapping> {
     let end = offset + len;
     // A mapping starting before `offset` that reaches into the range; mappings starting

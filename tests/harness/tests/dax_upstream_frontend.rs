@@ -53,13 +53,7 @@ fn lookup_as(s: &Session<'_>, uid: u32, name: &str) -> EntryOut {
 
 /// SETUPMAPPING of `[foffset, foffset + len)` at `moffset` as `uid`; the errno.
 fn setup_as(
-    s: &Session<'_>,
-    uid: u32,
-    nodeid: u64,
-    foffset: u64,
-    len: u64,
-    moffset: u64,
-    flags: u64,
+    s: &Session<'_>, uid: u32, nodeid: u64, foffset: u64, len: u64, moffset: u64, flags: u64,
 ) -> i32 {
     let unique = s.uniques.next();
     let req = requests::setup_mapping(unique, nodeid, FH_BY_NODEID, foffset, len, moffset, flags)

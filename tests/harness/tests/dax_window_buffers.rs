@@ -73,11 +73,7 @@ impl<'a> Fixture<'a> {
     /// `readable` guest-physical addresses, then `reply` writable bytes in guest RAM and
     /// writable descriptors at `writable`.
     fn send(
-        &self,
-        head: &[u8],
-        readable: &[(u64, u32)],
-        reply: u32,
-        writable: &[(u64, u32)],
+        &self, head: &[u8], readable: &[(u64, u32)], reply: u32, writable: &[(u64, u32)],
     ) -> Completion {
         let s = &self.s;
         let inbuf = dax_common::check(s.backend(), s.dev.alloc(head.len() as u64));

@@ -76,10 +76,7 @@ impl Leased {
 /// and whether the OPEN was still pending after it. The lease is then given
 /// up and the OPEN must succeed.
 fn getattr_beside_a_blocked_open(
-    s: &Session,
-    blocked: usize,
-    other: usize,
-    patience: Duration,
+    s: &Session, blocked: usize, other: usize, patience: Duration,
 ) -> (Result<Completion, String>, bool) {
     s.init(LINUX_INIT_FLAGS).expect("INIT");
     let leased = Leased::new(s, "leased");

@@ -225,10 +225,7 @@ fn host_owner(fs: &PassthroughFs, arg: &SetattrIn) -> Result<Option<Owner>, Errn
 /// SETATTR's atime and mtime (each given, "now", or left alone), through
 /// the open handle when there is one.
 fn set_times(
-    fs: &PassthroughFs,
-    inode: &Arc<Inode>,
-    handle: Option<&Handle>,
-    arg: &SetattrIn,
+    fs: &PassthroughFs, inode: &Arc<Inode>, handle: Option<&Handle>, arg: &SetattrIn,
 ) -> Result<(), Errno> {
     let valid = arg.valid;
     let times = Timestamps {

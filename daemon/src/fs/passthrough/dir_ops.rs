@@ -146,12 +146,7 @@ impl DirOps for PassthroughFs {
     /// mount point, EMFILE) is listed the same way as ".", so one bad entry
     /// does not fail the whole listing and its error surfaces on LOOKUP.
     fn readdir(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        plus: bool,
+        &self, ctx: Context, nodeid: u64, fh: u64, offset: u64, plus: bool,
         out: &mut DirentWriter<'_, '_>,
     ) -> Result<(), Errno> {
         let handle = self.handles.get(fh, nodeid)?;

@@ -47,10 +47,7 @@ impl PassthroughFs {
     /// (another device or mount id) is marked ATTR_SUBMOUNT, so the guest
     /// gives it a superblock of its own, as the host has.
     fn register_below(
-        &self,
-        ctx: Context,
-        fd: OwnedFd,
-        parent: Option<&Inode>,
+        &self, ctx: Context, fd: OwnedFd, parent: Option<&Inode>,
     ) -> Result<EntryOut, Errno> {
         let st = statx_fd(&fd)?;
         let nodeid = match self.inodes.ref_pinned(&st) {
@@ -77,10 +74,7 @@ impl PassthroughFs {
 
     /// Looks `name` up in the already-resolved `parent` (+1 lookup).
     pub(super) fn lookup_in(
-        &self,
-        ctx: Context,
-        parent: &Arc<Inode>,
-        name: &CStr,
+        &self, ctx: Context, parent: &Arc<Inode>, name: &CStr,
     ) -> Result<EntryOut, Errno> {
         let parent_fd = self.path_fd(parent)?;
         let fd = self.fds.with_room(|| open_path(&parent_fd, name))?;
@@ -105,9 +99,7 @@ impl PassthroughFs {
     /// [`Self::as_caller`], and under the caller's `umask` once POSIX ACLs
     /// are agreed (the guest then leaves it to the daemon).
     pub(super) fn as_creator(
-        &self,
-        ctx: Context,
-        umask: u32,
+        &self, ctx: Context, umask: u32,
     ) -> Result<(CallerCreds, Option<ThreadUmask>), Errno> {
         let creds = self.as_caller(ctx)?;
         let umask = match self.negotiated().posix_acl {
@@ -170,12 +162,7 @@ impl EntryOps for PassthroughFs {
     }
 
     fn symlink(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        target: &CStr,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, target: &CStr, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
         create_entry(self, ctx, (parent, name), new, |parent| {
             rustix::fs::symlinkat(target, parent, name)
@@ -186,13 +173,7 @@ impl EntryOps for PassthroughFs {
     /// the kernel's 32-bit encoding, which is exactly what the mknodat system
     /// call takes.
     fn mknod(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        rdev: u32,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, mode: u32, rdev: u32, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
         let file_type = match mode & libc::S_IFMT {
             0 => FileType::RegularFile,
@@ -210,12 +191,7 @@ impl EntryOps for PassthroughFs {
     }
 
     fn mkdir(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, mode: u32, new: &NewInode<'_>,
     ) -> Result<EntryOut, Errno> {
         let perms = Mode::from_raw_mode(mode & 0o7777);
         create_entry(self, ctx, (parent, name), new, |parent| {
@@ -234,13 +210,7 @@ impl EntryOps for PassthroughFs {
     /// RENAME / RENAME2. Unknown flag bits are EINVAL; RENAME_WHITEOUT is
     /// passed to the host, which may refuse it (EINVAL) or need CAP_MKNOD.
     fn rename(
-        &self,
-        _ctx: Context,
-        olddir: u64,
-        oldname: &CStr,
-        newdir: u64,
-        newname: &CStr,
-        flags: u32,
+        &self, _ctx: Context, olddir: u64, oldname: &CStr, newdir: u64, newname: &CStr, flags: u32,
     ) -> Result<(), Errno> {
         self.check_writable()?;
         let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
@@ -262,11 +232,7 @@ impl EntryOps for PassthroughFs {
     /// a capability the caller's fsuid would mask; it is linked as the daemon
     /// (a link creates no inode, so ownership is unaffected).
     fn link(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        newparent: u64,
-        newname: &CStr,
+        &self, ctx: Context, nodeid: u64, newparent: u64, newname: &CStr,
     ) -> Result<EntryOut, Errno> {
         self.check_writable()?;
         let inode = self.inodes.get(nodeid)?;
@@ -293,10 +259,7 @@ impl EntryOps for PassthroughFs {
 /// `new` once POSIX ACLs are agreed), labels the new name with the
 /// security context of `new`, then looks it up (+1 lookup).
 fn create_entry(
-    fs: &PassthroughFs,
-    ctx: Context,
-    (parent, name): (u64, &CStr),
-    new: &NewInode<'_>,
+    fs: &PassthroughFs, ctx: Context, (parent, name): (u64, &CStr), new: &NewInode<'_>,
     make: impl FnOnce(&PathFd) -> rustix::io::Result<()>,
 ) -> Result<EntryOut, Errno> {
     fs.check_writable()?;

@@ -149,10 +149,7 @@ impl MountFds {
     /// descriptor, opened again through `proc_self_fd`) for `mnt_id`,
     /// unless one is kept already.
     pub fn remember(
-        &self,
-        mnt_id: u64,
-        fd: impl AsFd,
-        proc_self_fd: impl AsFd,
+        &self, mnt_id: u64, fd: impl AsFd, proc_self_fd: impl AsFd,
     ) -> Result<(), Errno> {
         let mut map = self.lock();
         if let std::collections::hash_map::Entry::Vacant(entry) = map.entry(mnt_id) {

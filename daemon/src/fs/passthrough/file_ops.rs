@@ -96,11 +96,7 @@ impl PassthroughFs {
 
 impl FileOps for PassthroughFs {
     fn open(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        flags: u32,
-        open_flags: u32,
+        &self, _ctx: Context, nodeid: u64, flags: u32, open_flags: u32,
     ) -> Result<OpenOut, Errno> {
         let host_flags = self.for_writeback(self.guest_open_flags(flags)?);
         let inode = self.inodes.get(nodeid)?;
@@ -130,12 +126,7 @@ impl FileOps for PassthroughFs {
     /// With a security context (see [`create_labelled`]) only a file this
     /// request made is labelled.
     fn create(
-        &self,
-        ctx: Context,
-        parent: u64,
-        name: &CStr,
-        arg: &CreateIn,
-        new: &NewInode<'_>,
+        &self, ctx: Context, parent: u64, name: &CStr, arg: &CreateIn, new: &NewInode<'_>,
     ) -> Result<(EntryOut, OpenOut), Errno> {
         self.check_writable()?;
         let guest_flags = self.guest_open_flags(arg.flags)?;
@@ -199,12 +190,7 @@ impl FileOps for PassthroughFs {
     /// (see [`ReadSink::read_from`]: short host reads are retried, since a short
     /// reply means end of file to the guest).
     fn read(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        dst: &mut dyn ReadSink,
+        &self, _ctx: Context, nodeid: u64, fh: u64, offset: u64, dst: &mut dyn ReadSink,
     ) -> Result<usize, Errno> {
         let handle = self.handles.get(fh, nodeid)?;
         Ok(dst.read_from(handle.fd.as_fd(), offset)?)
@@ -216,13 +202,7 @@ impl FileOps for PassthroughFs {
     /// does before an unprivileged write; the daemon's own CAP_FSETID would
     /// otherwise keep them.
     fn write(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        write_flags: u32,
+        &self, _ctx: Context, nodeid: u64, fh: u64, offset: u64, data: &[u8], write_flags: u32,
     ) -> Result<usize, Errno> {
         self.check_writable()?;
         let handle = self.handles.get(fh, nodeid)?;
@@ -261,13 +241,7 @@ impl FileOps for PassthroughFs {
     /// FALLOCATE (`mode` FALLOC_FL_* bits, passed through; the host refuses
     /// what it does not support with EOPNOTSUPP).
     fn fallocate(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
+        &self, _ctx: Context, nodeid: u64, fh: u64, offset: u64, length: u64, mode: u32,
     ) -> Result<(), Errno> {
         self.check_writable()?;
         let handle = self.handles.get(fh, nodeid)?;
@@ -283,12 +257,7 @@ impl FileOps for PassthroughFs {
     /// others itself); SEEK_SET/CUR/END are answered too, against the handle's
     /// own position, which READ and WRITE never move.
     fn lseek(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
+        &self, _ctx: Context, nodeid: u64, fh: u64, offset: u64, whence: u32,
     ) -> Result<u64, Errno> {
         let handle = self.handles.get(fh, nodeid)?;
         // The guest's loff_t travels as u64; SEEK_CUR/END take it signed.
@@ -307,16 +276,8 @@ impl FileOps for PassthroughFs {
     /// COPY_FILE_RANGE: `(nodeid, fh, offset)` of each side. No flags exist
     /// yet; any is EINVAL, as copy_file_range(2) says.
     fn copy_file_range(
-        &self,
-        _ctx: Context,
-        nodeid_in: u64,
-        fh_in: u64,
-        mut off_in: u64,
-        nodeid_out: u64,
-        fh_out: u64,
-        mut off_out: u64,
-        len: u64,
-        flags: u64,
+        &self, _ctx: Context, nodeid_in: u64, fh_in: u64, mut off_in: u64, nodeid_out: u64,
+        fh_out: u64, mut off_out: u64, len: u64, flags: u64,
     ) -> Result<usize, Errno> {
         self.check_writable()?;
         if flags != 0 {
@@ -349,11 +310,7 @@ impl FileOps for PassthroughFs {
 
     /// See [`PassthroughFs::open_for_mapping`].
     fn open_for_mapping(
-        &self,
-        ctx: Context,
-        nodeid: u64,
-        fh: u64,
-        access: MapAccess,
+        &self, ctx: Context, nodeid: u64, fh: u64, access: MapAccess,
     ) -> Result<std::fs::File, Errno> {
         if access == MapAccess::ReadWithWritableFd {
             return open_writable_for_reading(self, ctx, nodeid);
@@ -392,10 +349,7 @@ impl FileOps for PassthroughFs {
 /// O_EXCL and labelled (removed again if that fails); if it exists and the
 /// guest did not ask for O_EXCL, it is opened unlabelled.
 fn create_labelled(
-    parent: &PathFd,
-    name: &CStr,
-    flags: OFlags,
-    open: impl Fn(OFlags) -> Result<OwnedFd, Errno>,
+    parent: &PathFd, name: &CStr, flags: OFlags, open: impl Fn(OFlags) -> Result<OwnedFd, Errno>,
     label: &daxfsd_protocol::SecurityContext<'_>,
 ) -> Result<OwnedFd, Errno> {
     match open(flags | OFlags::EXCL) {
@@ -418,9 +372,7 @@ fn create_labelled(
 /// read-write open. The handle the guest names is not used: whoever opened
 /// it, the caller of this request is the one checked.
 fn open_writable_for_reading(
-    fs: &PassthroughFs,
-    ctx: Context,
-    nodeid: u64,
+    fs: &PassthroughFs, ctx: Context, nodeid: u64,
 ) -> Result<std::fs::File, Errno> {
     let inode = fs.inodes.get(nodeid)?;
     if inode.file_type == FileType::Directory {

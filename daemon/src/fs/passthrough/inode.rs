@@ -212,10 +212,7 @@ impl InodeTable {
     /// second value is true). An inode of the same key whose handle differs
     /// is a deleted file whose number was reused: it is not the same inode.
     pub fn insert_or_ref(
-        &self,
-        fd: Arc<PathFd>,
-        st: &Statx,
-        handle: Option<FileHandle>,
+        &self, fd: Arc<PathFd>, st: &Statx, handle: Option<FileHandle>,
     ) -> (Arc<Inode>, bool) {
         let key = InodeKey::of(st);
         let known = |map: &InodeMap| {

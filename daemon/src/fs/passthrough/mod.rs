@@ -214,9 +214,7 @@ impl PassthroughFs {
     /// Like [`Self::with_session`], keeping at most `budget` inode fds
     /// open (of inodes with file handles).
     fn with_budget(
-        config: FsConfig,
-        session: Arc<Session>,
-        budget: usize,
+        config: FsConfig, session: Arc<Session>, budget: usize,
     ) -> std::io::Result<Self> {
         let root = rustix::fs::open(
             &config.shared_dir,
@@ -295,9 +293,7 @@ fn fd_budget() -> usize {
 /// Whether `mode` and the host let inodes be referenced by file handles
 /// (one is taken of the share's `root` and opened again).
 fn use_handles(
-    mode: InodeFileHandles,
-    root: &OwnedFd,
-    proc_self_fd: &OwnedFd,
+    mode: InodeFileHandles, root: &OwnedFd, proc_self_fd: &OwnedFd,
 ) -> std::io::Result<bool> {
     let probed = || {
         file_handle::probe(root, proc_self_fd).map_err(|e| std::io::Error::from_raw_os_error(e.0))

@@ -103,8 +103,7 @@ fn symlink_change_error(name: &CStr) -> Errno {
 
 /// Reads a variable-size blob: `query` gives the size, `fill` the bytes.
 fn read_sized(
-    limit: usize,
-    query: impl Fn() -> rustix::io::Result<usize>,
+    limit: usize, query: impl Fn() -> rustix::io::Result<usize>,
     fill: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> Result<Vec<u8>, Errno> {
     for _ in 0..SIZE_RACE_RETRIES {
@@ -126,8 +125,7 @@ fn read_sized(
 /// The `/proc/self/fd/N` path of a non-symlink inode, with the fd it
 /// names (which must stay open while the path is used).
 fn proc_path(
-    fs: &PassthroughFs,
-    inode: &Arc<Inode>,
+    fs: &PassthroughFs, inode: &Arc<Inode>,
 ) -> Result<(std::ffi::CString, Arc<PathFd>), Errno> {
     let fd = fs.path_fd(inode)?;
     Ok((FdName::of(&fd).proc_path(), fd))
@@ -157,12 +155,7 @@ fn clear_sgid(fd: &PathFd, path: &CStr) -> Result<(), Errno> {
 impl XattrOps for PassthroughFs {
     /// SETXATTR (`setxattr_flags`: SETXATTR_* bits).
     fn setxattr(
-        &self,
-        _ctx: Context,
-        nodeid: u64,
-        name: &CStr,
-        value: &[u8],
-        flags: u32,
+        &self, _ctx: Context, nodeid: u64, name: &CStr, value: &[u8], flags: u32,
         setxattr_flags: u32,
     ) -> Result<(), Errno> {
         self.check_xattr()?;

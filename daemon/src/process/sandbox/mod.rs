@@ -152,10 +152,7 @@ fn thread_count() -> io::Result<usize> {
 /// supervisor; `maps` are the ids of the user namespace (`namespace`, not
 /// root). Must run before any thread starts.
 pub fn enter(
-    mode: SandboxMode,
-    shared_dir: &Path,
-    listener: BorrowedFd<'_>,
-    relay_metrics: bool,
+    mode: SandboxMode, shared_dir: &Path, listener: BorrowedFd<'_>, relay_metrics: bool,
     maps: &UserNsMaps,
 ) -> Result<Role, SandboxError> {
     let root = rustix::process::geteuid().is_root();
@@ -231,10 +228,7 @@ pub fn enter(
 }
 
 fn become_sandboxed_child(
-    mode: SandboxMode,
-    shared_dir: &Path,
-    listener: BorrowedFd<'_>,
-    parent: OwnedFd,
+    mode: SandboxMode, shared_dir: &Path, listener: BorrowedFd<'_>, parent: OwnedFd,
 ) -> Result<(), SandboxError> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
         .map_err(step("PR_SET_PDEATHSIG"))?;

@@ -47,9 +47,7 @@ impl Supervisor {
     /// Runs until the daemon exits; returns the status to exit with.
     /// `signals` are the stop signals, blocked in this process.
     pub fn run(
-        mut self,
-        signals: &BlockedSignals,
-        metrics_file: Option<&Path>,
+        mut self, signals: &BlockedSignals, metrics_file: Option<&Path>,
         socket: Option<&SocketFile>,
     ) -> ExitCode {
         let remove_socket = || {

@@ -392,8 +392,7 @@ fn reap(pid: Pid) -> Result<ExitStatus, SandboxError> {
 /// outside it that maps the ids as `maps` says (see the module's
 /// documentation). The process must be single-threaded.
 pub fn unshare_mapped(
-    maps: &UserNsMaps,
-    unshare: impl FnOnce() -> Result<(), SandboxError>,
+    maps: &UserNsMaps, unshare: impl FnOnce() -> Result<(), SandboxError>,
 ) -> Result<(), SandboxError> {
     let pid = rustix::process::getpid();
     let (go_read, go_write) =

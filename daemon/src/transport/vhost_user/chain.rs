@@ -55,8 +55,7 @@ impl QueueBuffers {
     /// their per-request allocations). With a `window`, a descriptor outside
     /// guest memory but wholly inside the window is a window piece.
     pub(super) fn split_chain(
-        &mut self,
-        mem: &GuestMemoryMmap,
+        &mut self, mem: &GuestMemoryMmap,
         chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
         window: Option<&WindowView<'_>>,
     ) -> Result<SplitChain, ChainError> {

@@ -106,9 +106,7 @@ impl ReplySpace for GuestBuffers<'_> {
     }
 
     fn read_into_range(
-        &self,
-        from: usize,
-        len: usize,
+        &self, from: usize, len: usize,
         read: &mut dyn FnMut(&mut dyn ReadSink) -> Result<usize, Errno>,
     ) -> Result<usize, Errno> {
         read(&mut self.range(from, len))
@@ -149,9 +147,7 @@ impl IovBatch {
 /// ends (a 0 return) or it fails; EINTR is retried. An error after some
 /// bytes moved returns the count so far, as a short read.
 fn transfer_all(
-    buffers: &GuestBuffers<'_>,
-    offset: u64,
-    mut op: impl FnMut(&[libc::iovec], i64) -> isize,
+    buffers: &GuestBuffers<'_>, offset: u64, mut op: impl FnMut(&[libc::iovec], i64) -> isize,
 ) -> std::io::Result<usize> {
     let mut batch = IovBatch::new();
     let mut done = 0;

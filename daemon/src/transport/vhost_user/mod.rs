@@ -258,10 +258,7 @@ impl FsDevice {
     /// while it pops, and it goes again if chains arrived before they were
     /// back on.
     fn drain(
-        &self,
-        queue: u16,
-        vring: &VringRwLock,
-        mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        &self, queue: u16, vring: &VringRwLock, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
         each: &mut dyn FnMut(Option<GuestChain>) -> Result<(), DeviceError>,
     ) -> Result<(), DeviceError> {
         let event_idx = self.event_idx.load(Ordering::Relaxed);
@@ -312,10 +309,7 @@ impl FsDevice {
     /// while the request ran: that ring is no longer the daemon's to write,
     /// and the reply is dropped (counted). Returns whether it was put.
     fn put_used(
-        &self,
-        queue: u16,
-        state: &mut VringState<GuestMemoryAtomic<GuestMemoryMmap>>,
-        head: u16,
+        &self, queue: u16, state: &mut VringState<GuestMemoryAtomic<GuestMemoryMmap>>, head: u16,
         written: u32,
     ) -> Result<bool, DeviceError> {
         if !state.get_queue().ready() {
@@ -347,10 +341,8 @@ impl FsDevice {
 
     /// Serves one chain; returns the bytes written into it.
     fn serve_chain(
-        &self,
-        mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
-        buffers: &mut QueueBuffers,
+        &self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>, buffers: &mut QueueBuffers,
     ) -> u32 {
         let view = WindowView::new(&self.placement, self.dax.as_deref());
         let split = match buffers.split_chain(mem, chain, view.as_ref()) {
@@ -395,10 +387,7 @@ impl FsDevice {
     /// `buffers.request`; on failure, the bytes written into the chain by
     /// the error reply, if any.
     fn read_request(
-        &self,
-        mem: &GuestMemoryMmap,
-        buffers: &mut QueueBuffers,
-        shape: &ChainShape<'_>,
+        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
     ) -> Result<(), u32> {
         let len = if shape.oversized {
             REQUEST_HEADER_LEN
@@ -431,10 +420,7 @@ impl FsDevice {
     /// Serves the request in `buffers.request` and writes its reply into
     /// the chain; returns the bytes written.
     fn answer(
-        &self,
-        mem: &GuestMemoryMmap,
-        buffers: &mut QueueBuffers,
-        shape: &ChainShape<'_>,
+        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
     ) -> u32 {
         let QueueBuffers {
             request,
@@ -478,10 +464,7 @@ impl FsDevice {
     /// its header is readable, so the guest's request fails instead of
     /// hanging; otherwise given back with nothing written.
     fn refuse_unreadable(
-        &self,
-        mem: &GuestMemoryMmap,
-        buffers: &mut QueueBuffers,
-        capacity: usize,
+        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, capacity: usize,
         window: Option<WindowView<'_>>,
     ) -> u32 {
         let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
@@ -505,13 +488,8 @@ impl FsDevice {
     /// with `errno`, when its unique id is among them and the chain has room
     /// for a reply header; returns the bytes written.
     fn reply_error(
-        &self,
-        mem: &GuestMemoryMmap,
-        buffers: &mut QueueBuffers,
-        head: usize,
-        errno: Errno,
-        capacity: usize,
-        window: Option<WindowView<'_>>,
+        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, head: usize, errno: Errno,
+        capacity: usize, window: Option<WindowView<'_>>,
     ) -> u32 {
         let head = head.min(REQUEST_HEADER_LEN).min(buffers.request.len());
         let QueueBuffers {
@@ -693,11 +671,7 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn handle_event(
-        &self,
-        device_event: u16,
-        evset: EventSet,
-        vrings: &[VringRwLock],
-        thread_id: usize,
+        &self, device_event: u16, evset: EventSet, vrings: &[VringRwLock], thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(DeviceError::UnexpectedEvent(evset).into());

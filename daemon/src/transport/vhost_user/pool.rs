@@ -172,10 +172,7 @@ impl FsDevice {
     /// pool, whose threads complete each one (a chain the pool cannot take
     /// is served here).
     pub(super) fn hand_to_pool(
-        &self,
-        queue: u16,
-        vring: &VringRwLock,
-        mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        &self, queue: u16, vring: &VringRwLock, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
         pool: &QueuePool,
     ) -> Result<(), DeviceError> {
         self.drain(queue, vring, mem, &mut |chain| {
@@ -224,11 +221,7 @@ impl FsDevice {
     /// queue meanwhile (then the reply is dropped: the ring is no longer
     /// the daemon's to write).
     fn complete(
-        &self,
-        queue: u16,
-        vring: &VringRwLock,
-        head: u16,
-        written: u32,
+        &self, queue: u16, vring: &VringRwLock, head: u16, written: u32,
     ) -> Result<(), DeviceError> {
         let mut state = vring.get_mut();
         if !self.put_used(queue, &mut state, head, written)? {

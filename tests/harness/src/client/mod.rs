@@ -139,11 +139,7 @@ impl<'a> FuseClient<'a> {
 
     /// MKNOD (`mode` with its file type) under the default umask.
     pub fn mknod(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
+        &self, parent: u64, name: &[u8], mode: u32, rdev: u32,
     ) -> Result<FuseResult<EntryOut>> {
         exact(self.call(requests::mknod(
             self.unique(),
@@ -172,23 +168,14 @@ impl<'a> FuseClient<'a> {
 
     /// Plain RENAME.
     pub fn rename(
-        &self,
-        olddir: u64,
-        old: &[u8],
-        newdir: u64,
-        new: &[u8],
+        &self, olddir: u64, old: &[u8], newdir: u64, new: &[u8],
     ) -> Result<FuseResult<()>> {
         empty(self.call(requests::rename(self.unique(), olddir, old, newdir, new))?)
     }
 
     /// RENAME2 with `RENAME_*` flags.
     pub fn rename2(
-        &self,
-        olddir: u64,
-        old: &[u8],
-        newdir: u64,
-        new: &[u8],
-        flags: u32,
+        &self, olddir: u64, old: &[u8], newdir: u64, new: &[u8], flags: u32,
     ) -> Result<FuseResult<()>> {
         let req = requests::rename2(self.unique(), olddir, old, newdir, new, flags);
         empty(self.call(req)?)
@@ -206,10 +193,7 @@ impl<'a> FuseClient<'a> {
 
     /// OPEN with `O_*` flags and `OPEN_*` flags.
     pub fn open_with(
-        &self,
-        nodeid: u64,
-        flags: i32,
-        open_flags: u32,
+        &self, nodeid: u64, flags: i32, open_flags: u32,
     ) -> Result<FuseResult<OpenOut>> {
         let req = requests::open_op(
             Opcode::Open,
@@ -229,24 +213,14 @@ impl<'a> FuseClient<'a> {
 
     /// CREATE as root with `mode` permission bits.
     pub fn create(
-        &self,
-        parent: u64,
-        name: &[u8],
-        flags: i32,
-        mode: u32,
+        &self, parent: u64, name: &[u8], flags: i32, mode: u32,
     ) -> Result<FuseResult<(EntryOut, OpenOut)>> {
         self.create_as(parent, name, flags, mode, 0, 0)
     }
 
     /// CREATE as caller `uid`/`gid`, as the kernel sends it (O_CREAT, S_IFREG added).
     pub fn create_as(
-        &self,
-        parent: u64,
-        name: &[u8],
-        flags: i32,
-        mode: u32,
-        uid: u32,
-        gid: u32,
+        &self, parent: u64, name: &[u8], flags: i32, mode: u32, uid: u32, gid: u32,
     ) -> Result<FuseResult<(EntryOut, OpenOut)>> {
         let flags = (flags | libc::O_CREAT) as u32;
         let req = requests::create(
@@ -263,23 +237,14 @@ impl<'a> FuseClient<'a> {
 
     /// READ of `size` bytes with room for them.
     pub fn read(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
+        &self, nodeid: u64, fh: u64, offset: u64, size: u32,
     ) -> Result<FuseResult<Vec<u8>>> {
         self.read_cap(nodeid, fh, offset, size, size.saturating_add(16))
     }
 
     /// READ with `capacity` bytes of reply room.
     pub fn read_cap(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        capacity: u32,
+        &self, nodeid: u64, fh: u64, offset: u64, size: u32, capacity: u32,
     ) -> Result<FuseResult<Vec<u8>>> {
         let req = requests::read(self.unique(), nodeid, fh, offset, size).finish();
         bytes(self.send(&req, capacity)?, size)
@@ -292,12 +257,7 @@ impl<'a> FuseClient<'a> {
 
     /// WRITE with `WRITE_*` flags; the size written.
     pub fn write_flags(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        write_flags: u32,
+        &self, nodeid: u64, fh: u64, offset: u64, data: &[u8], write_flags: u32,
     ) -> Result<FuseResult<u32>> {
         let req = requests::write(self.unique(), nodeid, fh, offset, data, write_flags);
         Ok(exact::<WriteOut>(self.call(req)?)?.map(|w| w.size))
@@ -349,11 +309,7 @@ impl<'a> FuseClient<'a> {
 
     /// READDIR of `size` bytes from cookie `offset`.
     pub fn readdir(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
+        &self, nodeid: u64, fh: u64, offset: u64, size: u32,
     ) -> Result<FuseResult<Vec<DirEntry>>> {
         let listing = self.list(Opcode::Readdir, nodeid, fh, offset, size)?;
         Ok(listing.map(|entries| entries.into_iter().map(|(_, d)| d).collect()))
@@ -361,11 +317,7 @@ impl<'a> FuseClient<'a> {
 
     /// READDIRPLUS of `size` bytes from cookie `offset`: each entry with its lookup.
     pub fn readdirplus(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
+        &self, nodeid: u64, fh: u64, offset: u64, size: u32,
     ) -> Result<FuseResult<Vec<(EntryOut, DirEntry)>>> {
         let listing = self.list(Opcode::Readdirplus, nodeid, fh, offset, size)?;
         Ok(listing.map(|entries| {
@@ -377,12 +329,7 @@ impl<'a> FuseClient<'a> {
     }
 
     fn list(
-        &self,
-        opcode: Opcode,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
+        &self, opcode: Opcode, nodeid: u64, fh: u64, offset: u64, size: u32,
     ) -> Result<FuseResult<Listing>> {
         let req = requests::read_op(opcode, self.unique(), nodeid, fh, offset, size).finish();
         match bytes(self.send(&req, size.saturating_add(16))?, size)? {
@@ -404,12 +351,7 @@ impl<'a> FuseClient<'a> {
 
     /// FALLOCATE with `FALLOC_FL_*` `mode`.
     pub fn fallocate(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: i32,
+        &self, nodeid: u64, fh: u64, offset: u64, length: u64, mode: i32,
     ) -> Result<FuseResult<()>> {
         let req = requests::fallocate(self.unique(), nodeid, fh, offset, length, mode as u32);
         empty(self.call(req)?)
@@ -424,11 +366,7 @@ impl<'a> FuseClient<'a> {
     /// COPY_FILE_RANGE from `(nodeid, fh, offset)` to `(nodeid, fh, offset)`; the size
     /// copied.
     pub fn copy_file_range(
-        &self,
-        src: (u64, u64, u64),
-        dst: (u64, u64, u64),
-        len: u64,
-        flags: u64,
+        &self, src: (u64, u64, u64), dst: (u64, u64, u64), len: u64, flags: u64,
     ) -> Result<FuseResult<u32>> {
         let req = requests::copy_file_range(self.unique(), src, dst, len, flags);
         Ok(exact::<WriteOut>(self.call(req)?)?.map(|w| w.size))
@@ -441,11 +379,7 @@ impl<'a> FuseClient<'a> {
 
     /// SETXATTR `name` = `value` with `XATTR_*` flags.
     pub fn setxattr(
-        &self,
-        nodeid: u64,
-        name: &[u8],
-        value: &[u8],
-        flags: i32,
+        &self, nodeid: u64, name: &[u8], value: &[u8], flags: i32,
     ) -> Result<FuseResult<()>> {
         let req = requests::setxattr(self.unique(), nodeid, name, value, flags as u32);
         empty(self.call(req)?)

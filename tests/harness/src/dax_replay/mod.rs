@@ -274,8 +274,7 @@ impl std::fmt::Display for ReplayFailure {
 
 /// Starts a daemon, replays all of `trace` and checks the whole window at the end.
 pub fn replay_with_daxfsd(
-    trace: &Trace,
-    options: &ReplayOptions,
+    trace: &Trace, options: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayFailure> {
     let window = options.window_size.unwrap_or_else(|| trace.window_needed());
     let session =
@@ -477,11 +476,7 @@ impl<'a> Replayer<'a> {
     }
 
     fn setup(
-        &mut self,
-        event: usize,
-        line: usize,
-        what: &str,
-        e: &SetupEvent,
+        &mut self, event: usize, line: usize, what: &str, e: &SetupEvent,
     ) -> Result<(), ReplayError> {
         let file = self.keys[&file_key(e)];
         let (unique, nodeid) = (self.session.uniques.next(), self.files[file].nodeid);
@@ -523,11 +518,7 @@ impl<'a> Replayer<'a> {
     }
 
     fn remove(
-        &mut self,
-        event: usize,
-        line: usize,
-        what: &str,
-        ranges: &[(u64, u64)],
+        &mut self, event: usize, line: usize, what: &str, ranges: &[(u64, u64)],
     ) -> Result<(), ReplayError> {
         let request = requests::remove_mapping(self.session.uniques.next(), ROOT_ID, ranges);
         let errno = self.session.fuse(&request.finish(), || {

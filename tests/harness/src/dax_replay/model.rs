@@ -253,12 +253,7 @@ impl WindowModel {
     /// Checks `[moffset, moffset + len)` of `window` against the model (`files` are the
     /// files `Mapped` pages name). Returns the first page that differs.
     pub fn check(
-        &self,
-        window: &Window,
-        files: &[ReplayFile],
-        moffset: u64,
-        len: u64,
-        depth: Depth,
+        &self, window: &Window, files: &[ReplayFile], moffset: u64, len: u64, depth: Depth,
     ) -> Result<(), Mismatch> {
         let table = window.mappings();
         let span = self.span(moffset, len);
@@ -286,19 +281,13 @@ impl WindowModel {
 
     /// The whole window.
     pub fn check_all(
-        &self,
-        window: &Window,
-        files: &[ReplayFile],
-        depth: Depth,
+        &self, window: &Window, files: &[ReplayFile], depth: Depth,
     ) -> Result<(), Mismatch> {
         self.check(window, files, 0, self.size(), depth)
     }
 
     fn check_structure(
-        &self,
-        table: &[MappingInfo],
-        files: &[ReplayFile],
-        page: u64,
+        &self, table: &[MappingInfo], files: &[ReplayFile], page: u64,
     ) -> Result<(), Mismatch> {
         let found = covering(table, page);
         let mismatch = |expected: String| Mismatch {
@@ -360,12 +349,7 @@ impl WindowModel {
     }
 
     fn check_bytes(
-        &self,
-        window: &Window,
-        files: &[ReplayFile],
-        first: usize,
-        end: usize,
-        depth: Depth,
+        &self, window: &Window, files: &[ReplayFile], first: usize, end: usize, depth: Depth,
     ) -> Result<(), Mismatch> {
         let base = first as u64 * PAGE;
         let stop = end as u64 * PAGE;

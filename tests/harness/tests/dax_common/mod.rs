@@ -122,9 +122,7 @@ impl DaxDaemon {
     /// Like [`Self::connect_with`] with INIT offering `init_flags`, and the channel's
     /// history (the probe's requests) kept.
     pub fn connect_keeping_probe(
-        &self,
-        tweak: impl FnOnce(&mut DeviceConfig),
-        init_flags: u64,
+        &self, tweak: impl FnOnce(&mut DeviceConfig), init_flags: u64,
     ) -> Session<'_> {
         let mut config = DeviceConfig {
             request_queues: self.request_queues,
@@ -301,14 +299,7 @@ impl Session<'_> {
     /// SETUPMAPPING on `queue`; returns the errno (0 on success).
     #[allow(clippy::too_many_arguments)]
     pub fn setup_on(
-        &self,
-        queue: usize,
-        nodeid: u64,
-        fh: u64,
-        foffset: u64,
-        len: u64,
-        moffset: u64,
-        flags: u64,
+        &self, queue: usize, nodeid: u64, fh: u64, foffset: u64, len: u64, moffset: u64, flags: u64,
     ) -> i32 {
         let unique = self.uniques.next();
         let req = requests::setup_mapping(unique, nodeid, fh, foffset, len, moffset, flags);
@@ -317,13 +308,7 @@ impl Session<'_> {
 
     /// SETUPMAPPING on queue 1; returns the errno (0 on success).
     pub fn setup(
-        &self,
-        nodeid: u64,
-        fh: u64,
-        foffset: u64,
-        len: u64,
-        moffset: u64,
-        flags: u64,
+        &self, nodeid: u64, fh: u64, foffset: u64, len: u64, moffset: u64, flags: u64,
     ) -> i32 {
         self.setup_on(1, nodeid, fh, foffset, len, moffset, flags)
     }

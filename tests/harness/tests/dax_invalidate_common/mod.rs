@@ -125,12 +125,7 @@ pub fn create(s: &Session<'_>, name: &str, flags: i32) -> u64 {
 
 /// FALLOCATE through handle `fh`; returns the errno.
 pub fn fallocate(
-    s: &Session<'_>,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    length: u64,
-    mode: i32,
+    s: &Session<'_>, nodeid: u64, fh: u64, offset: u64, length: u64, mode: i32,
 ) -> i32 {
     let unique = s.uniques.next();
     let req = requests::fallocate(unique, nodeid, fh, offset, length, mode as u32).finish();

@@ -135,12 +135,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// Runs one READDIR(PLUS) with a reply budget of `budget` bytes and parses
 /// what it wrote.
 fn readdir_once(
-    fs: &PassthroughFs,
-    nodeid: u64,
-    fh: u64,
-    offset: u64,
-    plus: bool,
-    budget: usize,
+    fs: &PassthroughFs, nodeid: u64, fh: u64, offset: u64, plus: bool, budget: usize,
 ) -> Vec<Listed> {
     let mut buf = Vec::new();
     let mut reply = ReplyBuf::new(&mut buf, 1);
