@@ -20,8 +20,7 @@ const REPAIR_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_host_truncation_is_repaired_and_a_host_extension_shows_again() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
@@ -116,12 +115,10 @@ fn unlink_and_rename_over_a_mapped_file_need_no_repair() {
 #[test]
 fn without_the_repair_a_host_truncation_kills_the_harness_with_sigbus() {
     const TEST: &str = "without_the_repair_a_host_truncation_kills_the_harness_with_sigbus";
-    let Some(repair) = child_role() else {
-        assert_repair_is_what_keeps_the_harness_alive(TEST);
+    let Some(repair) = child_role_or_run_children(TEST) else {
         return;
     };
-    let daemon = start(8 * MIB, repair);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(repair, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);
@@ -151,8 +148,7 @@ fn without_the_repair_a_host_truncation_kills_the_harness_with_sigbus() {
 #[test]
 #[ignore = "measurement, not a check: prints the host truncation race window"]
 fn measure_the_host_truncation_race_window() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     assert_eq!(s.setup(nodeid, FH_BY_NODEID, 0, SLOT, 0, READ_WRITE), 0);

@@ -26,8 +26,7 @@ fn map_both_halves(s: &dax_common::Session<'_>, nodeid: u64) {
 
 #[test]
 fn setattr_truncation_mid_range_keeps_the_head_and_zeroes_the_rest() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -63,8 +62,7 @@ fn setattr_truncation_mid_range_keeps_the_head_and_zeroes_the_rest() {
 
 #[test]
 fn open_with_o_trunc_zeroes_the_mapped_range() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -79,8 +77,7 @@ fn open_with_o_trunc_zeroes_the_mapped_range() {
 
 #[test]
 fn create_with_o_trunc_of_a_mapped_file_zeroes_the_mapped_range() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -91,8 +88,7 @@ fn create_with_o_trunc_of_a_mapped_file_zeroes_the_mapped_range() {
 
 #[test]
 fn collapse_range_shrinks_and_the_window_shows_the_moved_data() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -116,8 +112,7 @@ fn a_rewrite_after_o_trunc_shows_through_the_old_mapping() {
     // The Linux guest's truncate-and-rewrite: its mapping of the range stays, the
     // extending writes go through FUSE WRITE, and its later DAX reads use the old
     // mapping — which must show the new bytes, not the placeholder.
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -144,8 +139,7 @@ fn a_rewrite_after_o_trunc_shows_through_the_old_mapping() {
 
 #[test]
 fn a_hole_punch_keeps_the_size_and_the_mapping_reads_zeros() {
-    let daemon = start(8 * MIB, true);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(true, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);
@@ -173,12 +167,10 @@ fn a_hole_punch_keeps_the_size_and_the_mapping_reads_zeros() {
 #[test]
 fn without_the_repair_the_same_truncation_kills_the_harness_with_sigbus() {
     const TEST: &str = "without_the_repair_the_same_truncation_kills_the_harness_with_sigbus";
-    let Some(repair) = child_role() else {
-        assert_repair_is_what_keeps_the_harness_alive(TEST);
+    let Some(repair) = child_role_or_run_children(TEST) else {
         return;
     };
-    let daemon = start(8 * MIB, repair);
-    let path = patterned(&daemon, "data", FILE);
+    let (daemon, path) = start_with_data(repair, FILE);
     let s = daemon.connect();
     let nodeid = s.lookup("data");
     map_both_halves(&s, nodeid);

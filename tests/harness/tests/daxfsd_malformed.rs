@@ -72,6 +72,18 @@ fn mkdir_request(s: &Session, name: &[u8]) -> Vec<u8> {
         .finish()
 }
 
+/// A CREATE of `name` in the root: O_CREAT | O_RDWR, a regular file of mode 0644.
+fn create_request(s: &Session, name: &[u8]) -> Vec<u8> {
+    s.req(Opcode::Create, ROOT_ID)
+        .push(&CreateIn {
+            flags: (libc::O_CREAT | libc::O_RDWR) as u32,
+            mode: libc::S_IFREG | 0o644,
+            ..CreateIn::default()
+        })
+        .name(name)
+        .finish()
+}
+
 #[test]
 fn short_headers_are_einval() {
     let s = Session::start(&[]);
@@ -182,15 +194,7 @@ fn bad_names_are_refused_before_touching_the_host() {
         assert_refused(&s, &[&lookup], errno, unique_of(&lookup));
         let mkdir = mkdir_request(&s, name);
         assert_refused(&s, &[&mkdir], errno, unique_of(&mkdir));
-        let create = s
-            .req(Opcode::Create, ROOT_ID)
-            .push(&CreateIn {
-                flags: (libc::O_CREAT | libc::O_RDWR) as u32,
-                mode: libc::S_IFREG | 0o644,
-                ..CreateIn::default()
-            })
-            .name(name)
-            .finish();
+        let create = create_request(&s, name);
         assert_refused(&s, &[&create], errno, unique_of(&create));
     }
     // RENAME checks both names, LINK and SYMLINK theirs.
@@ -502,15 +506,7 @@ fn a_reply_that_cannot_fit_leaks_no_reference() {
     let mkdir = mkdir_request(&s, b"tight");
     let done = s.send_chain(REQUEST_QUEUE, &[&mkdir], &[16]);
     assert_eq!(FuseReply::parse(&done.data).unwrap().errno(), libc::ERANGE);
-    let create = s
-        .req(Opcode::Create, ROOT_ID)
-        .push(&CreateIn {
-            flags: (libc::O_CREAT | libc::O_RDWR) as u32,
-            mode: libc::S_IFREG | 0o644,
-            ..CreateIn::default()
-        })
-        .name(b"tight-file")
-        .finish();
+    let create = create_request(&s, b"tight-file");
     let done = s.send_chain(REQUEST_QUEUE, &[&create], &[16 + 128]);
     assert_eq!(FuseReply::parse(&done.data).unwrap().errno(), libc::ERANGE);
     assert_eq!(

@@ -16,10 +16,17 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
+/// A daemon with no extra flags whose shared directory holds the file `f` with
+/// `content`; returns the session and `f`'s entry from a LOOKUP.
+fn session_with_file(content: &[u8]) -> (Session, EntryOut) {
+    let s = Session::start(&[]);
+    let e = s.host_file("f", content);
+    (s, e)
+}
+
 #[test]
 fn setattr_size_truncates_and_extends_the_host_file() {
-    let s = Session::start(&[]);
-    let e = s.host_file("f", b"0123456789");
+    let (s, e) = session_with_file(b"0123456789");
     let a = s
         .setattr(
             e.nodeid,
@@ -81,8 +88,7 @@ fn setattr_size_truncates_and_extends_the_host_file() {
 
 #[test]
 fn setattr_mode_changes_host_permissions() {
-    let s = Session::start(&[]);
-    let e = s.host_file("f", b"x");
+    let (s, e) = session_with_file(b"x");
     let a = s
         .setattr(
             e.nodeid,
@@ -142,8 +148,7 @@ fn setattr_uid_gid_chowns_the_host_inode() {
         daxfsd_harness::skip("chown to another uid needs root");
         return;
     }
-    let s = Session::start(&[]);
-    let e = s.host_file("f", b"x");
+    let (s, e) = session_with_file(b"x");
     let a = s
         .setattr(
             e.nodeid,
@@ -216,8 +221,7 @@ fn setattr_kill_suidgid_clears_the_bits_on_truncate() {
 
 #[test]
 fn setattr_times_explicit_and_now() {
-    let s = Session::start(&[]);
-    let e = s.host_file("f", b"x");
+    let (s, e) = session_with_file(b"x");
     let a = s
         .setattr(
             e.nodeid,
@@ -296,8 +300,7 @@ fn setattr_times_explicit_and_now() {
 
 #[test]
 fn setattr_applies_several_fields_at_once() {
-    let s = Session::start(&[]);
-    let e = s.host_file("f", b"0123456789");
+    let (s, e) = session_with_file(b"0123456789");
     let a = s
         .setattr(
             e.nodeid,

@@ -60,14 +60,18 @@ fn connect(backend: &BackendProcess, config: DeviceConfig) -> Device {
     check(backend, Device::connect(backend.socket_path(), config))
 }
 
-fn init(backend: &BackendProcess, dev: &Device, queue: usize, uniques: &Uniques) {
+/// Sends INIT on request queue 1 and checks virtiofsd's answer; returns the request ids
+/// for what the test sends next.
+fn init(backend: &BackendProcess, dev: &Device) -> Uniques {
+    let uniques = Uniques::default();
     let out = check(
         backend,
-        dev.fuse_init(queue, uniques.next(), ASYNC_READ | BIG_WRITES | MAX_PAGES),
+        dev.fuse_init(1, uniques.next(), ASYNC_READ | BIG_WRITES | MAX_PAGES),
     );
     assert_eq!(out.major, 7);
     assert!(out.minor >= 27, "minor {}", out.minor);
     assert!(out.max_write >= 4096, "max_write {}", out.max_write);
+    uniques
 }
 
 fn getattr_request(unique: u64, nodeid: u64) -> Vec<u8> {
@@ -124,8 +128,7 @@ fn handshake_fails_cleanly_when_asking_for_too_many_queues() {
 fn init_and_getattr_of_the_root() {
     let Some(backend) = start() else { return };
     let dev = connect(&backend, DeviceConfig::default());
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
 
     let reply = check(
         &backend,
@@ -169,8 +172,7 @@ fn init_and_getattr_of_the_root() {
 fn lookup_open_and_read_a_host_file_into_split_reply_buffers() {
     let Some(backend) = start() else { return };
     let dev = connect(&backend, DeviceConfig::default());
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
 
     let entry = check(
         &backend,
@@ -212,8 +214,7 @@ fn many_requests_in_flight_on_two_queues() {
             ..DeviceConfig::default()
         },
     );
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     let host = std::fs::metadata(backend.shared_dir()).unwrap();
 
     // 3 rounds of 60 requests, 30 per queue (2 descriptors each: 60 of the 64), all
@@ -273,8 +274,7 @@ fn concurrent_threads_on_both_queues_with_event_idx() {
         0,
         "EVENT_IDX negotiated"
     );
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     std::thread::scope(|s| {
         for queue in 0..2 {
             let (dev, uniques, backend) = (&dev, &uniques, &backend);
@@ -302,8 +302,7 @@ fn enabled_but_unconfigured_queue_and_no_driver_ok() {
             ..DeviceConfig::default()
         },
     );
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     let reply = check(
         &backend,
         dev.fuse(1, &getattr_request(uniques.next(), ROOT_ID), 4096),
@@ -319,8 +318,7 @@ fn enabled_but_unconfigured_queue_and_no_driver_ok() {
 fn raw_chain_carries_a_well_formed_request() {
     let Some(backend) = start() else { return };
     let dev = connect(&backend, DeviceConfig::default());
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     let unique = uniques.next();
     let req = getattr_request(unique, ROOT_ID);
     let inbuf = check(&backend, dev.alloc(req.len() as u64));
@@ -358,8 +356,7 @@ fn a_stopped_backend_fails_the_wait_instead_of_hanging() {
             ..DeviceConfig::default()
         },
     );
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     let pid = rustix::process::Pid::from_raw(backend.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     wait_all_threads_stopped(backend.pid());
@@ -400,8 +397,7 @@ fn wait_all_threads_stopped(pid: u32) {
 fn virtiofsd_exits_when_the_frontend_disconnects() {
     let Some(backend) = start() else { return };
     let dev = connect(&backend, DeviceConfig::default());
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    init(&backend, &dev);
     dev.disconnect();
     let status = check(&backend, backend.wait_exit(Duration::from_secs(10)));
     assert!(status.success(), "{}", backend.diagnostics());
@@ -425,8 +421,7 @@ fn backend_channel_is_negotiated_with_a_window() {
     assert!(!proto.contains(VhostUserProtocolFeatures::SHMEM));
     assert_eq!(dev.shmem_sizes(), None);
     assert_eq!(dev.window().unwrap().size(), 8 << 20);
-    let uniques = Uniques::default();
-    init(&backend, &dev, 1, &uniques);
+    let uniques = init(&backend, &dev);
     let reply = check(
         &backend,
         dev.fuse(1, &getattr_request(uniques.next(), ROOT_ID), 4096),

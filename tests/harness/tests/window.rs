@@ -468,26 +468,19 @@ fn channel_serves_legacy_requests_and_refuses_shared_objects() {
 fn channel_fault_injection_and_shutdown() {
     let (ch, window, sock) = channel(4 * MIB);
     let (_file, fd) = patterned_file(2 * MIB as usize);
+    // The same SHMEM_MAP of the file's first MiB, sent twice: the first is refused.
+    let map_first_mib = || {
+        request(
+            &sock,
+            SHMEM_MAP,
+            &mmap_body(0, 0, 0, MIB, 0),
+            &[fd.as_raw_fd()],
+        )
+    };
     ch.fail_next_maps(1);
-    assert_eq!(
-        request(
-            &sock,
-            SHMEM_MAP,
-            &mmap_body(0, 0, 0, MIB, 0),
-            &[fd.as_raw_fd()]
-        ),
-        libc::EIO as u64
-    );
+    assert_eq!(map_first_mib(), libc::EIO as u64);
     assert!(window.mappings().is_empty());
-    assert_eq!(
-        request(
-            &sock,
-            SHMEM_MAP,
-            &mmap_body(0, 0, 0, MIB, 0),
-            &[fd.as_raw_fd()]
-        ),
-        0
-    );
+    assert_eq!(map_first_mib(), 0);
     drop(sock);
     // The thread notices EOF.
     for _ in 0..100 {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -275,7 +275,28 @@ pub fn assert_repair_is_what_keeps_the_harness_alive(test: &str) {
 }
 
 /// A file of `len` patterned bytes in the shared directory.
-pub fn patterned(daemon: &DaxDaemon, name: &str, len: u64) -> std::path::PathBuf {
+pub fn patterned(daemon: &DaxDaemon, name: &str, len: u64) -> PathBuf {
     assert!(len <= 64 * MIB);
     daemon.patterned_file(name, len)
+}
+
+/// Both halves of a SIGBUS test named `test`: in a child process, the repair setting it
+/// runs the scenario with ([`child_role`]); in the parent, runs the two children
+/// ([`assert_repair_is_what_keeps_the_harness_alive`]) and returns `None`, which ends
+/// the parent's test.
+pub fn child_role_or_run_children(test: &str) -> Option<bool> {
+    let role = child_role();
+    if role.is_none() {
+        assert_repair_is_what_keeps_the_harness_alive(test);
+    }
+    role
+}
+
+/// Starts daxfsd with an 8 MiB window like [`start`] (with the repair on or off as
+/// `repair` says) and puts a file `data` of `len` patterned bytes in its shared
+/// directory; returns the daemon and the file's host path.
+pub fn start_with_data(repair: bool, len: u64) -> (DaxDaemon, PathBuf) {
+    let daemon = start(8 * MIB, repair);
+    let path = patterned(&daemon, "data", len);
+    (daemon, path)
 }

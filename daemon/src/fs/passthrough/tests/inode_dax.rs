@@ -4,7 +4,7 @@ use daxfsd_protocol::abi::{ATTR_DAX, ROOT_ID};
 
 use super::*;
 use crate::errno::Errno;
-use crate::fs::passthrough::{InodeDaxPolicy, InodeFileHandles, MapAccess, Negotiated};
+use crate::fs::passthrough::{InodeDaxPolicy, MapAccess, Negotiated};
 use crate::fs::{AttrOps, EntryOps, FileOps, FileSystem};
 
 #[test]
@@ -84,18 +84,10 @@ fn a_frontend_without_partial_pages_gets_only_whole_page_files() {
     assert!(!dax(&f.fs, "f8200"), "ends inside a page");
     assert!(dax(&f.fs, "f12288"));
 
+    // The fixture's configuration, but every file is a DAX candidate.
     let every = PassthroughFs::new(FsConfig {
-        shared_dir: f.dir.path().to_owned(),
-        cache: CachePolicy::Auto,
-        readonly: false,
-        xattr: false,
-        xattrmap: None,
-        allow_direct_io: false,
-        preserve_noatime: false,
-        announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
-        inode_file_handles: InodeFileHandles::Prefer,
-        ids: Default::default(),
+        ..f.fs.config().clone()
     })
     .unwrap();
     every.session().begin(Negotiated {
