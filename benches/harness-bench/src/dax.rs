@@ -138,7 +138,7 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
 
 /// One FUSE request at a time through daxfsd (GETATTR of the root), the virtqueue
 /// round trip a SETUPMAPPING or REMOVEMAPPING also makes.
-fn run_fuse_round_trip(env: &DaxEnv, length: Duration) -> Result<Sample> {
+pub(crate) fn run_fuse_round_trip(env: &DaxEnv, length: Duration) -> Result<Sample> {
     let until = Instant::now() + length;
     let mut ops = 0u64;
     while Instant::now() < until {
@@ -310,7 +310,7 @@ pub(crate) fn run_cycles(
 
 /// What one cycle of [`run_limit`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LimitPart {
+pub(crate) enum LimitPart {
     /// Map, unmap and one socket round trip: the limit.
     All,
     /// Only the map and the unmap.
@@ -323,7 +323,7 @@ enum LimitPart {
 /// (a fresh descriptor, as one received over the socket would be) and its exact unmap
 /// (PROT_NONE remap), plus one request/reply round trip over a Unix socket pair to a
 /// thread of this process; or one of those parts alone.
-fn run_limit(
+pub(crate) fn run_limit(
     window: &Window, file: &File, threads: usize, slots: usize, length: Duration, part: LimitPart,
 ) -> Result<Sample> {
     let per_thread = slots / threads;

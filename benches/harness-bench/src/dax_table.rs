@@ -11,17 +11,24 @@
 //! before the next request: QEMU sends it from its main loop once it has acked the map,
 //! while the guest already goes on, so in a guest the update overlaps the next request;
 //! here it is counted whole, an upper bound of what it costs.
+//!
+//! Each frontend's protocol floor is measured in the same rounds, part by part as in the
+//! DAX section (two FUSE round trips through that frontend's daxfsd, two socket round
+//! trips, the map and unmap), plus what that frontend's protocol adds: its table update
+//! after the map and after the unmap, sent alone to the same daxfsd (ADD_MEM_REG then
+//! REM_MEM_REG, or two SET_MEM_TABLEs), one pair at a time.
 
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use daxfsd_harness::{Device, FrontendBehaviour};
+use daxfsd_harness::{Device, FrontendBehaviour, Window};
 use vhost::vhost_user::VhostUserFrontend as _;
 use vhost::{VhostBackend as _, VhostUserMemoryRegionInfo};
 
 use crate::backends::Binaries;
-use crate::dax::{self, DaxConfig, FrontendPlay, RANGE};
+use crate::dax::{self, DaxConfig, FrontendPlay, LimitPart, RANGE};
 use crate::error::{BenchError, HarnessContext, Result};
 use crate::report::{median, rate, spread, Sample};
 
@@ -105,6 +112,27 @@ impl TableUpdates {
     }
 }
 
+/// The table updates alone, one map's and one unmap's at a time, for `length`: what the
+/// frontend's protocol adds to a cycle (no FUSE request, nothing mapped in the window).
+fn run_updates_alone(dev: &Device, updates: &TableUpdates, length: Duration) -> Result<Sample> {
+    let until = Instant::now() + length;
+    let mut pairs = 0u64;
+    while Instant::now() < until {
+        updates.mapped(dev, 0)?;
+        updates.unmapped(dev, 0)?;
+        pairs += 1;
+    }
+    Ok(Sample::new(pairs as f64, length, 0, 0))
+}
+
+/// Samples of one frontend: its cycles, and the parts of its floor measured through it.
+#[derive(Default)]
+struct Rounds {
+    cycles: Vec<Sample>,
+    fuse: Vec<Sample>,
+    updates: Vec<Sample>,
+}
+
 /// The frontends compared, the first being the reference.
 const PLAYS: [(&str, FrontendPlay); 4] = [
     ("patched QEMU (no table traffic)", FrontendPlay::PATCHED),
@@ -135,6 +163,13 @@ const PLAYS: [(&str, FrontendPlay); 4] = [
 pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
     let (shared, file_path) = dax::share_with_mapped_file(&workdir.join("dax-table"), cfg.window)?;
     let slots = usize::try_from(cfg.window / RANGE).unwrap_or(usize::MAX);
+    let limit_window = Window::reserve(cfg.window).map_err(|source| BenchError::Window {
+        what: "reservation",
+        source,
+    })?;
+    let limit_file =
+        File::open(&file_path).map_err(|e| BenchError::io("opening the mapped file", e))?;
+    let limit = |part, length| dax::run_limit(&limit_window, &limit_file, 1, slots, length, part);
     let mut frontends = Vec::new();
     for (label, play) in PLAYS {
         let env = dax::start(bins, cfg, &shared, 1, play)?;
@@ -147,12 +182,23 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
             .map_err(|e| BenchError::io("opening the mapped file", e))?;
         let updates = TableUpdates::new(&env.dev, file, play.table)?;
         dax::run_cycles(&env, 1, slots, cfg.warmup, Some(&updates))?;
-        frontends.push((label, env, updates, Vec::<Sample>::new()));
+        frontends.push((label, env, updates, Rounds::default()));
     }
+    let (mut socket, mut map) = (Vec::new(), Vec::new());
     for _ in 0..cfg.pairs {
-        for (_, env, updates, samples) in &mut frontends {
-            samples.push(dax::run_cycles(env, 1, slots, cfg.run, Some(updates))?);
+        for (_, env, updates, rounds) in &mut frontends {
+            rounds
+                .cycles
+                .push(dax::run_cycles(env, 1, slots, cfg.run, Some(updates))?);
+            rounds.fuse.push(dax::run_fuse_round_trip(env, cfg.run)?);
+            if updates.traffic != TableTraffic::None {
+                rounds
+                    .updates
+                    .push(run_updates_alone(&env.dev, updates, cfg.run)?);
+            }
         }
+        socket.push(limit(LimitPart::RoundTrip, cfg.run)?);
+        map.push(limit(LimitPart::MapUnmap, cfg.run)?);
     }
     for (label, env, _, _) in &frontends {
         dax::verify_empty(env).map_err(|e| match e {
@@ -164,31 +210,55 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
             other => other,
         })?;
     }
-    print(&frontends);
+    print(&frontends, &socket, &map);
     Ok(())
 }
 
-fn print<E, U>(frontends: &[(&str, E, U, Vec<Sample>)]) {
+/// Microseconds per operation of the median sample; 0 for no samples (a part the
+/// frontend's protocol does not have).
+fn us_per_op(samples: &[Sample]) -> f64 {
+    if samples.is_empty() {
+        0.0
+    } else {
+        1e6 / median(samples.iter().map(|s| s.rate))
+    }
+}
+
+fn print<E, U>(frontends: &[(&str, E, U, Rounds)], socket: &[Sample], map: &[Sample]) {
     let Some((_, _, _, reference)) = frontends.first() else {
         return;
     };
+    let (socket, map) = (us_per_op(socket), us_per_op(map));
     println!();
     println!(
         "| DAX cycle, 1 queue: frontend | daxfsd cycles/s | vs patched QEMU (rounds min–max) \
-         | daxfsd CPU µs/cycle | harness CPU µs/cycle |"
+         | daxfsd CPU µs/cycle | harness CPU µs/cycle | FUSE round trip µs | table updates \
+         alone µs | floor µs | **floor / cycle** |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (label, _, _, samples) in frontends {
-        let ratios = samples.iter().zip(reference).map(|(a, b)| a.rate / b.rate);
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (label, _, _, rounds) in frontends {
+        let samples = &rounds.cycles;
+        let ratios = samples
+            .iter()
+            .zip(&reference.cycles)
+            .map(|(a, b)| a.rate / b.rate);
         let (lo, hi) = spread(ratios.clone());
+        let (fuse, updates) = (us_per_op(&rounds.fuse), us_per_op(&rounds.updates));
+        let floor = 2.0 * fuse + 2.0 * socket + map + updates;
         println!(
-            "| {label} | {} | **{:.2}×** ({:.2}–{:.2}) | {:.1} | {:.1} |",
+            "| {label} | {} | **{:.2}×** ({:.2}–{:.2}) | {:.1} | {:.1} | {fuse:.1} | {updates:.1} \
+             | {floor:.1} | **{:.2}×** |",
             rate(median(samples.iter().map(|s| s.rate))),
             median(ratios),
             lo,
             hi,
             median(samples.iter().map(|s| s.daemon_us)),
             median(samples.iter().map(|s| s.harness_us)),
+            floor / us_per_op(samples),
         );
     }
+    println!(
+        "\nfloor = 2 FUSE round trips (through that frontend's daxfsd) + 2 socket round trips \
+         ({socket:.1} µs) + map and unmap ({map:.1} µs) + the frontend's table updates alone"
+    );
 }
