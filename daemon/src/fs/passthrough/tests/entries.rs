@@ -129,15 +129,8 @@ fn mkdir_mknod_unlink_rmdir() {
     assert!(f.path("d").is_dir());
     assert_eq!(d.attr.mode & libc::S_IFMT, libc::S_IFDIR);
 
-    let fifo =
-        f.fs.mknod(
-            me(),
-            d.nodeid,
-            &cs("fifo"),
-            libc::S_IFIFO | 0o600,
-            0,
-            &PLAIN,
-        )
+    let fifo = f
+        .mknod(me(), d.nodeid, "fifo", libc::S_IFIFO | 0o600, 0)
         .expect("fifo");
     assert_eq!(fifo.attr.mode & libc::S_IFMT, libc::S_IFIFO);
     assert_eq!(
@@ -145,36 +138,22 @@ fn mkdir_mknod_unlink_rmdir() {
         Some(Errno(libc::ENXIO)),
         "a FIFO is never opened (it would block the worker)"
     );
-    let sock =
-        f.fs.mknod(
-            me(),
-            d.nodeid,
-            &cs("sock"),
-            libc::S_IFSOCK | 0o600,
-            0,
-            &PLAIN,
-        )
+    let sock = f
+        .mknod(me(), d.nodeid, "sock", libc::S_IFSOCK | 0o600, 0)
         .expect("socket");
     assert_eq!(sock.attr.mode & libc::S_IFMT, libc::S_IFSOCK);
-    let reg =
-        f.fs.mknod(me(), d.nodeid, &cs("reg"), 0o600, 0, &PLAIN)
-            .expect("type 0 is a regular file");
+    let reg = f
+        .mknod(me(), d.nodeid, "reg", 0o600, 0)
+        .expect("type 0 is a regular file");
     assert_eq!(reg.attr.mode & libc::S_IFMT, libc::S_IFREG);
     assert_eq!(
-        f.fs.mknod(me(), d.nodeid, &cs("dir"), libc::S_IFDIR | 0o700, 0, &PLAIN)
+        f.mknod(me(), d.nodeid, "dir", libc::S_IFDIR | 0o700, 0)
             .err(),
         Some(Errno::EINVAL)
     );
     if is_root() {
-        let null =
-            f.fs.mknod(
-                me(),
-                d.nodeid,
-                &cs("null"),
-                libc::S_IFCHR | 0o600,
-                0x103,
-                &PLAIN,
-            )
+        let null = f
+            .mknod(me(), d.nodeid, "null", libc::S_IFCHR | 0o600, 0x103)
             .expect("device node as root");
         assert_eq!(null.attr.rdev, 0x103, "rdev round-trips as 1:3");
         let meta = std::fs::symlink_metadata(f.path("d/null")).unwrap();
@@ -242,15 +221,8 @@ fn creation_runs_as_the_caller() {
     assert_eq!((s.attr.uid, s.attr.gid), (1234, 5678));
     // Filesystem capabilities are masked while the caller is non-root.
     assert_eq!(
-        f.fs.mknod(
-            guest,
-            ROOT,
-            &cs("null"),
-            libc::S_IFCHR | 0o600,
-            0x103,
-            &PLAIN
-        )
-        .err(),
+        f.mknod(guest, ROOT, "null", libc::S_IFCHR | 0o600, 0x103)
+            .err(),
         Some(Errno::EPERM)
     );
     // And the worker thread is root again afterwards.

@@ -45,6 +45,13 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// MKNOD of `name` in `parent` as `ctx`, without a umask or a label.
+    fn mknod(
+        &self, ctx: Context, parent: u64, name: &str, mode: u32, rdev: u32,
+    ) -> Result<EntryOut, crate::errno::Errno> {
+        self.fs.mknod(ctx, parent, &cs(name), mode, rdev, &PLAIN)
+    }
+
     fn path(&self, rel: &str) -> std::path::PathBuf {
         self.dir.path().join(rel)
     }
