@@ -97,12 +97,7 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
             continue;
         }
         let env = start(bins, cfg, &shared, threads, FrontendPlay::PATCHED)?;
-        let limit_window = Window::reserve(cfg.window).map_err(|source| BenchError::Window {
-            what: "reservation",
-            source,
-        })?;
-        let file =
-            File::open(&file_path).map_err(|e| BenchError::io("opening the mapped file", e))?;
+        let (limit_window, file) = limit_setup(cfg.window, &file_path)?;
         let limit = |part, length| run_limit(&limit_window, &file, threads, slots, length, part);
         run_daxfsd(&env, threads, slots, cfg.warmup)?;
         limit(LimitPart::All, cfg.warmup)?;
@@ -134,6 +129,17 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path, table: &mut Table) 
         table.dax_breakdown(&d, &fuse, &socket, &map);
     }
     Ok(())
+}
+
+/// What the limit's cycles map: a window of `window` bytes reserved in this process, and
+/// the mapped file at `file_path` opened read-only.
+pub(crate) fn limit_setup(window: u64, file_path: &Path) -> Result<(Window, File)> {
+    let reserved = Window::reserve(window).map_err(|source| BenchError::Window {
+        what: "reservation",
+        source,
+    })?;
+    let file = File::open(file_path).map_err(|e| BenchError::io("opening the mapped file", e))?;
+    Ok((reserved, file))
 }
 
 /// One FUSE request at a time through daxfsd (GETATTR of the root), the virtqueue

@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daxfsd_harness::{Device, FrontendBehaviour, Window};
+use daxfsd_harness::{Device, FrontendBehaviour};
 use vhost::vhost_user::VhostUserFrontend as _;
 use vhost::{VhostBackend as _, VhostUserMemoryRegionInfo};
 
@@ -163,12 +163,7 @@ const PLAYS: [(&str, FrontendPlay); 4] = [
 pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
     let (shared, file_path) = dax::share_with_mapped_file(&workdir.join("dax-table"), cfg.window)?;
     let slots = usize::try_from(cfg.window / RANGE).unwrap_or(usize::MAX);
-    let limit_window = Window::reserve(cfg.window).map_err(|source| BenchError::Window {
-        what: "reservation",
-        source,
-    })?;
-    let limit_file =
-        File::open(&file_path).map_err(|e| BenchError::io("opening the mapped file", e))?;
+    let (limit_window, limit_file) = dax::limit_setup(cfg.window, &file_path)?;
     let limit = |part, length| dax::run_limit(&limit_window, &limit_file, 1, slots, length, part);
     let mut frontends = Vec::new();
     for (label, play) in PLAYS {
