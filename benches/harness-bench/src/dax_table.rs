@@ -30,7 +30,7 @@ use vhost::{VhostBackend as _, VhostUserMemoryRegionInfo};
 use crate::backends::Binaries;
 use crate::dax::{self, DaxConfig, FrontendPlay, LimitPart, RANGE};
 use crate::error::{BenchError, HarnessContext, Result};
-use crate::report::{median, rate, spread, Sample};
+use crate::report::{cycle_floor, median, rate, spread, us_per_op, Sample};
 
 /// Where the frontend places window mappings in guest-physical space: above the harness's
 /// guest RAM, as a PCI BAR would be.
@@ -209,16 +209,6 @@ pub fn run(bins: &Binaries, cfg: &DaxConfig, workdir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Microseconds per operation of the median sample; 0 for no samples (a part the
-/// frontend's protocol does not have).
-fn us_per_op(samples: &[Sample]) -> f64 {
-    if samples.is_empty() {
-        0.0
-    } else {
-        1e6 / median(samples.iter().map(|s| s.rate))
-    }
-}
-
 fn print<E, U>(frontends: &[(&str, E, U, Rounds)], socket: &[Sample], map: &[Sample]) {
     let Some((_, _, _, reference)) = frontends.first() else {
         return;
@@ -239,7 +229,7 @@ fn print<E, U>(frontends: &[(&str, E, U, Rounds)], socket: &[Sample], map: &[Sam
             .map(|(a, b)| a.rate / b.rate);
         let (lo, hi) = spread(ratios.clone());
         let (fuse, updates) = (us_per_op(&rounds.fuse), us_per_op(&rounds.updates));
-        let floor = 2.0 * fuse + 2.0 * socket + map + updates;
+        let floor = cycle_floor(fuse, socket, map) + updates;
         println!(
             "| {label} | {} | **{:.2}×** ({:.2}–{:.2}) | {:.1} | {:.1} | {fuse:.1} | {updates:.1} \
              | {floor:.1} | **{:.2}×** |",

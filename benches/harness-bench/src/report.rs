@@ -35,6 +35,23 @@ impl Sample {
     }
 }
 
+/// Microseconds per operation of the median sample; 0 for no samples (a part a
+/// frontend's protocol does not have).
+pub fn us_per_op(samples: &[Sample]) -> f64 {
+    if samples.is_empty() {
+        0.0
+    } else {
+        1e6 / median(samples.iter().map(|s| s.rate))
+    }
+}
+
+/// The floor of one DAX cycle, in µs, from its parts measured alone: two FUSE round
+/// trips (SETUPMAPPING, REMOVEMAPPING), two backend-channel round trips (SHMEM_MAP and
+/// SHMEM_UNMAP with their acks) and the map and unmap themselves.
+pub fn cycle_floor(fuse: f64, socket: f64, map: f64) -> f64 {
+    2.0 * fuse + 2.0 * socket + map
+}
+
 /// Median of `values` (NaN if empty).
 pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.into_iter().collect();
@@ -177,9 +194,13 @@ impl Table {
     pub fn dax_breakdown(
         &mut self, daxfsd: &[Sample], fuse: &[Sample], socket: &[Sample], map: &[Sample],
     ) {
-        let us = |s: &[Sample]| 1e6 / median(s.iter().map(|s| s.rate));
-        let (cycle, fuse, socket, map) = (us(daxfsd), us(fuse), us(socket), us(map));
-        let floor = 2.0 * fuse + 2.0 * socket + map;
+        let (cycle, fuse, socket, map) = (
+            us_per_op(daxfsd),
+            us_per_op(fuse),
+            us_per_op(socket),
+            us_per_op(map),
+        );
+        let floor = cycle_floor(fuse, socket, map);
         println!();
         println!(
             "| 1 queue, µs per cycle (medians) | FUSE round trip (GETATTR) | socket round trip \
