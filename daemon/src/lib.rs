@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod errno;
 pub mod fs;
 pub(crate) mod metrics;
+pub mod migration;
 pub mod process;
 pub(crate) mod prometheus;
 pub(crate) mod ratelimit;

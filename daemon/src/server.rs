@@ -118,6 +118,7 @@ pub fn build_device_at(
             num_request_queues: config.num_request_queues,
             queue_size: config.queue_size,
             thread_pool_size: config.thread_pool_size,
+            migration: config.migration,
         },
         dispatcher,
     ))

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 /// What the frontend maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrontendMapCaps {
     /// A mapping may end in the partial last page of a file (its
     /// page-rounded length passes the file's end).
@@ -50,7 +50,7 @@ impl Default for FrontendMapCaps {
 }
 
 /// Feature bits agreed in INIT that change how operations behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Negotiated {
     /// The guest uses writeback caching (WRITEBACK_CACHE).
     pub writeback: bool,

@@ -12,6 +12,7 @@ use clap::{ArgAction, Parser};
 use super::{parse_inode_dax, parse_size};
 use crate::dax::DaxProtocol;
 use crate::fs::passthrough::{CachePolicy, InodeDaxPolicy, InodeFileHandles};
+use crate::migration::{MigrationMode, OnError};
 use crate::process::sandbox::{SandboxMode, SeccompMode};
 
 /// `--posix-acl` and `--security-label`: when the feature is negotiated.
@@ -267,20 +268,32 @@ pub struct Args {
     #[arg(long, value_name = "MAP")]
     pub translate_gid: Vec<String>,
 
-    /// virtiofsd's migration flags: refused, daxfsd cannot migrate.
-    #[arg(long, hide = true, value_name = "MODE", value_parser = ["find-paths", "file-handles"])]
-    pub migration_mode: Option<String>,
+    /// How a live migration represents the guest's inodes to the
+    /// destination: find-paths (their paths in the shared directory) or
+    /// file-handles (their file handles: the destination shares the very
+    /// same filesystem and has CAP_DAC_READ_SEARCH). Ignored on the
+    /// destination.
+    #[arg(long, value_enum, default_value_t = MigrationMode::FindPaths)]
+    pub migration_mode: MigrationMode,
 
-    /// Refused (migration).
-    #[arg(long, hide = true, value_name = "ACTION", value_parser = ["abort", "guest-error"])]
-    pub migration_on_error: Option<String>,
+    /// What the migration destination does with an inode it cannot open:
+    /// abort (the migration fails, the guest runs on at the source) or
+    /// guest-error (the migration completes, the guest gets EIO for that
+    /// inode). Ignored on the source.
+    #[arg(long, value_enum, default_value_t = OnError::Abort)]
+    pub migration_on_error: OnError,
 
-    /// Refused (migration).
-    #[arg(long, hide = true)]
+    /// With find-paths: the source sends each inode's file handle too, and
+    /// the destination checks it opened the very same inode (source and
+    /// destination share the same filesystem).
+    #[arg(long)]
     pub migration_verify_handles: bool,
 
-    /// Refused (migration).
-    #[arg(long, hide = true)]
+    /// With find-paths: at switch-over, check that each path taken when the
+    /// migration started still leads to its inode, and find it again if
+    /// not (third parties renaming in the shared directory during the
+    /// migration).
+    #[arg(long)]
     pub migration_confirm_paths: bool,
 
     /// Size of the DAX window (suffix K, M or G; a multiple of 2 MiB). The

@@ -7,8 +7,8 @@ pub mod cli;
 pub mod compat;
 pub mod group;
 pub mod id;
+pub mod migration;
 pub mod modcaps;
-pub mod refused;
 pub mod translate;
 pub mod userns;
 pub mod xattrmap;
@@ -35,9 +35,9 @@ pub enum ConfigError {
     /// An `-o` option was refused (the message names it).
     #[error(transparent)]
     Compat(#[from] compat::CompatError),
-    /// A flag daxfsd cannot honour (the message names it).
+    /// Migration flags that do not go together (the message names them).
     #[error(transparent)]
-    Refused(#[from] refused::Refusal),
+    Migration(#[from] migration::PathCheckWithHandles),
     /// `--socket-group` names no group.
     #[error(transparent)]
     Group(#[from] group::GroupError),
@@ -203,14 +203,18 @@ pub struct Config {
     /// `--uid-map`/`--gid-map`: the ids of the daemon's user namespace
     /// (empty: its own ids only).
     pub user_ns: UserNsMaps,
+    /// `--migration-*`: how a live migration carries the guest's session.
+    pub migration: crate::migration::MigrationConfig,
 }
 
-/// The features `--print-capabilities` lists: only what daxfsd has. The
-/// ACL and label negotiation modes (`--posix-acl=`, `--security-label=`
-/// take never, auto, always); `separate-options`: it takes
-/// `--shared-dir`, `--cache`, ... as separate flags. Not `migrate-precopy`
-/// (no migration).
+/// The features `--print-capabilities` lists: only what daxfsd has.
+/// `migrate-precopy`: the device state travels with QEMU's precopy
+/// migration (`--migration-*`); the ACL and label negotiation modes
+/// (`--posix-acl=`, `--security-label=` take never, auto, always);
+/// `separate-options`: it takes `--shared-dir`, `--cache`, ... as separate
+/// flags.
 pub const CAPABILITIES: &[&str] = &[
+    "migrate-precopy",
     "posix-acl-negotiation-mode",
     "security-label-negotiation-mode",
     "separate-options",
@@ -250,7 +254,7 @@ impl Config {
     /// clap id `id` was on the command line (rather than defaulted).
     fn from_args(mut args: Args, given: impl Fn(&str) -> bool) -> Result<Self, ConfigError> {
         compat::apply(&mut args)?;
-        refused::check(&args)?;
+        let migration = migration::parse(&args)?;
         let xattrmap = xattrmap::parse("--xattrmap", args.xattrmap.as_deref())?;
         let mut warnings = xattrmap.as_ref().map_or_else(Vec::new, xattrmap::warnings);
         if args.socket_path.is_none() && args.socket.is_some() {
@@ -325,6 +329,7 @@ impl Config {
             translate,
             modcaps,
             user_ns,
+            migration,
         })
     }
 

@@ -138,13 +138,19 @@ fn one_way_to_listen_and_a_shared_dir_are_needed() {
 #[test]
 fn what_daxfsd_cannot_honour_is_refused_naming_the_flag() {
     for (extra, named) in [
-        (&["--migration-mode=find-paths"][..], "--migration-mode"),
-        (&["--migration-on-error=abort"], "--migration-on-error"),
         (
-            &["--migration-verify-handles"],
+            &[
+                "--migration-mode=file-handles",
+                "--migration-verify-handles",
+            ][..],
             "--migration-verify-handles",
         ),
-        (&["--migration-confirm-paths"], "--migration-confirm-paths"),
+        (
+            &["--migration-mode=file-handles", "--migration-confirm-paths"],
+            "--migration-confirm-paths",
+        ),
+        (&["--migration-mode=bogus"], "--migration-mode"),
+        (&["--migration-on-error=ignore"], "--migration-on-error"),
         (&["-o", "flock"], "-o flock"),
     ] {
         let err = refusal(extra);
@@ -268,7 +274,7 @@ fn switches_follow_the_flags_and_the_cache_policy() {
 }
 
 #[test]
-fn capabilities_are_json_without_migration() {
+fn capabilities_are_json_with_migration() {
     let json = capabilities_json();
     assert!(json.contains("\"type\": \"fs\""), "{json}");
     assert!(json.contains("\"separate-options\""), "{json}");
@@ -277,7 +283,32 @@ fn capabilities_are_json_without_migration() {
         json.contains("\"security-label-negotiation-mode\""),
         "{json}"
     );
-    assert!(!json.contains("migrate"), "{json}");
+    assert!(json.contains("\"migrate-precopy\""), "{json}");
+}
+
+#[test]
+fn migration_flags_as_virtiofsd() {
+    use crate::migration::{MigrationConfig, MigrationMode, OnError};
+    assert_eq!(config(&[]).unwrap().migration, MigrationConfig::default());
+    let all = config(&[
+        "--migration-mode=find-paths",
+        "--migration-on-error=guest-error",
+        "--migration-verify-handles",
+        "--migration-confirm-paths",
+    ])
+    .unwrap()
+    .migration;
+    assert_eq!(
+        all,
+        MigrationConfig {
+            mode: MigrationMode::FindPaths,
+            on_error: OnError::GuestError,
+            verify_handles: true,
+            confirm_paths: true,
+        }
+    );
+    let handles = config(&["--migration-mode", "file-handles"]).unwrap();
+    assert_eq!(handles.migration.mode, MigrationMode::FileHandles);
 }
 
 #[test]

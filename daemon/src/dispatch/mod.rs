@@ -7,6 +7,7 @@
 //! bytes and a [`ReplySpace`] (its writable bytes, into which READ data goes
 //! directly), and sends what the [`Reply`] says.
 
+mod device_state;
 mod init;
 mod reply;
 mod route;

@@ -148,6 +148,23 @@ pub trait FileSystem:
     /// Number of inodes (the root included) and open handles, for metrics.
     fn counts(&self) -> (usize, usize);
 
+    /// A live migration started (`true`: the frontend turned dirty
+    /// logging on) or was cancelled (`false`): prepare what switch-over
+    /// will need, or forget it.
+    fn migration_started(&self, started: bool);
+
+    /// The source's inodes and handles, for the destination (the queues
+    /// are stopped).
+    fn export_state(
+        &self, config: &crate::migration::MigrationConfig,
+    ) -> Result<crate::migration::FsState, crate::migration::MigrationError>;
+
+    /// The destination takes over the source's inodes and handles (before
+    /// its queues start).
+    fn import_state(
+        &self, state: crate::migration::FsState, on_error: crate::migration::OnError,
+    ) -> Result<crate::migration::ImportSummary, crate::migration::MigrationError>;
+
     /// Inode descriptors open now and inodes reopened by file handle so far
     /// (after the descriptor budget closed them), for metrics.
     fn descriptor_counts(&self) -> (u64, u64) {

@@ -76,7 +76,9 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     let features = offered_features & wanted;
 
     let offered_protocol = wd.call("GET_PROTOCOL_FEATURES", || frontend.get_protocol_features())?;
-    let mut wanted_protocol = VhostUserProtocolFeatures::MQ;
+    // DEVICE_STATE: as QEMU, which migrates a vhost-user-fs back-end's state.
+    let mut wanted_protocol =
+        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::DEVICE_STATE;
     if cfg.read_config {
         wanted_protocol |= VhostUserProtocolFeatures::CONFIG;
     }

@@ -216,6 +216,7 @@ impl EntryOps for PassthroughFs {
         let flags = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
         let old = self.inodes.get(olddir)?;
         let new = self.inodes.get(newdir)?;
+        self.migration.name_changed();
         Ok(rustix::fs::renameat_with(
             &self.path_fd(&old)?,
             oldname,
@@ -286,5 +287,6 @@ pub(super) fn remove(fs: &PassthroughFs, parent: u64, name: &CStr, dir: bool) ->
     } else {
         AtFlags::empty()
     };
+    fs.migration.name_changed();
     Ok(rustix::fs::unlinkat(&fs.path_fd(&parent)?, name, flags)?)
 }

@@ -146,7 +146,8 @@ impl FdCache {
         if let Some(fd) = inode.current_fd() {
             return Ok(fd);
         }
-        let handle = inode.handle.as_ref().ok_or(Errno::EBADF)?;
+        // Without a fd and a handle: an inode a migration could not open.
+        let handle = inode.handle.as_ref().ok_or(Errno(libc::EIO))?;
         let mount = self.mounts.get(handle.mnt_id).ok_or(Errno(libc::ESTALE))?;
         let opened = self.with_room(|| handle.open(&*mount, OFlags::PATH | OFlags::NOFOLLOW));
         let fd = match opened.and_then(|fd| check_identity(fd, inode.key())) {

@@ -89,6 +89,21 @@ impl FileHandle {
         })
     }
 
+    /// Its type and opaque bytes (what a migration carries).
+    pub fn parts(&self) -> (libc::c_int, &[u8]) {
+        (self.handle_type, &self.bytes)
+    }
+
+    /// A handle from its type and bytes, taken on mount `mnt_id`; `None`
+    /// if longer than any handle can be.
+    pub fn from_parts(mnt_id: u64, handle_type: libc::c_int, bytes: &[u8]) -> Option<Self> {
+        (bytes.len() <= MAX_HANDLE_SZ).then(|| Self {
+            mnt_id,
+            handle_type,
+            bytes: bytes.into(),
+        })
+    }
+
     /// Opens the inode this handle names with `flags` (O_CLOEXEC is
     /// added), relative to `mount_fd`, a descriptor on its mount. ESTALE
     /// when the inode no longer exists; EPERM without CAP_DAC_READ_SEARCH.

@@ -1,6 +1,6 @@
 //! The handle table: files and directories the guest has open, by `fh`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -24,6 +24,9 @@ pub(super) struct Handle {
 #[derive(Debug)]
 struct HandleMap {
     by_fh: HashMap<u64, Arc<Handle>>,
+    /// Handles a migration brought but could not open again: EIO until
+    /// the guest releases them.
+    lost: HashSet<u64>,
     /// Next fh to hand out, counting from 1; never reused within the
     /// daemon's life, and never `u64::MAX`, which the DAX code path uses to
     /// mean "no handle".
@@ -34,6 +37,7 @@ impl Default for HandleMap {
     fn default() -> Self {
         Self {
             by_fh: HashMap::new(),
+            lost: HashSet::new(),
             next_fh: 1,
         }
     }
@@ -91,8 +95,10 @@ impl HandleTable {
     /// The handle `fh` of `nodeid`; EBADF if there is none or it belongs to
     /// another inode.
     pub fn get(&self, fh: u64, nodeid: u64) -> Result<Arc<Handle>, Errno> {
-        match self.read().by_fh.get(&fh) {
+        let map = self.read();
+        match map.by_fh.get(&fh) {
             Some(h) if h.nodeid == nodeid => Ok(Arc::clone(h)),
+            None if map.lost.contains(&fh) => Err(Errno::EIO),
             _ => Err(Errno::EBADF),
         }
     }
@@ -101,8 +107,9 @@ impl HandleTable {
     pub fn remove(&self, fh: u64, nodeid: u64) -> Result<(), Errno> {
         let removed = {
             let mut map = self.write();
-            match map.by_fh.get(&fh) {
-                Some(h) if h.nodeid == nodeid => map.by_fh.remove(&fh),
+            match map.by_fh.get(&fh).map(|h| h.nodeid == nodeid) {
+                Some(true) => map.by_fh.remove(&fh),
+                None if map.lost.remove(&fh) => None,
                 _ => return Err(Errno::EBADF),
             }
         };
@@ -114,12 +121,61 @@ impl HandleTable {
 
     /// Closes every handle (after releasing the lock, as [`Self::remove`]).
     pub fn clear(&self) {
-        let all = std::mem::take(&mut self.write().by_fh);
+        let all = {
+            let mut map = self.write();
+            map.lost.clear();
+            std::mem::take(&mut map.by_fh)
+        };
         drop(all);
     }
 
     /// Number of open handles.
     pub fn len(&self) -> usize {
         self.read().by_fh.len()
+    }
+
+    /// Every handle by fh, and the next fh (what a migration carries).
+    pub fn snapshot(&self) -> (Vec<(u64, Arc<Handle>)>, u64) {
+        let map = self.read();
+        let mut all: Vec<(u64, Arc<Handle>)> = map
+            .by_fh
+            .iter()
+            .map(|(fh, handle)| (*fh, Arc::clone(handle)))
+            .collect();
+        all.sort_by_key(|(fh, _)| *fh);
+        (all, map.next_fh)
+    }
+
+    /// Enters a handle a migration brought under its source's fh; false
+    /// if the fh is taken (or is `u64::MAX`, "no handle").
+    pub fn restore(&self, fh: u64, nodeid: u64, fd: OwnedFd, directory: bool) -> bool {
+        let mut map = self.write();
+        if fh == u64::MAX || map.by_fh.contains_key(&fh) {
+            return false;
+        }
+        let handle = Handle {
+            nodeid,
+            fd,
+            dir_cursor: directory.then(|| Mutex::new(DirCursor::default())),
+        };
+        map.by_fh.insert(fh, Arc::new(handle));
+        map.next_fh = map.next_fh.max(fh.saturating_add(1)).min(u64::MAX - 1);
+        true
+    }
+
+    /// Records a handle a migration could not open again: EIO for it
+    /// until RELEASE.
+    pub fn restore_lost(&self, fh: u64) {
+        let mut map = self.write();
+        if !map.by_fh.contains_key(&fh) {
+            map.lost.insert(fh);
+        }
+        map.next_fh = map.next_fh.max(fh.saturating_add(1)).min(u64::MAX - 1);
+    }
+
+    /// Hands out fhs from at least `next` on (a migration's).
+    pub fn advance_next_fh(&self, next: u64) {
+        let mut map = self.write();
+        map.next_fh = map.next_fh.max(next).min(u64::MAX - 1);
     }
 }

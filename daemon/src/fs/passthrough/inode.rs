@@ -113,6 +113,11 @@ impl Inode {
         }
     }
 
+    /// Whether a migration brought this inode but could not open it.
+    pub fn is_lost(&self) -> bool {
+        self.key == LOST_KEY
+    }
+
     /// Takes the fd out (the budget closes it); `None` for an inode without
     /// a handle, which could not open it again.
     pub fn take_fd(&self) -> Option<Arc<PathFd>> {
@@ -125,8 +130,7 @@ impl Inode {
         self.used.swap(false, Ordering::Relaxed)
     }
 
-    /// Current lookup count (tests).
-    #[cfg(test)]
+    /// Current lookup count.
     pub fn lookups(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
     }
@@ -305,4 +309,73 @@ impl InodeTable {
     pub fn len(&self) -> usize {
         self.read().by_id.len()
     }
+
+    /// Every inode but the root, by nodeid, and the next nodeid (what a
+    /// migration carries).
+    pub fn snapshot(&self) -> (Vec<Arc<Inode>>, u64) {
+        let map = self.read();
+        let mut inodes: Vec<Arc<Inode>> = map
+            .by_id
+            .iter()
+            .filter(|(id, _)| **id != ROOT_ID)
+            .map(|(_, inode)| Arc::clone(inode))
+            .collect();
+        inodes.sort_by_key(|inode| inode.nodeid);
+        (inodes, map.next_id)
+    }
+
+    /// Enters an inode a migration brought, under its source's nodeid
+    /// with its lookup count: `fd` and `st` what the destination opened,
+    /// or `None` when it could not (the inode then answers EIO until the
+    /// guest forgets it). Returns it (`None` if the nodeid is taken).
+    pub fn restore(
+        &self, nodeid: u64, lookups: u64, opened: Option<(Arc<PathFd>, &Statx, Option<FileHandle>)>,
+    ) -> Option<Arc<Inode>> {
+        let mut map = self.write();
+        if nodeid == ROOT_ID || map.by_id.contains_key(&nodeid) {
+            return None;
+        }
+        let (fd, file_type, key, handle) = match opened {
+            Some((fd, st, handle)) => (
+                Some(fd),
+                FileType::from_raw_mode(u32::from(st.stx_mode)),
+                InodeKey::of(st),
+                handle,
+            ),
+            // A key no host inode has: a lost inode is never found by
+            // identity, only by its nodeid.
+            None => (None, FileType::Unknown, LOST_KEY, None),
+        };
+        let inode = Arc::new(Inode {
+            nodeid,
+            file_type,
+            handle,
+            fd: Mutex::new(fd),
+            used: AtomicBool::new(false),
+            key,
+            lookups: AtomicU64::new(lookups.max(1)),
+        });
+        map.by_id.insert(nodeid, Arc::clone(&inode));
+        // Two nodeids opened as one host inode (a path that now leads to
+        // another nodeid's file): the first keeps the identity.
+        if key != LOST_KEY {
+            map.by_key.entry(key).or_insert(nodeid);
+        }
+        map.next_id = map.next_id.max(nodeid + 1);
+        Some(inode)
+    }
+
+    /// Hands out nodeids from at least `next` on (a migration's).
+    pub fn advance_next_id(&self, next: u64) {
+        let mut map = self.write();
+        map.next_id = map.next_id.max(next);
+    }
 }
+
+/// The identity of an inode a migration could not open (no host inode has
+/// device and inode number both `u64::MAX`).
+const LOST_KEY: InodeKey = InodeKey {
+    dev: u64::MAX,
+    ino: u64::MAX,
+    mnt_id: u64::MAX,
+};

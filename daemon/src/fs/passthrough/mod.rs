@@ -39,6 +39,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use crate::errno::Errno;
 use crate::fs::FileSystem;
 pub use crate::fs::{Context, MapAccess};
+use crate::migration::{FsState, ImportSummary, MigrationConfig, MigrationError, OnError};
 pub use crate::session::Negotiated;
 use crate::session::Session;
 
@@ -52,6 +53,7 @@ mod file_handle;
 mod file_ops;
 mod handle;
 mod inode;
+mod migrate;
 mod reopen;
 mod xattr_ops;
 
@@ -61,6 +63,7 @@ mod tests;
 use fd_cache::{FdCache, PathFd};
 use handle::HandleTable;
 use inode::{Inode, InodeTable};
+use migrate::MigrationPrep;
 
 /// How inodes are referenced (`--inode-file-handles`, as virtiofsd).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -193,6 +196,8 @@ pub struct PassthroughFs {
     /// The FUSE session served: the features agreed in INIT (written by the
     /// dispatcher, read here).
     session: Arc<Session>,
+    /// What a live migration prepared (its own locks, see there).
+    migration: MigrationPrep,
 }
 
 impl PassthroughFs {
@@ -251,6 +256,7 @@ impl PassthroughFs {
             proc_self_fd,
             switch_creds: rustix::process::geteuid().is_root(),
             session,
+            migration: MigrationPrep::default(),
         })
     }
 
@@ -330,5 +336,22 @@ impl FileSystem for PassthroughFs {
 
     fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    fn migration_started(&self, started: bool) {
+        match started {
+            true => self.prepare_migration(),
+            false => self.cancel_migration(),
+        }
+    }
+
+    fn export_state(&self, config: &MigrationConfig) -> Result<FsState, MigrationError> {
+        self.export(config)
+    }
+
+    fn import_state(
+        &self, state: FsState, on_error: OnError,
+    ) -> Result<ImportSummary, MigrationError> {
+        self.import(state, on_error)
     }
 }

@@ -15,6 +15,7 @@
 
 mod chain;
 mod chain_stats;
+mod device_state;
 pub mod guest_io;
 mod pool;
 pub mod window_buffers;
@@ -23,13 +24,17 @@ use self::chain::{ChainShape, QueueBuffers};
 pub use self::chain_stats::ChainStats;
 use self::pool::QueuePool;
 
+use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use daxfsd_protocol::abi::VirtioFsConfig;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserProtocolFeatures,
+    VhostUserShMemConfig,
+};
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -45,6 +50,7 @@ use zerocopy::IntoBytes;
 use crate::dax::{Dax, DaxProtocol};
 use crate::dispatch::{Dispatcher, Reply, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN};
 use crate::errno::Errno;
+use crate::migration::{MigrationConfig, Transfer};
 use crate::ratelimit::RateLimit;
 use crate::transport::vhost_user::guest_io::GuestBuffers;
 use crate::transport::vhost_user::window_buffers::{
@@ -123,6 +129,8 @@ pub struct DeviceConfig {
     /// Threads serving each request queue's requests (`--thread-pool-size`);
     /// 0: the queue's own worker serves them one at a time.
     pub thread_pool_size: usize,
+    /// `--migration-*`: how the device state is saved and loaded.
+    pub migration: MigrationConfig,
 }
 
 /// The vhost-user-fs device.
@@ -152,6 +160,10 @@ pub struct FsDevice {
     pools: Vec<Option<QueuePool>>,
     /// This device, for the pool threads (which must not keep it alive).
     this: Weak<FsDevice>,
+    /// Whether the frontend logs dirty pages (a migration is under way).
+    logging: AtomicBool,
+    /// The device-state transfer of a migration (its own lock).
+    transfer: Transfer,
 }
 
 impl FsDevice {
@@ -181,6 +193,8 @@ impl FsDevice {
             bad_chain_log: RateLimit::per_second(10),
             placement,
             failure: WorkerFailure::default(),
+            logging: AtomicBool::new(false),
+            transfer: Transfer::new(),
         })
     }
 
@@ -551,6 +565,7 @@ impl VhostUserBackend for FsDevice {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | vhost::vhost_user::message::VhostUserVirtioFeatures::LOG_ALL.bits()
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -559,10 +574,13 @@ impl VhostUserBackend for FsDevice {
         // up to 509 regions with ADD_MEM_REG / REM_MEM_REG, which
         // vhost-user-backend serves (update_memory below); without it QEMU
         // is limited to 8 regions in SET_MEM_TABLE.
+        // DEVICE_STATE: live migration carries the guest's session to the
+        // destination daemon (set_device_state_fd below).
         let base = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::DEVICE_STATE;
         match self.dax.as_ref().map(|dax| dax.protocol()) {
             None => base,
             Some(protocol) => {
@@ -576,6 +594,20 @@ impl VhostUserBackend for FsDevice {
                 }
             }
         }
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.features_acked(features);
+    }
+
+    fn set_device_state_fd(
+        &self, direction: VhostTransferStateDirection, phase: VhostTransferStatePhase, file: File,
+    ) -> io::Result<Option<File>> {
+        self.start_state_transfer(direction, phase, file)
+    }
+
+    fn check_device_state(&self) -> io::Result<()> {
+        self.finish_state_transfer()
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {
