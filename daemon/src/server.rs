@@ -170,6 +170,7 @@ fn build_dispatcher_at(
         announce_submounts: config.switches.announce_submounts,
         inode_dax: config.inode_dax(),
         inode_file_handles: config.inode_file_handles,
+        handle_calls: config.file_handle_calls(),
         ids: config.translate.clone(),
     })
     .map_err(|source| ServerError::SharedDir {
@@ -344,7 +345,7 @@ fn serve_in(
             ))
         })?;
     }
-    let file_handles = config.inode_file_handles != InodeFileHandles::Never;
+    let file_handles = config.file_handle_calls();
     crate::process::sandbox::caps::restrict_to(
         crate::process::sandbox::caps::daemon_caps(file_handles, config.modcaps),
         config.modcaps.add,

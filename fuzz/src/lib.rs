@@ -208,6 +208,7 @@ fn open_share(share: &Path) -> PassthroughFs {
         announce_submounts: true,
         inode_dax: InodeDaxPolicy::Always,
         inode_file_handles: InodeFileHandles::Prefer,
+        handle_calls: true,
         ids: Default::default(),
     })
     .expect("open the scratch share")

@@ -230,6 +230,18 @@ pub fn capabilities_json() -> String {
 }
 
 impl Config {
+    /// Whether the daemon takes and opens file handles at all (the
+    /// sandbox then lets it: the two system calls in the seccomp list,
+    /// CAP_DAC_READ_SEARCH kept): for its inodes (`--inode-file-handles`
+    /// other than never) or for a migration that carries or checks them.
+    pub fn file_handle_calls(&self) -> bool {
+        use crate::fs::passthrough::InodeFileHandles;
+        use crate::migration::MigrationMode;
+        self.inode_file_handles != InodeFileHandles::Never
+            || self.migration.mode == MigrationMode::FileHandles
+            || self.migration.verify_handles
+    }
+
     /// Builds the configuration from clap's matches of [`Args::command`]
     /// (the matches tell a flag given on the command line from a default).
     pub fn from_matches(matches: &ArgMatches) -> Result<Self, ConfigError> {

@@ -222,6 +222,23 @@ fn file_handles_follow_a_file_renamed_on_the_host() {
         replaced_after_collection(&["--migration-mode", "file-handles"], &[]);
     loaded.unwrap_or_else(|e| panic!("load: {e}\n{}", d.backend.diagnostics()));
     assert_eq!(d.read(file, fh, 0, 64).unwrap(), b"the guest's file");
+    // A destination that does not use file handles refuses them (and is not
+    // killed by its seccomp filter for trying).
+    let (_s, d, _, _, loaded) = replaced_after_collection(
+        &["--migration-mode", "file-handles"],
+        &["--inode-file-handles=never"],
+    );
+    loaded.expect_err("file handles on a destination without them");
+    assert!(
+        d.backend.stderr().contains("does not use them"),
+        "{}",
+        d.backend.stderr()
+    );
+    assert!(
+        d.backend.is_running().unwrap(),
+        "{}",
+        d.backend.diagnostics()
+    );
 }
 
 #[test]

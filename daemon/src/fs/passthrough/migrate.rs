@@ -261,6 +261,15 @@ impl PassthroughFs {
     fn import_inode(
         &self, inode: &InodeState, root: &PathFd, mount: Result<&OwnedFd, &rustix::io::Errno>,
     ) -> Result<(), String> {
+        let needs_handles = matches!(inode.location, Location::Handle(_)) || inode.verify.is_some();
+        if needs_handles && !self.config.handle_calls {
+            self.inodes.restore(inode.nodeid, inode.lookups, None);
+            return Err(
+                "the source sent a file handle, and this daemon does not use them \
+                 (--inode-file-handles=never)"
+                    .into(),
+            );
+        }
         let opened = open_location(&inode.location, root, mount).and_then(|fd| {
             verify(&fd, inode.verify.as_ref())?;
             let st = statx_fd(&fd).map_err(|e| e.to_string())?;

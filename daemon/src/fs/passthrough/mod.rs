@@ -138,6 +138,10 @@ pub struct FsConfig {
     pub inode_dax: InodeDaxPolicy,
     /// Whether inodes get file handles, so their fds can be closed.
     pub inode_file_handles: InodeFileHandles,
+    /// Whether the sandbox lets the daemon take and open file handles
+    /// (`Config::file_handle_calls`): a migration that carries or checks
+    /// them is refused here otherwise, rather than killed by seccomp.
+    pub handle_calls: bool,
     /// `--translate-uid`/`--translate-gid` (identity by default).
     pub ids: crate::fs::idmap::IdMaps,
 }

@@ -484,6 +484,7 @@ fn mount_points_inside_the_share_are_announced_as_submounts() {
             announce_submounts,
             inode_dax: InodeDaxPolicy::Always,
             inode_file_handles: InodeFileHandles::Never,
+            handle_calls: false,
             ids: Default::default(),
         })
         .unwrap()

@@ -25,6 +25,7 @@ fn many_files(mode: InodeFileHandles) -> (tempfile::TempDir, PassthroughFs) {
         xattrmap: None,
         inode_dax: InodeDaxPolicy::Never,
         inode_file_handles: mode,
+        handle_calls: mode != InodeFileHandles::Never,
         allow_direct_io: false,
         preserve_noatime: false,
         announce_submounts: false,

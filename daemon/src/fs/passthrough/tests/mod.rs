@@ -34,6 +34,7 @@ fn fixture_with(readonly: bool, xattr: bool, cache: CachePolicy) -> Fixture {
         announce_submounts: true,
         inode_dax: InodeDaxPolicy::MinSize(8192),
         inode_file_handles: InodeFileHandles::Prefer,
+        handle_calls: true,
         ids: Default::default(),
     })
     .expect("open shared dir");
