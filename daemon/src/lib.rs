@@ -7,8 +7,8 @@
 //! The modules are rooms, each importing only rooms below it (see
 //! docs/architecture.md, "Which room may import which"; checked by
 //! `daemon/tests/rooms.rs`): `server` → `config`, `metrics`, `transport` →
-//! `dispatch` → `dax` → `fs` → `session`, `process`; `errno`, `ratelimit`,
-//! `prometheus` and `worker_guard` are leaves anyone may use.
+//! `dispatch` → `dax` → `fs` → `migration` → `session`, `process`; `errno`,
+//! `ratelimit`, `prometheus` and `worker_guard` are leaves anyone may use.
 
 pub mod config;
 pub mod dax;
