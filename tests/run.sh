@@ -70,6 +70,11 @@ run_bounded 1200 "the libvirt test" "$repo/tests/libvirt/run-libvirt.sh" \
 section "real guest with DAX (patched QEMU, dax=always and dax=inode, 8 MiB window)"
 "$repo/tests/guest/run-dax.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
+section "libvirt 9.0 starts daxfsd with a DAX window (a <binary> wrapper adds --cache-size; <qemu:override> sets the patched QEMU's cache-size)"
+# build-qemu.sh prints the cached patched QEMU (built by the step above).
+run_bounded 1200 "the libvirt DAX test" "$repo/tests/libvirt/run-libvirt.sh" \
+  --binary "$repo/target/debug/daxfsd" --dax 8M --emulator "$("$repo/tests/qemu/build-qemu.sh")"
+
 section "real guest with DAX on upstream QEMU 11.1 (Debian sid's binary in a chroot; dax=inode served, dax=always refused at INIT)"
 # Builds the sid chroot once into .cache/qemu-upstream (debootstrap, about 90 s).
 "$repo/tests/guest/run-dax-upstream.sh" --daemon-bin "$repo/target/debug/daxfsd"

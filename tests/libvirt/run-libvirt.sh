@@ -18,13 +18,13 @@
 #     --workload NAME     guest workload from tests/guest/workloads (default basic)
 #     --emulator PATH     QEMU binary (default /usr/bin/qemu-system-x86_64)
 #     --timeout SECS      limit for the guest's result marker (default 600)
-#     --dax SIZE          DAX through libvirt (docs/libvirt.md): the script
-#                         starts --binary (daxfsd) itself with --cache-size
-#                         SIZE, the domain names its socket (<source
-#                         socket=...>, no <binary>), and <qemu:override> sets
-#                         the device's cache-size; needs a DAX-capable
-#                         --emulator (the patched QEMU of tests/qemu/). The
-#                         guest mounts dax=always; default workload dax
+#     --dax SIZE          DAX through libvirt (docs/libvirt.md): libvirt
+#                         starts daxfsd through a wrapper (<binary path=>)
+#                         that adds --cache-size SIZE to libvirt's command
+#                         line, and <qemu:override> sets the device's
+#                         cache-size; needs a DAX-capable --emulator (the
+#                         patched QEMU of tests/qemu/). The guest mounts
+#                         dax=always; default workload dax
 #     --keep              keep the work directory (logs, domain XML)
 #     -h, --help
 #   Environment: DAXFSD_CACHE (default <repo>/.cache) holds guest/vmlinuz
@@ -145,7 +145,6 @@ done
 work=$(mktemp -d /tmp/run-libvirt.XXXXXX)
 libvirtd_pid=
 daemon_pgid=
-ext_pid=
 # Every virsh call is bounded: a wedged libvirtd fails the run, not hangs it.
 virsh() {
   timeout -k 10 "${DAXFSD_VIRSH_TIMEOUT:-120}" \
@@ -175,9 +174,6 @@ cleanup() {
     pid=$(cat "$f" 2>/dev/null)
     case $f in *-fs.pid) ;; *) [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null ;; esac
   done
-  if [ -n "$ext_pid" ] && ! group_gone "$ext_pid"; then
-    stop_group "$ext_pid" 1
-  fi
   if [ -n "$daemon_pgid" ] && [ -n "$(group_members "$daemon_pgid")" ]; then
     kill -KILL -- "-$daemon_pgid" 2>/dev/null
   fi
@@ -209,7 +205,7 @@ show_logs() {
   local f
   echo "--- daemon command line (from libvirt's domain log) ---" >&2
   daemon_argv >&2 || true
-  for f in "$work"/log/qemu/"$name"-*virtiofsd.log "$work/ext/daemon.log"; do
+  for f in "$work"/log/qemu/"$name"-*virtiofsd.log; do
     [ -f "$f" ] || continue
     echo "--- $(basename "$f") (the daemon's stdout/stderr) ---" >&2
     tail -n 20 "$f" >&2
@@ -287,17 +283,15 @@ ns_attr=""
 qemu_ns=""
 mount_arg=""
 if [ -n "$dax" ]; then
-  # The daemon is started here, not by libvirt (libvirt 9.0 cannot pass it
-  # --cache-size); libvirt only connects QEMU to its socket.
-  mkdir -p "$work/ext"
-  setsid "$binary" --socket-path "$work/ext/daxfsd.sock" --shared-dir "$work/share" --tag "$tag" \
-    --cache-size "$dax" --metrics-file "$work/state/metrics.prom" </dev/null >"$work/ext/daemon.log" 2>&1 &
-  ext_pid=$!
-  disown "$ext_pid"
-  for _ in $(seq 1 100); do [ -S "$work/ext/daxfsd.sock" ] && break; sleep 0.1; done
-  [ -S "$work/ext/daxfsd.sock" ] || fail "the DAX daemon did not create $work/ext/daxfsd.sock"
-  echo "run-libvirt: DAX: started $binary --cache-size $dax (pid $ext_pid) on $work/ext/daxfsd.sock" >&2
-  fs_source="<source socket='$work/ext/daxfsd.sock'/>
+  # libvirt 9.0 cannot pass the daemon --cache-size: it starts a wrapper
+  # that adds it to libvirt's own command line (--fd=N -o ...).
+  wrapper=$work/daxfsd-dax
+  printf '#!/bin/sh\nexec %q --cache-size %q --metrics-file %q "$@"\n' \
+    "$binary" "$dax" "$work/state/metrics.prom" >"$wrapper"
+  chmod 755 "$wrapper"
+  echo "run-libvirt: DAX: libvirt starts $wrapper ($(basename "$binary") --cache-size $dax)" >&2
+  fs_source="<binary path='$wrapper'$binary_attrs>$binary_children</binary>
+      <source dir='$work/share'/>
       <alias name='ua-fs-dax'/>"
   ns_attr=" xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
   # -L: the patched QEMU's own data directory has no firmware.
@@ -360,20 +354,16 @@ if ! virsh start "$name" >"$work/start.out" 2>&1; then
 fi
 if [ -n "$dax" ]; then
   grep -o "cache-size[^,}]*" "$work/log/qemu/$name.log" | head -n 1 | sed 's/^/run-libvirt: QEMU device: /' >&2
-  pidfile=
-  socket=$work/ext/daxfsd.sock
-  daemon_pid=$ext_pid
-else
-  echo "run-libvirt: daemon command line: $(daemon_argv)" >&2
-  pidfile=$(first_existing "$work"/run/qemu/*-fs.pid)
-  [ -n "$pidfile" ] || fail "no daemon pidfile in /run/libvirt/qemu"
-  daemon_pid=$(cat "$pidfile")
 fi
+echo "run-libvirt: daemon command line: $(daemon_argv)" >&2
+pidfile=$(first_existing "$work"/run/qemu/*-fs.pid)
+[ -n "$pidfile" ] || fail "no daemon pidfile in /run/libvirt/qemu"
+daemon_pid=$(cat "$pidfile")
 # libvirt daemonizes the daemon (setsid, then fork: the daemon is in the
 # session's process group without leading it) and stops it by that group.
 daemon_pgid=$(stat=$(cat "/proc/$daemon_pid/stat" 2>/dev/null) && read -r _ _ pg _ <<<"${stat##*) }" && echo "$pg") ||
   fail "the daemon (pid $daemon_pid from $pidfile) is not running after virsh start"
-[ -n "$dax" ] || socket=$(first_existing "$work"/lib/qemu/domain-*/*-fs.sock)
+socket=$(first_existing "$work"/lib/qemu/domain-*/*-fs.sock)
 echo "run-libvirt: daemon pid $daemon_pid (process group $daemon_pgid: $(group_members "$daemon_pgid" | wc -l) processes), socket ${socket:-none}" >&2
 
 # 4. The guest's result.
@@ -402,7 +392,6 @@ leftover_socks=$(find "$work/lib" -type s 2>/dev/null | tr '\n' ' ')
 echo "run-libvirt: after virsh destroy: the daemon's $members_before process(es)${pidfile:+, its pidfile} and its socket are gone" >&2
 
 [ "$result" = "DAXFSD-RESULT PASS" ] || fail "guest workload failed: $result"
-ext_pid=
 "$repo/tests/guest/workloads/$workload.host.sh" verify "$work/share" "$work/state" "$work/console.log" ||
   fail "host checks of workload $workload"
 virsh undefine "$name" >/dev/null || true
