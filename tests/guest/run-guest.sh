@@ -49,6 +49,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=SCRIPTDIR/../lib/wait.sh
 . "$repo/tests/lib/wait.sh"
+# shellcheck source=SCRIPTDIR/../lib/cli.sh
+. "$repo/tests/lib/cli.sh"
 
 daemon_bin=${DAXFSD_DAEMON_BIN:-$repo/target/debug/daxfsd}
 daemon_args=${DAXFSD_DAEMON_ARGS:-}
@@ -72,9 +74,6 @@ work=${DAXFSD_WORK_DIR:-}
 keep=0
 console=0
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
-die() { echo "run-guest: $*" >&2; exit 2; }
-need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --daemon-bin) need_arg "$@"; daemon_bin=$2; shift 2 ;;
@@ -120,13 +119,7 @@ if [ -z "$daemon_cmd" ]; then
   daemon_cmd="$daemon_bin --socket-path {sock} --shared-dir {dir} --tag {tag} --cache {cache} $daemon_args"
 fi
 
-if [ -z "$work" ]; then
-  # Short path: a unix socket path must fit in 108 bytes.
-  work=$(mktemp -d /tmp/daxfsd-guest.XXXXXX)
-else
-  mkdir -p "$work"
-  [ -z "$(ls -A "$work")" ] || die "work dir $work is not empty"
-fi
+work=$(work_dir "$work" guest)
 sock=$work/vhost-fs.sock
 shared=$work/shared
 state=$work/state

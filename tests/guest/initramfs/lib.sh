@@ -30,6 +30,21 @@ drop_caches() {
 # file whose tail is printed when the step fails. The subshell must not sit
 # in an `if` condition: set -e is ignored there.
 step() {
+  run_step "$@"
+  [ "$_rc" -eq 0 ] || finish FAIL "$_name"
+}
+
+# soft_step NAME FUNCTION [ARGS...]: like step, but a failure does not end the
+# workload: NAME is added to $FAILED_STEPS and the next step runs.
+soft_step() {
+  run_step "$@"
+  [ "$_rc" -eq 0 ] || FAILED_STEPS="${FAILED_STEPS:+$FAILED_STEPS }$_name"
+}
+
+# run_step NAME FUNCTION [ARGS...]: runs the step, prints its marker and
+# leaves its status in $_rc. Never call it as a condition (`if`, `||`): set -e
+# would be off in the step.
+run_step() {
   _name=$1
   shift
   ( set -ex; "$@" ) 2>/tmp/step.trace
@@ -40,7 +55,6 @@ step() {
     echo "--- last commands of step $_name ---"
     tail -n 12 /tmp/step.trace
     echo "DAXFSD-STEP FAIL $_name: exit $_rc"
-    finish FAIL "$_name"
   fi
 }
 
