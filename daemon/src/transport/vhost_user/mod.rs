@@ -15,12 +15,15 @@
 
 mod chain;
 mod chain_stats;
+pub mod dirty_log;
+mod features;
 pub mod guest_io;
 mod pool;
 pub mod window_buffers;
 
 use self::chain::{ChainShape, QueueBuffers};
 pub use self::chain_stats::ChainStats;
+pub use self::dirty_log::GuestRam;
 use self::pool::QueuePool;
 
 use std::io;
@@ -31,11 +34,10 @@ use std::time::{Duration, Instant};
 use daxfsd_protocol::abi::VirtioFsConfig;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost::vhost_user::Backend;
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -53,7 +55,9 @@ use crate::transport::vhost_user::window_buffers::{
 use crate::worker_guard::{run_guarded, WorkerFailure};
 
 /// A descriptor chain as popped from a request queue.
-type GuestChain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+type GuestChain = DescriptorChain<GuestMemoryLoadGuard<GuestRam>>;
+/// A queue's vring, over guest memory with its dirty log.
+type Vring = VringRwLock<GuestMemoryAtomic<GuestRam>>;
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
@@ -136,7 +140,7 @@ pub struct FsDevice {
     /// Guest memory; replaced by vhost-user-backend on SET_MEM_TABLE through
     /// [`VhostUserBackend::update_memory`]. The atomic handle itself is
     /// shared with the vrings, so a load always sees the current table.
-    mem: Mutex<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    mem: Mutex<Option<GuestMemoryAtomic<GuestRam>>>,
     event_idx: AtomicBool,
     /// One buffer set per queue; each is only ever locked by that queue's
     /// worker thread, so the lock is uncontended.
@@ -212,14 +216,14 @@ impl FsDevice {
         self.placement.forget();
     }
 
-    fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
+    fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestRam>> {
         let mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         mem.as_ref().map(|m| m.memory())
     }
 
     /// Pops and serves every available chain of `vring`, then notifies the
     /// guest once for the batch.
-    fn process_queue(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+    fn process_queue(&self, queue: u16, vring: &Vring) -> Result<(), DeviceError> {
         let Some(mem) = self.memory() else {
             return Ok(());
         };
@@ -271,7 +275,7 @@ impl FsDevice {
     /// while it pops, and it goes again if chains arrived before they were
     /// back on.
     fn drain(
-        &self, queue: u16, vring: &VringRwLock, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        &self, queue: u16, vring: &Vring, mem: &GuestMemoryLoadGuard<GuestRam>,
         each: &mut dyn FnMut(Option<GuestChain>) -> Result<(), DeviceError>,
     ) -> Result<(), DeviceError> {
         let event_idx = self.event_idx.load(Ordering::Relaxed);
@@ -322,7 +326,7 @@ impl FsDevice {
     /// while the request ran: that ring is no longer the daemon's to write,
     /// and the reply is dropped (counted). Returns whether it was put.
     fn put_used(
-        &self, queue: u16, state: &mut VringState<GuestMemoryAtomic<GuestMemoryMmap>>, head: u16,
+        &self, queue: u16, state: &mut VringState<GuestMemoryAtomic<GuestRam>>, head: u16,
         written: u32,
     ) -> Result<bool, DeviceError> {
         if !state.get_queue().ready() {
@@ -340,7 +344,7 @@ impl FsDevice {
 
     /// Signals the driver if it asked to hear of the used entries so far
     /// (always, without EVENT_IDX).
-    fn signal_if_needed(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+    fn signal_if_needed(&self, queue: u16, vring: &Vring) -> Result<(), DeviceError> {
         let notify = vring
             .needs_notification()
             .map_err(|source| DeviceError::UsedRing { queue, source })?;
@@ -354,8 +358,8 @@ impl FsDevice {
 
     /// Serves one chain; returns the bytes written into it.
     fn serve_chain(
-        &self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>, buffers: &mut QueueBuffers,
+        &self, mem: &GuestMemoryLoadGuard<GuestRam>,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestRam>>, buffers: &mut QueueBuffers,
     ) -> u32 {
         let view = WindowView::new(&self.placement, self.dax.as_deref());
         let split = match buffers.split_chain(mem, chain, view.as_ref()) {
@@ -400,7 +404,7 @@ impl FsDevice {
     /// `buffers.request`; on failure, the bytes written into the chain by
     /// the error reply, if any.
     fn read_request(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
+        &self, mem: &GuestRam, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
     ) -> Result<(), u32> {
         let len = if shape.oversized {
             REQUEST_HEADER_LEN
@@ -432,9 +436,7 @@ impl FsDevice {
 
     /// Serves the request in `buffers.request` and writes its reply into
     /// the chain; returns the bytes written.
-    fn answer(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
-    ) -> u32 {
+    fn answer(&self, mem: &GuestRam, buffers: &mut QueueBuffers, shape: &ChainShape<'_>) -> u32 {
         let QueueBuffers {
             request,
             reply,
@@ -477,7 +479,7 @@ impl FsDevice {
     /// its header is readable, so the guest's request fails instead of
     /// hanging; otherwise given back with nothing written.
     fn refuse_unreadable(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, capacity: usize,
+        &self, mem: &GuestRam, buffers: &mut QueueBuffers, capacity: usize,
         window: Option<WindowView<'_>>,
     ) -> u32 {
         let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
@@ -501,7 +503,7 @@ impl FsDevice {
     /// with `errno`, when its unique id is among them and the chain has room
     /// for a reply header; returns the bytes written.
     fn reply_error(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, head: usize, errno: Errno,
+        &self, mem: &GuestRam, buffers: &mut QueueBuffers, head: usize, errno: Errno,
         capacity: usize, window: Option<WindowView<'_>>,
     ) -> u32 {
         let head = head.min(REQUEST_HEADER_LEN).min(buffers.request.len());
@@ -535,8 +537,10 @@ impl FsDevice {
 }
 
 impl VhostUserBackend for FsDevice {
-    type Bitmap = ();
-    type Vring = VringRwLock;
+    /// Each region's slot for the frontend's dirty log (SET_LOG_BASE):
+    /// see [`dirty_log`].
+    type Bitmap = BitmapMmapRegion;
+    type Vring = Vring;
 
     fn num_queues(&self) -> usize {
         usize::from(self.config.num_request_queues) + 1
@@ -547,35 +551,11 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        features::virtio_features()
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // CONFIGURE_MEM_SLOTS: a frontend that puts window mappings into the
-        // memory table (QEMU 11.1 adds a region per mapping) may then pass
-        // up to 509 regions with ADD_MEM_REG / REM_MEM_REG, which
-        // vhost-user-backend serves (update_memory below); without it QEMU
-        // is limited to 8 regions in SET_MEM_TABLE.
-        let base = VhostUserProtocolFeatures::MQ
-            | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
-        match self.dax.as_ref().map(|dax| dax.protocol()) {
-            None => base,
-            Some(protocol) => {
-                let channel = base
-                    | VhostUserProtocolFeatures::BACKEND_REQ
-                    | VhostUserProtocolFeatures::BACKEND_SEND_FD;
-                match protocol {
-                    DaxProtocol::Shmem => channel | VhostUserProtocolFeatures::SHMEM,
-                    // Legacy frontends know nothing of SHMEM (bit 22).
-                    DaxProtocol::Legacy => channel,
-                }
-            }
-        }
+        features::protocol_features(self.dax.as_ref().map(|dax| dax.protocol()))
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {
@@ -628,7 +608,7 @@ impl VhostUserBackend for FsDevice {
         bytes[start..end].to_vec()
     }
 
-    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestRam>) -> io::Result<()> {
         *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem);
         Ok(())
     }
@@ -684,7 +664,7 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn handle_event(
-        &self, device_event: u16, evset: EventSet, vrings: &[VringRwLock], thread_id: usize,
+        &self, device_event: u16, evset: EventSet, vrings: &[Vring], thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(DeviceError::UnexpectedEvent(evset).into());
