@@ -8,7 +8,8 @@
 //! gets SET_FEATURES with LOG_ALL at start and SET_LOG_BASE after its rings
 //! ([`DirtyLog::install`]); a running device gets SET_LOG_BASE, SET_FEATURES with
 //! LOG_ALL and SET_VRING_ADDR with VHOST_VRING_F_LOG on every queue when the migration
-//! starts ([`DirtyLog::start_logging`]).
+//! starts ([`DirtyLog::start_logging`]), and the same without LOG_ALL and the flag when it
+//! ends ([`DirtyLog::stop_logging`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -38,7 +39,13 @@ impl DirtyLog {
     /// A clear log covering guest-physical 0 to the end of `memory`, sized as QEMU sizes
     /// it (whole `u64` words up to the word of the last page).
     pub fn for_memory(memory: &GuestMemory) -> Result<Self> {
-        let last_page = (memory.base() + memory.size() - 1) / LOG_PAGE;
+        Self::covering(memory.base() + memory.size())
+    }
+
+    /// A clear log covering guest-physical `[0, end)` (`end` > 0), e.g. beyond guest RAM
+    /// for regions added later.
+    pub fn covering(end: u64) -> Result<Self> {
+        let last_page = end.saturating_sub(1) / LOG_PAGE;
         let len = (last_page / PAGES_PER_WORD + 1) * 8;
         let fd =
             rustix::fs::memfd_create("daxfsd-harness-dirty-log", rustix::fs::MemfdFlags::CLOEXEC)
@@ -77,6 +84,15 @@ impl DirtyLog {
         let features = dev.negotiated().features | VHOST_F_LOG_ALL;
         dev.vhost_call("SET_FEATURES(+LOG_ALL)", |fe| fe.set_features(features))?;
         dev.set_vring_logging(true)
+    }
+
+    /// What QEMU sends when the migration ends or is cancelled: SET_FEATURES as
+    /// negotiated (without LOG_ALL), then SET_VRING_ADDR without the log flag. The
+    /// backend must stop writing into the log, which the VMM then frees.
+    pub fn stop_logging(&self, dev: &Device) -> Result<()> {
+        let features = dev.negotiated().features & !VHOST_F_LOG_ALL;
+        dev.vhost_call("SET_FEATURES(-LOG_ALL)", |fe| fe.set_features(features))?;
+        dev.set_vring_logging(false)
     }
 
     /// The numbers of the pages (guest-physical address / [`LOG_PAGE`]) whose bit is

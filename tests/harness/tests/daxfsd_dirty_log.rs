@@ -11,12 +11,17 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::FileExt as _;
 
-use common::{daxfsd_bin, requests, Session, LINUX_INIT_FLAGS, REQUEST_QUEUE};
+use common::{daxfsd_bin, requests, Session, HIPRIO_QUEUE, LINUX_INIT_FLAGS, REQUEST_QUEUE};
 use daxfsd_harness::dirty_log::{pages_of, LOG_PAGE, VHOST_F_LOG_ALL};
-use daxfsd_harness::{error_chain, BackendCommand, DeviceConfig, DirtyLog, FuseReply, RawDesc};
+use daxfsd_harness::guest_memory::memfd_region;
+use daxfsd_harness::{
+    error_chain, BackendCommand, Completion, DeviceConfig, DirtyLog, FuseReply, RawDesc,
+};
 use daxfsd_protocol::abi::{EntryOut, OpenOut};
-use vhost::vhost_user::VhostUserProtocolFeatures;
+use vhost::vhost_user::{VhostUserFrontend as _, VhostUserProtocolFeatures};
+use vhost::VhostBackend as _;
 
 /// The shared file: two and a half pages, so a READ of four stops in the third.
 const FILE_LEN: usize = 2 * LOG_PAGE as usize + LOG_PAGE as usize / 2;
@@ -27,20 +32,20 @@ fn file_data() -> Vec<u8> {
     (0..FILE_LEN).map(|i| (i % 251) as u8).collect()
 }
 
-/// A daxfsd started with `args` and a device negotiating LOG_SHMFD (and, with
-/// `log_all`, VHOST_F_LOG_ALL from the start) with EVENT_IDX, as QEMU does.
-fn start(args: &[&str], log_all: bool) -> Session {
+/// A daxfsd started with `args` and a device negotiating LOG_SHMFD and EVENT_IDX, as
+/// QEMU does, and what `configure` adds.
+fn start(args: &[&str], configure: impl FnOnce(&mut DeviceConfig)) -> Session {
     let backend = BackendCommand::daxfsd(daxfsd_bin())
         .args(["--tag", "dirty"])
         .args(args.iter().copied())
         .spawn()
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    let config = DeviceConfig {
+    let mut config = DeviceConfig {
         log_shmfd: true,
-        extra_features: if log_all { VHOST_F_LOG_ALL } else { 0 },
         event_idx: true,
         ..DeviceConfig::default()
     };
+    configure(&mut config);
     let s = Session::connect_with(backend, config);
     let negotiated = s.dev.negotiated();
     assert_ne!(
@@ -89,29 +94,36 @@ impl<'a> Paged<'a> {
         self.s.check(self.s.dev.alloc_aligned(len, LOG_PAGE)).addr
     }
 
-    /// Sends `request` with one writable descriptor per entry of `writable` (its
-    /// length), each starting a page; checks the reply's framing and unique.
-    fn send(&mut self, request: &[u8], writable: &[u32]) -> Sent {
+    /// Sends `request` (in pages of its own) with the writable descriptors
+    /// `writable` (address, length); returns the completion.
+    fn submit(&mut self, request: &[u8], writable: &[(u64, u32)]) -> Completion {
         let at = self.pages(request.len());
         self.s.check(self.s.dev.memory().write(at, request));
         self.read_only.extend(pages_of(at, request.len() as u64));
         let mut chain = vec![RawDesc::readable(at, request.len() as u32)];
-        let mut addrs = Vec::new();
-        for &len in writable {
-            let at = self.pages(len as usize);
-            chain.push(RawDesc::writable(at, len));
-            addrs.push(at);
-        }
+        chain.extend(writable.iter().map(|&(at, len)| RawDesc::writable(at, len)));
         let token = self
             .s
             .check(self.s.dev.submit_raw_chain(REQUEST_QUEUE, &chain));
         let done = self.s.check(self.s.dev.wait(token));
         let mut left = u64::from(done.used_len);
-        for (&at, &len) in addrs.iter().zip(writable) {
+        for &(at, len) in writable {
             let took = left.min(u64::from(len));
             self.written.extend(pages_of(at, took));
             left -= took;
         }
+        done
+    }
+
+    /// Sends `request` with one writable descriptor per entry of `writable` (its
+    /// length), each starting a page; checks the reply's framing and unique.
+    fn send(&mut self, request: &[u8], writable: &[u32]) -> Sent {
+        let placed: Vec<_> = writable
+            .iter()
+            .map(|&len| (self.pages(len as usize), len))
+            .collect();
+        let done = self.submit(request, &placed);
+        let addrs = placed.iter().map(|&(at, _)| at).collect();
         let reply = self.s.check(FuseReply::parse(&done.data));
         assert_eq!(
             reply.header.unique,
@@ -205,6 +217,12 @@ fn assert_logged(paged: &Paged<'_>, log: &DirtyLog, data: &[u64], filled: usize)
     );
     let read_only: Vec<_> = paged.read_only.intersection(&dirty).collect();
     assert!(read_only.is_empty(), "request pages logged: {read_only:?}");
+    // The hiprio queue's worker may write its used ring's avail_event (re-arming
+    // notifications) whenever it wakes: a write the log must hold, but not one this
+    // test causes.
+    let (_, _, hiprio_used) = paged.s.check(paged.s.dev.ring_addresses(HIPRIO_QUEUE));
+    let mut dirty = dirty;
+    dirty.remove(&(hiprio_used / LOG_PAGE));
     let expected = paged.expected();
     assert_eq!(
         dirty,
@@ -218,7 +236,7 @@ fn assert_logged(paged: &Paged<'_>, log: &DirtyLog, data: &[u64], filled: usize)
 /// A device started while a migration runs (QEMU's `vhost_dev_start` with logging on):
 /// LOG_ALL in SET_FEATURES, SET_LOG_BASE once the rings are set up; then every request.
 fn logged_from_the_start(args: &[&str]) {
-    let s = start(args, true);
+    let s = start(args, |c| c.extra_features = VHOST_F_LOG_ALL);
     let log = s.check(DirtyLog::for_memory(s.dev.memory()));
     s.check(log.install(&s.dev));
     let mut paged = Paged::new(&s);
@@ -243,7 +261,7 @@ fn pool_threads_log_what_they_write() {
 /// next writes are logged again.
 #[test]
 fn logging_started_on_a_running_device_logs_the_writes_after_it() {
-    let s = start(&[], false);
+    let s = start(&[], |_| {});
     let log = s.check(DirtyLog::for_memory(s.dev.memory()));
     let mut paged = Paged::new(&s);
     let file = paged.open_file();
@@ -251,11 +269,15 @@ fn logging_started_on_a_running_device_logs_the_writes_after_it() {
     paged.written.clear();
 
     s.check(log.start_logging(&s.dev));
-    assert_eq!(
-        dirty(&s, &log),
-        BTreeSet::new(),
-        "pages logged before any write"
-    );
+    // Nothing new was asked; only the workers may still be re-arming notifications
+    // (avail_event, in the used rings' pages).
+    let used_pages =
+        [REQUEST_QUEUE, HIPRIO_QUEUE].map(|q| s.check(s.dev.ring_addresses(q)).2 / LOG_PAGE);
+    let early: Vec<_> = dirty(&s, &log)
+        .into_iter()
+        .filter(|p| !used_pages.contains(p))
+        .collect();
+    assert!(early.is_empty(), "pages logged before any write: {early:?}");
     // Pages 1 and 2 of the file: a page and a half.
     let data = paged.read(file, LOG_PAGE, 2);
     assert_logged(&paged, &log, &data, 2);
@@ -263,4 +285,107 @@ fn logging_started_on_a_running_device_logs_the_writes_after_it() {
     paged.synced(&log);
     let data = paged.read(file, 2 * LOG_PAGE, 2);
     assert_logged(&paged, &log, &data, 1);
+}
+
+/// A running device, initialised and with the shared file open, whose migration starts
+/// with a log covering `[0, log_end)` (the end of guest RAM by default): `body` gets the
+/// session, the log, the tracker (nothing written since the log started) and the file.
+fn while_logging(
+    configure: impl FnOnce(&mut DeviceConfig), log_end: Option<u64>,
+    body: impl FnOnce(&Session, &DirtyLog, &mut Paged<'_>, (u64, u64)),
+) {
+    let s = start(&[], configure);
+    let log = match log_end {
+        Some(end) => DirtyLog::covering(end),
+        None => DirtyLog::for_memory(s.dev.memory()),
+    };
+    let log = s.check(log);
+    let mut paged = Paged::new(&s);
+    let file = paged.open_file();
+    paged.written.clear();
+    s.check(log.start_logging(&s.dev));
+    body(&s, &log, &mut paged, file);
+}
+
+/// A migration that ends or is cancelled (SET_FEATURES without LOG_ALL, SET_VRING_ADDR
+/// without the log flag): the daemon stops writing into the log, which the VMM frees.
+#[test]
+fn logging_stops_when_log_all_is_dropped() {
+    while_logging(
+        |_| {},
+        None,
+        |s, log, paged, file| {
+            let data = paged.read(file, 0, 1);
+            assert_logged(paged, log, &data, 1);
+
+            s.check(log.stop_logging(&s.dev));
+            paged.synced(log);
+            paged.read(file, 0, 4);
+            paged.ok(&requests::getattr(s.unique(), 1, None).finish());
+            let after = dirty(s, log);
+            assert!(
+                after.is_empty(),
+                "pages logged after LOG_ALL was dropped: {after:?}"
+            );
+        },
+    );
+}
+
+/// A region added to the memory table while logging (ADD_MEM_REG; QEMU sends
+/// SET_LOG_BASE again only when the log must grow): READ data the daemon puts there is
+/// logged, in the same log.
+#[test]
+fn a_region_added_while_logging_is_logged() {
+    const REGION_GPA: u64 = 96 << 20;
+    let configure = |c: &mut DeviceConfig| c.configure_mem_slots = true;
+    while_logging(configure, Some(128 << 20), |s, log, paged, (nodeid, fh)| {
+        let (region, info) = s.check(memfd_region(REGION_GPA, 1 << 20));
+        s.check(
+            s.dev
+                .vhost_call("ADD_MEM_REG", |fe| fe.add_mem_region(&info)),
+        );
+        // READ of 2 pages: the out header in guest RAM, the data in the region's pages 1
+        // and 3.
+        let request = requests::read(s.unique(), nodeid, fh, 0, 2 * LOG_PAGE as u32).finish();
+        let data = [REGION_GPA + LOG_PAGE, REGION_GPA + 3 * LOG_PAGE];
+        let writable = [
+            (paged.pages(OUT_HEADER as usize), OUT_HEADER),
+            (data[0], LOG_PAGE as u32),
+            (data[1], LOG_PAGE as u32),
+        ];
+        let done = paged.submit(&request, &writable);
+        assert_eq!(
+            done.used_len,
+            OUT_HEADER + 2 * LOG_PAGE as u32,
+            "{}",
+            s.backend.diagnostics()
+        );
+        let mut got = vec![0u8; LOG_PAGE as usize];
+        region.read_exact_at(&mut got, 3 * LOG_PAGE).unwrap();
+        assert!(
+            got == file_data()[LOG_PAGE as usize..2 * LOG_PAGE as usize],
+            "READ data not in the region"
+        );
+        // Exactly the pages written: the region's pages 0, 2 and 4 on stay clean.
+        assert_logged(paged, log, &data, 2);
+    });
+}
+
+/// The whole memory table sent again while logging (SET_MEM_TABLE: every region mapped
+/// anew, none from SET_LOG_BASE): the daemon's writes still land in the log.
+#[test]
+fn a_memory_table_sent_again_while_logging_stays_logged() {
+    while_logging(
+        |_| {},
+        None,
+        |s, log, paged, file| {
+            let regions = s.check(s.dev.memory().region_infos());
+            s.check(
+                s.dev
+                    .vhost_call("SET_MEM_TABLE", |fe| fe.set_mem_table(&regions)),
+            );
+            let data = paged.read(file, 0, 4);
+            assert_logged(paged, log, &data, 3);
+        },
+    );
 }

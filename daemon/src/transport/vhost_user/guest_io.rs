@@ -19,7 +19,7 @@ use vm_memory::bitmap::{Bitmap, MS};
 use vm_memory::volatile_memory::PtrGuardMut;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
-use super::dirty_log::{mark_written, BitmapMmapRegion};
+use super::dirty_log::{mark_written, DirtyBitmap};
 use crate::dispatch::ReplySpace;
 use crate::errno::Errno;
 use crate::fs::ReadSink;
@@ -33,7 +33,7 @@ const IOV_BATCH: usize = 64;
 /// whose regions' bitmaps `B` take the dirty marks (the daemon's: the
 /// frontend's dirty log).
 #[derive(Debug)]
-pub struct GuestBuffers<'a, B: Bitmap + 'static = BitmapMmapRegion> {
+pub struct GuestBuffers<'a, B: Bitmap + 'static = DirtyBitmap> {
     mem: &'a GuestMemoryMmap<B>,
     pieces: &'a [(GuestAddress, usize)],
     skip: usize,
