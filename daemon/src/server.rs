@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::GuestMemoryAtomic;
 
 use crate::config::{Config, Listen, Transport};
 use crate::dax::{Dax, DaxTrace};
@@ -20,7 +20,7 @@ use crate::process::lifecycle::{Shutdown, SocketFile};
 use crate::process::pidfile::PidFile;
 use crate::process::sandbox::{Jail, Role, SandboxMode};
 use crate::process::signals::{BlockedSignals, STOP_SIGNALS};
-use crate::transport::vhost_user::{DeviceConfig, FsDevice};
+use crate::transport::vhost_user::{DeviceConfig, FsDevice, GuestRam};
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -429,7 +429,7 @@ fn serve_frontends(
         let mut daemon = VhostUserDaemon::new(
             "daxfsd".to_owned(),
             Arc::clone(device),
-            GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+            GuestMemoryAtomic::new(GuestRam::new()),
         )
         .map_err(ServerError::Device)?;
         let served = match daemon.start(listener) {

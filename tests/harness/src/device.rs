@@ -56,6 +56,9 @@ pub struct DeviceConfig {
     /// Negotiate CONFIGURE_MEM_SLOTS when offered (ADD_MEM_REG / REM_MEM_REG through
     /// [`Device::vhost_call`]).
     pub configure_mem_slots: bool,
+    /// Negotiate LOG_SHMFD when offered, so that a dirty log can be installed with
+    /// SET_LOG_BASE ([`crate::DirtyLog`]).
+    pub log_shmfd: bool,
     /// Negotiate CONFIG when offered and read the virtio-fs config space with GET_CONFIG
     /// (false: like QEMU, which never negotiates CONFIG for vhost-user-fs).
     pub read_config: bool,
@@ -91,6 +94,7 @@ impl Default for DeviceConfig {
             offer_shmem: true,
             frontend: FrontendBehaviour::Patched,
             configure_mem_slots: false,
+            log_shmfd: false,
             read_config: true,
             extra_features: 0,
             timeout,
@@ -336,6 +340,12 @@ impl Device {
         lock(&self.allocator).alloc(len, 16)
     }
 
+    /// Allocates a guest buffer aligned to `align` (a power of two), e.g. whole pages;
+    /// free it with [`Self::free`].
+    pub fn alloc_aligned(&self, len: u64, align: u64) -> Result<GuestBuf> {
+        lock(&self.allocator).alloc(len, align)
+    }
+
     /// Returns a buffer from [`Self::alloc`].
     pub fn free(&self, buf: GuestBuf) {
         lock(&self.allocator).free(buf);
@@ -351,6 +361,30 @@ impl Device {
             .as_ref()
             .ok_or(HarnessError::QueueNotConfigured(queue))?;
         Ok((handle, state))
+    }
+
+    /// Guest-physical addresses of a configured queue's descriptor table, avail ring and
+    /// used ring.
+    pub fn ring_addresses(&self, queue: usize) -> Result<(u64, u64, u64)> {
+        let (_, state) = self.queue(queue)?;
+        Ok(lock(state).addresses())
+    }
+
+    /// SET_VRING_ADDR again for every configured queue, with or without the
+    /// VHOST_VRING_F_LOG flag: what QEMU sends when dirty logging starts or stops.
+    pub fn set_vring_logging(&self, log: bool) -> Result<()> {
+        for (index, handle) in self.queues.iter().enumerate() {
+            let Some(state) = &handle.state else { continue };
+            let (size, rings) = {
+                let q = lock(state);
+                (q.size(), q.addresses())
+            };
+            let config = handshake::vring_config(&self.memory, size, rings, log)?;
+            self.vhost_call(&format!("SET_VRING_ADDR({index})"), |fe| {
+                fe.set_vring_addr(index, &config)
+            })?;
+        }
+        Ok(())
     }
 
     /// Counters of a configured queue.

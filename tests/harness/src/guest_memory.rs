@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use vhost::VhostUserMemoryRegionInfo;
@@ -157,6 +158,26 @@ impl GuestMemory {
                 source,
             })
     }
+}
+
+/// A memory region besides guest RAM, as a frontend adds one with ADD_MEM_REG (upstream
+/// QEMU 11.1 adds one per DAX mapping): a memfd of `len` bytes at guest-physical `gpa`,
+/// and its description (keep the file open while the description is in use).
+pub fn memfd_region(gpa: u64, len: u64) -> Result<(File, VhostUserMemoryRegionInfo)> {
+    let fd = rustix::fs::memfd_create("daxfsd-harness-region", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| HarnessError::io("memfd_create for a memory region", e.into()))?;
+    let file = File::from(fd);
+    file.set_len(len)
+        .map_err(|e| HarnessError::io("sizing a memory region's memfd", e))?;
+    let info = VhostUserMemoryRegionInfo {
+        guest_phys_addr: gpa,
+        memory_size: len,
+        // The frontend's own address of the region; only a label for the backend.
+        userspace_addr: 0x7000_0000_0000 + gpa,
+        mmap_offset: 0,
+        mmap_handle: file.as_raw_fd(),
+    };
+    Ok((file, info))
 }
 
 /// A block of guest memory handed out by [`GuestAllocator`].

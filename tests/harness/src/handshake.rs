@@ -13,7 +13,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserVringAddrFlags,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
@@ -87,6 +89,9 @@ pub(crate) fn negotiate(socket: &Path, cfg: &DeviceConfig) -> Result<Connected> 
     }
     if cfg.configure_mem_slots {
         wanted_protocol |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+    }
+    if cfg.log_shmfd {
+        wanted_protocol |= VhostUserProtocolFeatures::LOG_SHMFD;
     }
     if cfg.cache_size.is_some() {
         wanted_protocol |=
@@ -196,6 +201,27 @@ pub fn parse_fs_config(payload: &[u8]) -> Result<FsConfig> {
     })
 }
 
+/// SET_VRING_ADDR's payload for a queue of `size` whose rings sit at the guest-physical
+/// `(desc, avail, used)`; with `log`, the VHOST_VRING_F_LOG flag and the used ring's
+/// guest-physical address as the log address, as QEMU sends while migrating.
+pub(crate) fn vring_config(
+    memory: &GuestMemory, size: u16, (desc, avail, used): (u64, u64, u64), log: bool,
+) -> Result<VringConfigData> {
+    Ok(VringConfigData {
+        queue_max_size: size,
+        queue_size: size,
+        flags: if log {
+            VhostUserVringAddrFlags::VHOST_VRING_F_LOG.bits()
+        } else {
+            0
+        },
+        desc_table_addr: memory.host_address(desc)?,
+        used_ring_addr: memory.host_address(used)?,
+        avail_ring_addr: memory.host_address(avail)?,
+        log_addr: log.then_some(used),
+    })
+}
+
 /// Per-queue setup data for [`start`].
 pub(crate) struct QueueSetup<'a> {
     pub(crate) index: usize,
@@ -219,16 +245,7 @@ pub(crate) fn start(
     wd.call("SET_MEM_TABLE", || frontend.set_mem_table(&regions))?;
     for q in queues {
         let i = q.index;
-        let (desc, avail, used) = q.rings;
-        let config = VringConfigData {
-            queue_max_size: q.size,
-            queue_size: q.size,
-            flags: 0,
-            desc_table_addr: memory.host_address(desc)?,
-            used_ring_addr: memory.host_address(used)?,
-            avail_ring_addr: memory.host_address(avail)?,
-            log_addr: None,
-        };
+        let config = vring_config(memory, q.size, q.rings, false)?;
         wd.call(&format!("SET_VRING_NUM({i})"), || {
             frontend.set_vring_num(i, q.size)
         })?;

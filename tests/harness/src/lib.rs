@@ -11,6 +11,8 @@
 //! - [`FuseClient`] ([`client`]): one typed method per FUSE operation over a [`Device`],
 //!   sending the requests of the pure builders in [`client::requests`].
 //! - [`fuse`]: sending FUSE requests built with `daxfsd_protocol` and checking replies.
+//! - [`DirtyLog`] ([`dirty_log`]): the dirty log of a live migration, installed with
+//!   SET_LOG_BASE and read page by page.
 //! - [`dax_replay`]: replaying a DAX trace (`daxfsd --dax-trace`) against the daemon and
 //!   checking the window page by page against what the guest asked for.
 
@@ -18,6 +20,7 @@ pub mod backend_channel;
 pub mod client;
 pub mod dax_replay;
 pub mod device;
+pub mod dirty_log;
 pub mod error;
 pub mod fuse;
 pub mod guest_memory;
@@ -34,6 +37,7 @@ pub use backend_channel::{
 };
 pub use client::{FuseClient, FuseResult};
 pub use device::{Device, DeviceConfig, FsConfig, Negotiated};
+pub use dirty_log::DirtyLog;
 pub use error::{error_chain, HarnessError, Result};
 pub use fuse::{FuseReply, Uniques};
 pub use guest_memory::{GuestAllocator, GuestBuf, GuestMemory};

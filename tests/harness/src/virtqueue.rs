@@ -178,6 +178,10 @@ impl SplitQueue {
         (self.desc, self.avail, self.used)
     }
 
+    pub(crate) fn size(&self) -> u16 {
+        self.size
+    }
+
     pub(crate) fn free_descriptors(&self) -> usize {
         self.free_slots.len()
     }

@@ -6,36 +6,18 @@
 
 mod dax_common;
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt as _;
 
 use dax_common::{pattern, DaxDaemon, MIB};
 use daxfsd_harness::client::requests;
+use daxfsd_harness::guest_memory::memfd_region;
 use daxfsd_harness::RawDesc;
 use vhost::vhost_user::{VhostUserFrontend as _, VhostUserProtocolFeatures};
-use vhost::VhostUserMemoryRegionInfo;
 
 /// Where the added regions go: far above the harness's 64 MiB of guest RAM.
 const REGION_GPA: u64 = 1 << 32;
 const REGION: u64 = MIB;
 const REGIONS: u64 = 20;
-
-/// A memfd of `REGION` bytes and its description at guest-physical `gpa`.
-fn region(gpa: u64) -> (std::fs::File, VhostUserMemoryRegionInfo) {
-    let fd: OwnedFd =
-        rustix::fs::memfd_create("daxfsd-test-region", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    let file = std::fs::File::from(fd);
-    file.set_len(REGION).unwrap();
-    let info = VhostUserMemoryRegionInfo {
-        guest_phys_addr: gpa,
-        memory_size: REGION,
-        // The frontend's own address of the region; only a label for the backend here.
-        userspace_addr: 0x7000_0000_0000 + gpa,
-        mmap_offset: 0,
-        mmap_handle: file.as_raw_fd(),
-    };
-    (file, info)
-}
 
 #[test]
 fn regions_added_one_by_one_serve_chains_until_removed() {
@@ -56,7 +38,7 @@ fn regions_added_one_by_one_serve_chains_until_removed() {
 
     // More regions than SET_MEM_TABLE can carry (8), as QEMU 11.1 adds one per mapping.
     let regions: Vec<_> = (0..REGIONS)
-        .map(|i| region(REGION_GPA + i * 2 * REGION))
+        .map(|i| memfd_region(REGION_GPA + i * 2 * REGION, REGION).unwrap())
         .collect();
     for (_, info) in &regions {
         dax_common::check(

@@ -2,7 +2,9 @@
 //! and the reply's, checked against guest memory and the DAX window.
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryLoadGuard};
+
+use super::dirty_log::GuestRam;
 
 use crate::dispatch::DaemonReplySpace;
 use crate::transport::vhost_user::window_buffers::WindowView;
@@ -55,8 +57,7 @@ impl QueueBuffers {
     /// their per-request allocations). With a `window`, a descriptor outside
     /// guest memory but wholly inside the window is a window piece.
     pub(super) fn split_chain(
-        &mut self, mem: &GuestMemoryMmap,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+        &mut self, mem: &GuestRam, chain: DescriptorChain<GuestMemoryLoadGuard<GuestRam>>,
         window: Option<&WindowView<'_>>,
     ) -> Result<SplitChain, ChainError> {
         self.readable.clear();

@@ -9,13 +9,17 @@
 //! [`GuestBuffers`] names a byte range of a chain's buffers as pieces of
 //! guest-physical memory, each inside one memory region. The kernel reaches
 //! them through iovecs built from vm-memory `VolatileSlice`s, a bounded batch
-//! on the stack at a time: no allocation per request.
+//! on the stack at a time: no allocation per request. The kernel's writes
+//! bypass vm-memory, so the bytes each call returned are marked in the dirty
+//! log afterwards ([`super::dirty_log`]).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use vm_memory::bitmap::{Bitmap, MS};
 use vm_memory::volatile_memory::PtrGuardMut;
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
+use super::dirty_log::{mark_written, DirtyBitmap};
 use crate::dispatch::ReplySpace;
 use crate::errno::Errno;
 use crate::fs::ReadSink;
@@ -25,19 +29,30 @@ use crate::fs::ReadSink;
 const IOV_BATCH: usize = 64;
 
 /// A byte range of guest buffers: `len` bytes starting `skip` bytes into the
-/// concatenation of `pieces` (guest address, length), all inside `mem`.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestBuffers<'a> {
-    mem: &'a GuestMemoryMmap,
+/// concatenation of `pieces` (guest address, length), all inside `mem`,
+/// whose regions' bitmaps `B` take the dirty marks (the daemon's: the
+/// frontend's dirty log).
+#[derive(Debug)]
+pub struct GuestBuffers<'a, B: Bitmap + 'static = DirtyBitmap> {
+    mem: &'a GuestMemoryMmap<B>,
     pieces: &'a [(GuestAddress, usize)],
     skip: usize,
     len: usize,
 }
 
-impl<'a> GuestBuffers<'a> {
+// Derived, they would ask `B` to be `Copy` too.
+impl<B: Bitmap + 'static> Clone for GuestBuffers<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Bitmap + 'static> Copy for GuestBuffers<'_, B> {}
+
+impl<'a, B: Bitmap + 'static> GuestBuffers<'a, B> {
     /// All of `pieces`, which the caller validated against `mem` (a piece that
     /// is not inside one region makes the transfer fail with EFAULT).
-    pub fn new(mem: &'a GuestMemoryMmap, pieces: &'a [(GuestAddress, usize)]) -> Self {
+    pub fn new(mem: &'a GuestMemoryMmap<B>, pieces: &'a [(GuestAddress, usize)]) -> Self {
         let len = pieces.iter().map(|&(_, n)| n).sum();
         Self {
             mem,
@@ -69,7 +84,7 @@ impl<'a> GuestBuffers<'a> {
 
     /// Fills `batch` with iovecs for the pieces from byte `from` of the range
     /// on, at most [`IOV_BATCH`] of them; returns how many.
-    fn fill(&self, from: usize, batch: &mut IovBatch) -> std::io::Result<usize> {
+    fn fill(&self, from: usize, batch: &mut IovBatch<'a, B>) -> std::io::Result<usize> {
         let mut start = self.skip + from;
         let mut left = self.len.saturating_sub(from);
         let mut count = 0;
@@ -91,7 +106,7 @@ impl<'a> GuestBuffers<'a> {
                 iov_base: guard.as_ptr().cast(),
                 iov_len: guard.len(),
             };
-            batch.guards[count] = Some(guard);
+            batch.slices[count] = Some((slice, guard));
             count += 1;
             left -= take;
             start = 0;
@@ -100,7 +115,7 @@ impl<'a> GuestBuffers<'a> {
     }
 }
 
-impl ReplySpace for GuestBuffers<'_> {
+impl<B: Bitmap + 'static> ReplySpace for GuestBuffers<'_, B> {
     fn capacity(&self) -> usize {
         self.len()
     }
@@ -113,7 +128,7 @@ impl ReplySpace for GuestBuffers<'_> {
     }
 }
 
-impl ReadSink for GuestBuffers<'_> {
+impl<B: Bitmap + 'static> ReadSink for GuestBuffers<'_, B> {
     fn len(&self) -> usize {
         GuestBuffers::len(self)
     }
@@ -123,14 +138,18 @@ impl ReadSink for GuestBuffers<'_> {
     }
 }
 
-/// Iovecs for one system call, with the guards that keep their memory mapped
-/// until the call returns.
-struct IovBatch {
+/// Iovecs for one system call, with the slices they were made from (whose
+/// bitmaps take the dirty marks) and the guards that keep their memory
+/// mapped until the call returns.
+struct IovBatch<'a, B: Bitmap + 'static> {
     iov: [libc::iovec; IOV_BATCH],
-    guards: [Option<PtrGuardMut>; IOV_BATCH],
+    slices: [Option<GuestSlice<'a, B>>; IOV_BATCH],
 }
 
-impl IovBatch {
+/// A slice of guest memory and the guard of the pointer an iovec holds.
+type GuestSlice<'a, B> = (VolatileSlice<'a, MS<'a, GuestMemoryMmap<B>>>, PtrGuardMut);
+
+impl<B: Bitmap + 'static> IovBatch<'_, B> {
     fn new() -> Self {
         let empty = libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -138,16 +157,18 @@ impl IovBatch {
         };
         Self {
             iov: [empty; IOV_BATCH],
-            guards: std::array::from_fn(|_| None),
+            slices: std::array::from_fn(|_| None),
         }
     }
 }
 
-/// Retries a positional vectored transfer until `buffers` is done, the file
-/// ends (a 0 return) or it fails; EINTR is retried. An error after some
-/// bytes moved returns the count so far, as a short read.
-fn transfer_all(
-    buffers: &GuestBuffers<'_>, offset: u64, mut op: impl FnMut(&[libc::iovec], i64) -> isize,
+/// Retries a positional vectored read into `buffers` until they are full,
+/// the file ends (a 0 return) or it fails; EINTR is retried. An error after
+/// some bytes moved returns the count so far, as a short read. The bytes
+/// each call returned are marked dirty (only those: a short read leaves the
+/// rest of the buffers unmarked).
+fn transfer_all<B: Bitmap + 'static>(
+    buffers: &GuestBuffers<'_, B>, offset: u64, mut op: impl FnMut(&[libc::iovec], i64) -> isize,
 ) -> std::io::Result<usize> {
     let mut batch = IovBatch::new();
     let mut done = 0;
@@ -171,14 +192,18 @@ fn transfer_all(
         if n == 0 {
             break;
         }
-        done += n as usize;
+        let n = n as usize;
+        mark_written(batch.slices[..count].iter().flatten().map(|(s, _)| s), n);
+        done += n;
     }
     Ok(done)
 }
 
 /// Reads from `fd` at `offset` into `buffers` until they are full or the file
 /// ends; returns the bytes read.
-pub fn read_into(fd: impl AsFd, offset: u64, buffers: &GuestBuffers<'_>) -> std::io::Result<usize> {
+pub fn read_into<B: Bitmap + 'static>(
+    fd: impl AsFd, offset: u64, buffers: &GuestBuffers<'_, B>,
+) -> std::io::Result<usize> {
     let raw = fd.as_fd().as_raw_fd();
     transfer_all(buffers, offset, |iov, pos| {
         // SAFETY: each iovec is exactly a VolatileSlice obtained from
@@ -194,7 +219,9 @@ pub fn read_into(fd: impl AsFd, offset: u64, buffers: &GuestBuffers<'_>) -> std:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::vhost_user::dirty_log::{dirty_pages, PAGE};
     use std::io::Write;
+    use vm_memory::bitmap::AtomicBitmap;
     use vm_memory::Bytes;
 
     fn memory() -> GuestMemoryMmap {
@@ -260,6 +287,45 @@ mod tests {
             mem.read_slice(&mut got, addr).unwrap();
             assert_eq!(got, data[i * 16..i * 16 + 16], "piece {i}");
         }
+    }
+
+    /// Guest memory whose pages' dirty bits are tracked (vm-memory's own
+    /// bitmap: the daemon's is only readable through the frontend's log).
+    fn tracked(pages: usize) -> GuestMemoryMmap<AtomicBitmap> {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), pages * PAGE as usize)]).unwrap()
+    }
+
+    #[test]
+    fn a_read_marks_the_pages_it_filled_and_no_other() {
+        let mem = tracked(8);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[7; 2 * PAGE as usize + 100]).unwrap();
+        // The Linux layout: the reply header's descriptor (page 0), then one
+        // descriptor per data page.
+        let page = |n: u64| (GuestAddress(n * PAGE), PAGE as usize);
+        let pieces = [(GuestAddress(0), 16), page(2), page(3), page(5), page(7)];
+        let body = GuestBuffers::new(&mem, &pieces).range(16, 4 * PAGE as usize);
+        // The file ends 100 bytes into the third page: page 7 stays clean,
+        // and so does the header's page, which the read skipped.
+        let n = read_into(&file, 0, &body).unwrap();
+        assert_eq!(n, 2 * PAGE as usize + 100);
+        assert_eq!(dirty_pages(&mem), [2, 3, 5]);
+    }
+
+    #[test]
+    fn a_read_over_several_batches_marks_each_batchs_bytes() {
+        let pieces: Vec<_> = (0..IOV_BATCH as u64 + 4)
+            .map(|i| (GuestAddress((2 * i + 1) * PAGE), PAGE as usize))
+            .collect();
+        let mem = tracked(2 * pieces.len() + 2);
+        let mut file = tempfile::tempfile().unwrap();
+        // The second batch's second piece gets 1 byte.
+        let len = (IOV_BATCH + 1) * PAGE as usize + 1;
+        file.write_all(&vec![1; len]).unwrap();
+        let n = read_into(&file, 0, &GuestBuffers::new(&mem, &pieces)).unwrap();
+        assert_eq!(n, len);
+        let want: Vec<u64> = (0..IOV_BATCH as u64 + 2).map(|i| 2 * i + 1).collect();
+        assert_eq!(dirty_pages(&mem), want);
     }
 
     #[test]

@@ -16,12 +16,17 @@
 mod chain;
 mod chain_stats;
 mod device_state;
+pub mod dirty_log;
+mod features;
 pub mod guest_io;
 mod pool;
+mod serve;
 pub mod window_buffers;
 
-use self::chain::{ChainShape, QueueBuffers};
+use self::chain::QueueBuffers;
 pub use self::chain_stats::ChainStats;
+pub use self::dirty_log::GuestRam;
+use self::dirty_log::{DirtyBitmap, DirtyLog};
 use self::pool::QueuePool;
 
 use std::fs::File;
@@ -37,10 +42,8 @@ use vhost::vhost_user::message::{
 };
 use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringState, VringT};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -48,18 +51,16 @@ use vmm_sys_util::event::{
 use zerocopy::IntoBytes;
 
 use crate::dax::{Dax, DaxProtocol};
-use crate::dispatch::{Dispatcher, Reply, SessionEnd, MAX_TRANSFER, REQUEST_HEADER_LEN};
-use crate::errno::Errno;
+use crate::dispatch::{Dispatcher, SessionEnd, MAX_TRANSFER};
 use crate::migration::{MigrationConfig, Transfer};
 use crate::ratelimit::RateLimit;
-use crate::transport::vhost_user::guest_io::GuestBuffers;
-use crate::transport::vhost_user::window_buffers::{
-    gather, scatter, BufferError, WindowPlacement, WindowView,
-};
+use crate::transport::vhost_user::window_buffers::WindowPlacement;
 use crate::worker_guard::{run_guarded, WorkerFailure};
 
 /// A descriptor chain as popped from a request queue.
-type GuestChain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+type GuestChain = DescriptorChain<GuestMemoryLoadGuard<GuestRam>>;
+/// A queue's vring, over guest memory with its dirty log.
+type Vring = VringRwLock<GuestMemoryAtomic<GuestRam>>;
 
 /// Largest request the daemon reads from a chain: the largest WRITE plus
 /// headroom for the headers.
@@ -144,7 +145,10 @@ pub struct FsDevice {
     /// Guest memory; replaced by vhost-user-backend on SET_MEM_TABLE through
     /// [`VhostUserBackend::update_memory`]. The atomic handle itself is
     /// shared with the vrings, so a load always sees the current table.
-    mem: Mutex<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    mem: Mutex<Option<GuestMemoryAtomic<GuestRam>>>,
+    /// The frontend's dirty log across memory-table changes and
+    /// SET_FEATURES (see [`dirty_log`]).
+    dirty_log: DirtyLog,
     event_idx: AtomicBool,
     /// One buffer set per queue; each is only ever locked by that queue's
     /// worker thread, so the lock is uncontended.
@@ -188,6 +192,7 @@ impl FsDevice {
             dispatcher,
             dax,
             mem: Mutex::new(None),
+            dirty_log: DirtyLog::default(),
             event_idx: AtomicBool::new(false),
             stats: ChainStats::default(),
             bad_chain_log: RateLimit::per_second(10),
@@ -226,14 +231,14 @@ impl FsDevice {
         self.placement.forget();
     }
 
-    fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
+    fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestRam>> {
         let mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
         mem.as_ref().map(|m| m.memory())
     }
 
     /// Pops and serves every available chain of `vring`, then notifies the
     /// guest once for the batch.
-    fn process_queue(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+    fn process_queue(&self, queue: u16, vring: &Vring) -> Result<(), DeviceError> {
         let Some(mem) = self.memory() else {
             return Ok(());
         };
@@ -285,7 +290,7 @@ impl FsDevice {
     /// while it pops, and it goes again if chains arrived before they were
     /// back on.
     fn drain(
-        &self, queue: u16, vring: &VringRwLock, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
+        &self, queue: u16, vring: &Vring, mem: &GuestMemoryLoadGuard<GuestRam>,
         each: &mut dyn FnMut(Option<GuestChain>) -> Result<(), DeviceError>,
     ) -> Result<(), DeviceError> {
         let event_idx = self.event_idx.load(Ordering::Relaxed);
@@ -336,7 +341,7 @@ impl FsDevice {
     /// while the request ran: that ring is no longer the daemon's to write,
     /// and the reply is dropped (counted). Returns whether it was put.
     fn put_used(
-        &self, queue: u16, state: &mut VringState<GuestMemoryAtomic<GuestMemoryMmap>>, head: u16,
+        &self, queue: u16, state: &mut VringState<GuestMemoryAtomic<GuestRam>>, head: u16,
         written: u32,
     ) -> Result<bool, DeviceError> {
         if !state.get_queue().ready() {
@@ -354,7 +359,7 @@ impl FsDevice {
 
     /// Signals the driver if it asked to hear of the used entries so far
     /// (always, without EVENT_IDX).
-    fn signal_if_needed(&self, queue: u16, vring: &VringRwLock) -> Result<(), DeviceError> {
+    fn signal_if_needed(&self, queue: u16, vring: &Vring) -> Result<(), DeviceError> {
         let notify = vring
             .needs_notification()
             .map_err(|source| DeviceError::UsedRing { queue, source })?;
@@ -365,192 +370,13 @@ impl FsDevice {
         }
         Ok(())
     }
-
-    /// Serves one chain; returns the bytes written into it.
-    fn serve_chain(
-        &self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>, buffers: &mut QueueBuffers,
-    ) -> u32 {
-        let view = WindowView::new(&self.placement, self.dax.as_deref());
-        let split = match buffers.split_chain(mem, chain, view.as_ref()) {
-            Ok(split) => split,
-            Err(e) => {
-                self.bad_chain("buffers unusable", &e);
-                return 0;
-            }
-        };
-        // Only a chain with window pieces moves bytes through the window.
-        let window = view.filter(|_| split.readable_window || split.writable_window);
-        let (len, capacity) = (split.readable_len, split.writable_len);
-        if let Some(e) = split.readable_fault {
-            self.bad_chain("request buffers unusable", &e);
-            return self.refuse_unreadable(mem, buffers, capacity, window);
-        }
-        let shape = ChainShape {
-            len,
-            capacity,
-            // An oversized request is refused from its header alone (E2BIG,
-            // echoing its unique) without copying the rest.
-            oversized: len > MAX_REQUEST,
-            window,
-            // Reply buffers in the window: the reply is made in the daemon's
-            // memory, then written out through the mapped files.
-            bounce: window.filter(|_| split.writable_window),
-        };
-        if let Err(written) = self.read_request(mem, buffers, &shape) {
-            return written;
-        }
-        // Reply buffers in the window are checked before the request runs.
-        if let Some(w) = shape.bounce.filter(|_| !shape.oversized) {
-            if let Err(e) = w.check_scatter(mem, &buffers.writable) {
-                self.bad_chain("reply buffers in the window", &e);
-                return self.reply_error(mem, buffers, len, e.errno(), capacity, window);
-            }
-        }
-        self.answer(mem, buffers, &shape)
-    }
-
-    /// Copies the request (its header alone when oversized) into
-    /// `buffers.request`; on failure, the bytes written into the chain by
-    /// the error reply, if any.
-    fn read_request(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
-    ) -> Result<(), u32> {
-        let len = if shape.oversized {
-            REQUEST_HEADER_LEN
-        } else {
-            shape.len
-        };
-        buffers.request.clear();
-        buffers.request.resize(len, 0);
-        let Err(e) = gather(
-            shape.window.as_ref(),
-            mem,
-            &buffers.readable,
-            &mut buffers.request,
-        ) else {
-            return Ok(());
-        };
-        self.bad_chain("reading the request", &e.error);
-        Err(match e.error {
-            // A window page that maps nothing: the guest hears EFAULT.
-            BufferError::Window(_) => {
-                let errno = e.error.errno();
-                self.reply_error(mem, buffers, e.copied, errno, shape.capacity, shape.window)
-            }
-            // split_chain validated every guest buffer, so this is not
-            // expected; the request may be partial, so it is not served.
-            BufferError::Memory(_) => 0,
-        })
-    }
-
-    /// Serves the request in `buffers.request` and writes its reply into
-    /// the chain; returns the bytes written.
-    fn answer(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, shape: &ChainShape<'_>,
-    ) -> u32 {
-        let QueueBuffers {
-            request,
-            reply,
-            writable,
-            bounce_space,
-            ..
-        } = buffers;
-        let capacity = shape.capacity;
-        let answer = if shape.oversized {
-            self.dispatcher
-                .refuse(request, Errno::E2BIG, reply, capacity)
-        } else if shape.bounce.is_some() {
-            bounce_space.set_capacity(capacity);
-            let answer = self.dispatcher.dispatch(request, reply, bounce_space);
-            bounce_space.assemble(reply, answer)
-        } else {
-            let guest = GuestBuffers::new(mem, writable);
-            self.dispatcher.dispatch(request, reply, &guest)
-        };
-        let Some((head, data)) = answer.head_and_data() else {
-            return 0;
-        };
-        match scatter(shape.bounce.as_ref(), mem, writable, &reply[..head]) {
-            Ok(()) => (head + data) as u32,
-            Err(e) => {
-                self.bad_chain("writing the reply", &e);
-                match e {
-                    // The guest removed a mapping while using it: tell it.
-                    BufferError::Window(_) => {
-                        self.reply_error(mem, buffers, shape.len, e.errno(), capacity, shape.window)
-                    }
-                    BufferError::Memory(_) => 0,
-                }
-            }
-        }
-    }
-
-    /// A request whose later buffers the daemon cannot read (outside guest
-    /// memory and the DAX window's reported placement): answered EFAULT when
-    /// its header is readable, so the guest's request fails instead of
-    /// hanging; otherwise given back with nothing written.
-    fn refuse_unreadable(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, capacity: usize,
-        window: Option<WindowView<'_>>,
-    ) -> u32 {
-        let readable: usize = buffers.readable.iter().map(|&(_, len)| len).sum();
-        let head = readable.min(REQUEST_HEADER_LEN);
-        buffers.request.clear();
-        buffers.request.resize(head, 0);
-        if gather(
-            window.as_ref(),
-            mem,
-            &buffers.readable,
-            &mut buffers.request,
-        )
-        .is_err()
-        {
-            return 0;
-        }
-        self.reply_error(mem, buffers, head, Errno::EFAULT, capacity, window)
-    }
-
-    /// Answers the request whose first `head` bytes are in `buffers.request`
-    /// with `errno`, when its unique id is among them and the chain has room
-    /// for a reply header; returns the bytes written.
-    fn reply_error(
-        &self, mem: &GuestMemoryMmap, buffers: &mut QueueBuffers, head: usize, errno: Errno,
-        capacity: usize, window: Option<WindowView<'_>>,
-    ) -> u32 {
-        let head = head.min(REQUEST_HEADER_LEN).min(buffers.request.len());
-        let QueueBuffers {
-            request,
-            reply,
-            writable,
-            ..
-        } = buffers;
-        let Reply::Buffer(len) =
-            self.dispatcher
-                .refuse_partial(&request[..head], errno, reply, capacity)
-        else {
-            return 0;
-        };
-        match scatter(window.as_ref(), mem, writable, &reply[..len]) {
-            Ok(()) => len as u32,
-            Err(e) => {
-                self.bad_chain("writing the reply", &e);
-                0
-            }
-        }
-    }
-
-    fn bad_chain(&self, what: &str, error: &dyn std::fmt::Display) {
-        self.stats.bad_chains.fetch_add(1, Ordering::Relaxed);
-        if let Some(suppressed) = self.bad_chain_log.check() {
-            tracing::warn!(suppressed, %error, "bad descriptor chain: {what}");
-        }
-    }
 }
 
 impl VhostUserBackend for FsDevice {
-    type Bitmap = ();
-    type Vring = VringRwLock;
+    /// Each region's slot for the frontend's dirty log (SET_LOG_BASE):
+    /// see [`dirty_log`].
+    type Bitmap = DirtyBitmap;
+    type Vring = Vring;
 
     fn num_queues(&self) -> usize {
         usize::from(self.config.num_request_queues) + 1
@@ -561,43 +387,18 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
-            | vhost::vhost_user::message::VhostUserVirtioFeatures::LOG_ALL.bits()
+        features::virtio_features()
+    }
+
+    /// SET_FEATURES: LOG_ALL dropped ends the dirty logging; LOG_ALL
+    /// turned on or off starts or cancels a migration.
+    fn acked_features(&self, features: u64) {
+        self.dirty_log.features_acked(features);
+        self.features_acked(features);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // CONFIGURE_MEM_SLOTS: a frontend that puts window mappings into the
-        // memory table (QEMU 11.1 adds a region per mapping) may then pass
-        // up to 509 regions with ADD_MEM_REG / REM_MEM_REG, which
-        // vhost-user-backend serves (update_memory below); without it QEMU
-        // is limited to 8 regions in SET_MEM_TABLE.
-        // DEVICE_STATE: live migration carries the guest's session to the
-        // destination daemon (set_device_state_fd below).
-        let base = VhostUserProtocolFeatures::MQ
-            | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
-            | VhostUserProtocolFeatures::DEVICE_STATE;
-        match self.dax.as_ref().map(|dax| dax.protocol()) {
-            None => base,
-            Some(protocol) => {
-                let channel = base
-                    | VhostUserProtocolFeatures::BACKEND_REQ
-                    | VhostUserProtocolFeatures::BACKEND_SEND_FD;
-                match protocol {
-                    DaxProtocol::Shmem => channel | VhostUserProtocolFeatures::SHMEM,
-                    // Legacy frontends know nothing of SHMEM (bit 22).
-                    DaxProtocol::Legacy => channel,
-                }
-            }
-        }
-    }
-
-    fn acked_features(&self, features: u64) {
-        self.features_acked(features);
+        features::protocol_features(self.dax.as_ref().map(|dax| dax.protocol()))
     }
 
     fn set_device_state_fd(
@@ -660,7 +461,8 @@ impl VhostUserBackend for FsDevice {
         bytes[start..end].to_vec()
     }
 
-    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestRam>) -> io::Result<()> {
+        self.dirty_log.memory_changed(&mem.memory());
         *self.mem.lock().unwrap_or_else(|e| e.into_inner()) = Some(mem);
         Ok(())
     }
@@ -716,7 +518,7 @@ impl VhostUserBackend for FsDevice {
     }
 
     fn handle_event(
-        &self, device_event: u16, evset: EventSet, vrings: &[VringRwLock], thread_id: usize,
+        &self, device_event: u16, evset: EventSet, vrings: &[Vring], thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
             return Err(DeviceError::UnexpectedEvent(evset).into());

@@ -21,10 +21,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use vhost_user_backend::{VringRwLock, VringT};
-use vm_memory::{GuestMemoryLoadGuard, GuestMemoryMmap};
+use vhost_user_backend::VringT;
+use vm_memory::GuestMemoryLoadGuard;
 
-use super::{DeviceError, FsDevice, GuestChain, QueueBuffers};
+use super::{DeviceError, FsDevice, GuestChain, GuestRam, QueueBuffers, Vring};
 use crate::worker_guard::run_guarded;
 
 /// A chain handed to the pool, with what serving and completing it needs.
@@ -34,11 +34,11 @@ pub(super) struct Job {
     /// The chain's head descriptor index (what the used ring names).
     pub head: u16,
     /// Guest memory as it was when the chain was popped.
-    pub mem: GuestMemoryLoadGuard<GuestMemoryMmap>,
+    pub mem: GuestMemoryLoadGuard<GuestRam>,
     /// The chain.
     pub chain: GuestChain,
     /// The queue's vring, for the completion.
-    pub vring: VringRwLock,
+    pub vring: Vring,
 }
 
 /// Requests handed to the pool and not completed yet. Guarded by `count`'s
@@ -172,8 +172,7 @@ impl FsDevice {
     /// pool, whose threads complete each one (a chain the pool cannot take
     /// is served here).
     pub(super) fn hand_to_pool(
-        &self, queue: u16, vring: &VringRwLock, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>,
-        pool: &QueuePool,
+        &self, queue: u16, vring: &Vring, mem: &GuestMemoryLoadGuard<GuestRam>, pool: &QueuePool,
     ) -> Result<(), DeviceError> {
         self.drain(queue, vring, mem, &mut |chain| {
             let Some(chain) = chain else { return Ok(()) };
@@ -221,7 +220,7 @@ impl FsDevice {
     /// queue meanwhile (then the reply is dropped: the ring is no longer
     /// the daemon's to write).
     fn complete(
-        &self, queue: u16, vring: &VringRwLock, head: u16, written: u32,
+        &self, queue: u16, vring: &Vring, head: u16, written: u32,
     ) -> Result<(), DeviceError> {
         let mut state = vring.get_mut();
         if !self.put_used(queue, &mut state, head, written)? {

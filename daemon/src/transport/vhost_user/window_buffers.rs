@@ -16,7 +16,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use super::dirty_log::GuestRam;
 
 use crate::dax::{Dax, WindowIoError};
 use crate::errno::Errno;
@@ -275,9 +277,7 @@ impl<'a> WindowView<'a> {
     /// The window offset of a descriptor (or piece) `[addr, addr + len)`
     /// that is a window piece: it does not start in guest memory and lies
     /// wholly inside the window. Guest memory wins where both claim it.
-    pub fn window_offset(
-        &self, mem: &GuestMemoryMmap, addr: GuestAddress, len: usize,
-    ) -> Option<u64> {
+    pub fn window_offset(&self, mem: &GuestRam, addr: GuestAddress, len: usize) -> Option<u64> {
         let moffset = self.span.offset_of(addr.0, len as u64)?;
         (!mem.address_in_range(addr)).then_some(moffset)
     }
@@ -285,7 +285,7 @@ impl<'a> WindowView<'a> {
     /// Checks, before a request runs, that every window piece of `pieces`
     /// can take a device write.
     pub fn check_scatter(
-        &self, mem: &GuestMemoryMmap, pieces: &[(GuestAddress, usize)],
+        &self, mem: &GuestRam, pieces: &[(GuestAddress, usize)],
     ) -> Result<(), BufferError> {
         for &(addr, len) in pieces {
             if let Some(moffset) = self.window_offset(mem, addr, len) {
@@ -327,7 +327,7 @@ impl<'a> WindowView<'a> {
 /// `out`: window pieces (only with a `window`) through the mapped files,
 /// the others from guest memory.
 pub fn gather(
-    window: Option<&WindowView<'_>>, mem: &GuestMemoryMmap, pieces: &[(GuestAddress, usize)],
+    window: Option<&WindowView<'_>>, mem: &GuestRam, pieces: &[(GuestAddress, usize)],
     out: &mut [u8],
 ) -> Result<(), GatherError> {
     let mut done = 0;
@@ -360,8 +360,7 @@ pub fn gather(
 /// least that many: window pieces (only with a `window`) into the mapped
 /// files, the others into guest memory.
 pub fn scatter(
-    window: Option<&WindowView<'_>>, mem: &GuestMemoryMmap, pieces: &[(GuestAddress, usize)],
-    bytes: &[u8],
+    window: Option<&WindowView<'_>>, mem: &GuestRam, pieces: &[(GuestAddress, usize)], bytes: &[u8],
 ) -> Result<(), BufferError> {
     let mut done = 0;
     for &(addr, len) in pieces {
