@@ -61,6 +61,14 @@ DAXFSD_GUEST_WORKLOADS=stopped_server \
   DAXFSD_GUEST_DAEMON_PASSES="--sandbox namespace --seccomp kill --num-request-queues 1 --thread-pool-size 4" \
   "$repo/tests/guest/run-all.sh" --daemon-bin "$repo/target/debug/daxfsd"
 
+section "live migration between two QEMUs and two daxfsd (the guest's open files, directories and cwd carried over; an inode without a path under each --migration-on-error, and by file handle)"
+# Each run: two TCG guests, QMP migrate with return-path, 10-20 s.
+for run in "basic|" "unlinked|" "unlinked|--migration-on-error guest-error" \
+  "unlinked|--migration-mode file-handles" "basic|--migration-verify-handles --migration-confirm-paths"; do
+  "$repo/tests/guest/run-migration.sh" --daemon-bin "$repo/target/debug/daxfsd" \
+    --scenario "${run%%|*}" --daemon-args "${run#*|}"
+done
+
 section "libvirt 9.0 starts daxfsd (--fd, -o, --thread-pool-size=0) for a TCG guest; virsh destroy leaves no process and no socket"
 # Installs libvirt's packages with apt-get if missing; runs its own libvirtd
 # in a private mount namespace (tests/libvirt/run-libvirt.sh).
