@@ -389,3 +389,27 @@ fn a_memory_table_sent_again_while_logging_stays_logged() {
         },
     );
 }
+
+/// A log too small for guest memory (8 bytes: 64 pages, 256 KiB) is not installed: the
+/// daemon never writes past it. vhost 0.18 has no error reply for SET_LOG_BASE, so the
+/// daemon ends the connection as for any frontend message it cannot handle (and, without
+/// `--persist`, exits with an error), rather than let the frontend think it logs.
+#[test]
+fn a_log_smaller_than_guest_memory_is_refused() {
+    let s = start(&[], |_| {});
+    let log = s.check(DirtyLog::covering(256 << 10));
+    assert_eq!(log.len(), 8);
+    assert!(
+        log.install(&s.dev).is_err(),
+        "SET_LOG_BASE of a log too small was accepted"
+    );
+    let status = s.check(s.backend.wait_exit(s.dev.timeout()));
+    let stderr = s.backend.stderr();
+    assert!(
+        !status.success()
+            && stderr.contains("failed to handle request")
+            && !stderr.contains("panicked"),
+        "{status}: {stderr}"
+    );
+    assert!(s.check(log.dirty_pages()).is_empty());
+}

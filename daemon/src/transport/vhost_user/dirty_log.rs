@@ -22,7 +22,7 @@
 //!
 //! vhost-user-backend has a bitmap of its own for this, `BitmapMmapRegion`,
 //! but every slice of guest memory clones its `Arc` and every write takes
-//! its `RwLock`, logging or not: READ 4 KiB cost 10-15% more daemon CPU
+//! its `RwLock`, logging or not: READ 4 KiB cost 5-17% more daemon CPU
 //! (docs/benchmarks.md, "Dirty logging"). A [`DirtySlice`] borrows its
 //! region's slot instead, and a write without a log costs one atomic load.
 //! Owning the slot also lets the device do what vhost-user-backend leaves

@@ -1,6 +1,8 @@
-//! The vhost-user-fs device: features, configuration space and the queue
-//! workers, on rust-vmm `vhost-user-backend`; chain buffers in guest memory
-//! ([`guest_io`]) and in the DAX window ([`window_buffers`]).
+//! The vhost-user-fs device: configuration space and the queue workers, on
+//! rust-vmm `vhost-user-backend`; the features it offers (`features`);
+//! serving one chain (`serve`), whose buffers are in guest memory
+//! ([`guest_io`]) or the DAX window ([`window_buffers`]); the dirty log of a
+//! live migration ([`dirty_log`]).
 //!
 //! Queue 0 is the hiprio queue (FORGET, INTERRUPT); queues 1..=N carry
 //! requests. Each queue is served by its own worker thread
