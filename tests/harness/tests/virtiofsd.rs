@@ -89,9 +89,11 @@ fn handshake_negotiates_what_virtiofsd_offers() {
     let n = dev.negotiated();
     assert_ne!(n.features & (1 << 32), 0, "VERSION_1 acked");
     assert_ne!(n.features & (1 << 30), 0, "PROTOCOL_FEATURES acked");
+    // DEVICE_STATE: virtiofsd migrates its state, and the harness asks for it as QEMU.
     let expected = VhostUserProtocolFeatures::MQ
         | VhostUserProtocolFeatures::REPLY_ACK
-        | VhostUserProtocolFeatures::CONFIG;
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::DEVICE_STATE;
     assert_eq!(n.protocol_features, expected);
     assert!(!n
         .protocol_features
