@@ -270,3 +270,25 @@ fn a_device_with_a_dax_window_refuses_to_migrate() {
         "a failed save must not stop the daemon"
     );
 }
+
+#[test]
+fn an_inode_whose_name_was_removed_is_found_by_its_other_link() {
+    let s = Session::start(&[]);
+    std::fs::create_dir_all(s.path("x/y")).unwrap();
+    std::fs::write(s.path("a"), b"linked twice").unwrap();
+    let file = s.lookup(ROOT_ID, b"a").unwrap().nodeid;
+    let fh = s.open(file, libc::O_RDONLY).unwrap().fh;
+    // /proc now says "a (deleted)": only a search of the share finds it.
+    std::fs::hard_link(s.path("a"), s.path("x/y/b")).unwrap();
+    std::fs::remove_file(s.path("a")).unwrap();
+    let (d, loaded) = migrate(&s, &[]);
+    loaded.unwrap_or_else(|e| panic!("load: {e}\n{}", d.backend.diagnostics()));
+    assert_eq!(d.read(file, fh, 0, 64).unwrap(), b"linked twice");
+    let x = d.lookup(ROOT_ID, b"x").unwrap().nodeid;
+    let y = d.lookup(x, b"y").unwrap().nodeid;
+    assert_eq!(
+        d.lookup(y, b"b").unwrap().nodeid,
+        file,
+        "the same inode, the same nodeid"
+    );
+}

@@ -33,6 +33,13 @@ struct HandleMap {
     next_fh: u64,
 }
 
+impl HandleMap {
+    /// Hands out fhs from at least `next` on, never `u64::MAX`.
+    fn advance(&mut self, next: u64) {
+        self.next_fh = self.next_fh.max(next).min(u64::MAX - 1);
+    }
+}
+
 impl Default for HandleMap {
     fn default() -> Self {
         Self {
@@ -159,7 +166,7 @@ impl HandleTable {
             dir_cursor: directory.then(|| Mutex::new(DirCursor::default())),
         };
         map.by_fh.insert(fh, Arc::new(handle));
-        map.next_fh = map.next_fh.max(fh.saturating_add(1)).min(u64::MAX - 1);
+        map.advance(fh.saturating_add(1));
         true
     }
 
@@ -170,12 +177,11 @@ impl HandleTable {
         if !map.by_fh.contains_key(&fh) {
             map.lost.insert(fh);
         }
-        map.next_fh = map.next_fh.max(fh.saturating_add(1)).min(u64::MAX - 1);
+        map.advance(fh.saturating_add(1));
     }
 
     /// Hands out fhs from at least `next` on (a migration's).
     pub fn advance_next_fh(&self, next: u64) {
-        let mut map = self.write();
-        map.next_fh = map.next_fh.max(next).min(u64::MAX - 1);
+        self.write().advance(next);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use daxfsd_protocol::abi::ROOT_ID;
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxFlags};
 
 use super::attr::statx_fd;
 use super::entry_ops::RESOLVE;
@@ -82,7 +82,7 @@ impl PassthroughFs {
     pub(super) fn prepare_migration(&self) {
         let names_changed_at = self.migration.names_changed.load(Ordering::Relaxed);
         let (inodes, _) = self.inodes.snapshot();
-        let Ok(prefix) = self.root_prefix() else {
+        let Ok(prefix) = self.root_fd().and_then(|root| self.root_prefix(&root)) else {
             return;
         };
         let paths: HashMap<u64, Vec<u8>> = inodes
@@ -112,10 +112,8 @@ impl PassthroughFs {
             self.migration.slot().take().filter(|c| {
                 c.names_changed_at == self.migration.names_changed.load(Ordering::Relaxed)
             });
-        let prefix = self.root_prefix().map_err(host)?;
-        let root = self
-            .path_fd(&self.inodes.get(ROOT_ID).map_err(host)?)
-            .map_err(host)?;
+        let root = self.root_fd().map_err(host)?;
+        let prefix = self.root_prefix(&root).map_err(host)?;
         let mut states = Vec::with_capacity(inodes.len());
         let mut missing = Vec::new();
         for inode in &inodes {
@@ -184,9 +182,7 @@ impl PassthroughFs {
         if self.inodes.len() > 1 || self.handles.len() > 0 {
             return Err(MigrationError::SessionActive);
         }
-        let root = self
-            .path_fd(&self.inodes.get(ROOT_ID).map_err(host)?)
-            .map_err(host)?;
+        let root = self.root_fd().map_err(host)?;
         // open_by_handle_at wants a descriptor on the mount that is not O_PATH.
         let mount = rustix::fs::openat(
             &*root,
@@ -262,19 +258,19 @@ impl PassthroughFs {
         &self, inode: &InodeState, root: &PathFd, mount: Result<&OwnedFd, &rustix::io::Errno>,
     ) -> Result<(), String> {
         let needs_handles = matches!(inode.location, Location::Handle(_)) || inode.verify.is_some();
-        if needs_handles && !self.config.handle_calls {
-            self.inodes.restore(inode.nodeid, inode.lookups, None);
-            return Err(
+        let opened = if needs_handles && !self.config.handle_calls {
+            Err(
                 "the source sent a file handle, and this daemon does not use them \
                  (--inode-file-handles=never)"
                     .into(),
-            );
-        }
-        let opened = open_location(&inode.location, root, mount).and_then(|fd| {
-            verify(&fd, inode.verify.as_ref())?;
-            let st = statx_fd(&fd).map_err(|e| e.to_string())?;
-            Ok((fd, st))
-        });
+            )
+        } else {
+            open_location(&inode.location, root, mount).and_then(|fd| {
+                verify(&fd, inode.verify.as_ref())?;
+                let st = statx_fd(&fd).map_err(|e| e.to_string())?;
+                Ok((fd, st))
+            })
+        };
         let (fd, st) = match opened {
             Ok(opened) => opened,
             Err(why) => {
@@ -317,10 +313,14 @@ impl PassthroughFs {
         }
     }
 
-    /// What `/proc/self/fd` says the shared directory is.
-    fn root_prefix(&self) -> Result<Vec<u8>, Errno> {
-        let root = self.path_fd(&self.inodes.get(ROOT_ID)?)?;
-        Ok(self.proc_link(&*root)?.into_bytes())
+    /// What `/proc/self/fd` says the shared directory (`root`) is.
+    fn root_prefix(&self, root: &PathFd) -> Result<Vec<u8>, Errno> {
+        Ok(self.proc_link(root)?.into_bytes())
+    }
+
+    /// The shared directory's O_PATH descriptor.
+    fn root_fd(&self) -> Result<Arc<PathFd>, Errno> {
+        self.path_fd(&self.inodes.get(ROOT_ID)?)
     }
 
     /// `/proc/self/fd`'s path of `inode`, relative to the shared directory
@@ -358,8 +358,14 @@ fn relative_to(link: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Opens `path` (relative; empty for the share itself) below `root`.
+/// Opens `path` (relative; empty for the share itself) below `root`, as
+/// an O_PATH descriptor.
 fn open_beneath(root: impl AsFd, path: &[u8]) -> Result<OwnedFd, String> {
+    open_beneath_as(root, path, OFlags::PATH)
+}
+
+/// [`open_beneath`] with `flags` (O_NOFOLLOW and O_CLOEXEC are added).
+fn open_beneath_as(root: impl AsFd, path: &[u8], flags: OFlags) -> Result<OwnedFd, String> {
     let path = if path.is_empty() {
         b".".to_vec()
     } else {
@@ -369,7 +375,7 @@ fn open_beneath(root: impl AsFd, path: &[u8]) -> Result<OwnedFd, String> {
     rustix::fs::openat2(
         root,
         &path,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         MIGRATION_RESOLVE,
     )
@@ -388,6 +394,9 @@ fn leads_to(root: impl AsFd, path: &[u8], key: InodeKey) -> bool {
 /// the inodes `wanted` names by (device, inode number); returns the path
 /// found for each value.
 fn search(root: impl AsFd, mut wanted: HashMap<(u64, u64), usize>) -> Vec<(usize, Vec<u8>)> {
+    // A directory entry's d_ino is compared first; only a match (or an
+    // entry of unknown type) costs a statx.
+    let inos: HashSet<u64> = wanted.keys().map(|&(_, ino)| ino).collect();
     let mut found = Vec::new();
     let mut queue: VecDeque<Vec<u8>> = VecDeque::from([Vec::new()]);
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
@@ -395,15 +404,8 @@ fn search(root: impl AsFd, mut wanted: HashMap<(u64, u64), usize>) -> Vec<(usize
         if wanted.is_empty() {
             break;
         }
-        let Ok(dir_fd) = open_beneath(&root, &dir_path).and_then(|fd| {
-            rustix::fs::openat(
-                &fd,
-                c".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| e.to_string())
-        }) else {
+        let Ok(dir_fd) = open_beneath_as(&root, &dir_path, OFlags::RDONLY | OFlags::DIRECTORY)
+        else {
             continue;
         };
         let Ok(st) = statx_fd(&dir_fd) else { continue };
@@ -415,30 +417,31 @@ fn search(root: impl AsFd, mut wanted: HashMap<(u64, u64), usize>) -> Vec<(usize
             continue;
         };
         for entry in dir.flatten() {
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
                 continue;
             }
             let mut path = dir_path.clone();
             if !path.is_empty() {
                 path.push(b'/');
             }
-            path.extend_from_slice(name);
-            let is_dir = entry.file_type() == FileType::Directory;
-            let maybe_wanted = wanted.keys().any(|(_, ino)| *ino == entry.ino());
-            if maybe_wanted || entry.file_type() == FileType::Unknown {
-                let Ok(fd) = open_beneath(&root, &path) else {
+            path.extend_from_slice(name.to_bytes());
+            let mut is_dir = entry.file_type() == FileType::Directory;
+            if inos.contains(&entry.ino()) || entry.file_type() == FileType::Unknown {
+                let Ok(st) = rustix::fs::statx(
+                    &dir_fd,
+                    name,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                    StatxFlags::TYPE | StatxFlags::INO,
+                ) else {
                     continue;
                 };
-                let Ok(st) = statx_fd(&fd) else { continue };
-                let key = InodeKey::of(&st);
-                if let Some(i) = wanted.remove(&(key.dev, key.ino)) {
+                if let Some(i) = wanted.remove(&(InodeKey::of(&st).dev, st.stx_ino)) {
                     found.push((i, path.clone()));
                 }
-                if FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory {
-                    queue.push_back(path);
-                }
-            } else if is_dir {
+                is_dir = FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory;
+            }
+            if is_dir {
                 queue.push_back(path);
             }
         }
